@@ -1,0 +1,208 @@
+"""The two wire contracts: shopper events in, recommendations out.
+
+Events are JSON objects keyed by ``user_id`` on the events topic::
+
+    {"event_id": "e-1", "user_id": "u-7", "type": "click", "item_id": "123",
+     "ts": 1732370000000, "session_id": "s-3"}
+
+``parse_event`` never raises on bad input: it returns an :class:`Event` or an
+:class:`InvalidEvent` carrying the reason, which becomes a dead-letter record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import base64
+
+import orjson
+
+__all__ = [
+    "EVENT_TYPES",
+    "Event",
+    "InvalidEvent",
+    "parse_event",
+    "event_to_dict",
+    "encode_event",
+    "Recommendation",
+    "ScoredItem",
+    "encode_recommendation",
+    "decode_recommendation",
+    "dead_letter",
+]
+
+EVENT_TYPES = ("click", "search", "purchase")
+_ITEM_TYPES = frozenset(("click", "purchase"))
+_MAX_ID_LEN = 256
+_MAX_QUERY_LEN = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A validated shopper event."""
+
+    event_id: str
+    user_id: str
+    type: str  # one of EVENT_TYPES
+    ts: int  # epoch milliseconds
+    item_id: str | None = None  # click / purchase
+    query: str | None = None  # search
+    session_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEvent:
+    """A record that failed validation, with the reason and the original bytes."""
+
+    reason: str
+    raw: bytes
+
+
+def _ident(obj: dict[str, Any], name: str, required: bool) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        if required:
+            raise ValueError(f"missing field `{name}`")
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"field `{name}` must be a string or integer; got {type(value).__name__}")
+    text = str(value)
+    if not text or len(text) > _MAX_ID_LEN:
+        raise ValueError(f"field `{name}` must be 1..{_MAX_ID_LEN} characters; got {len(text)}")
+    return text
+
+
+def _validate(obj: Any) -> Event:
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object; got {type(obj).__name__}")
+    event_id = _ident(obj, "event_id", True)
+    user_id = _ident(obj, "user_id", True)
+    etype = obj.get("type")
+    if etype is None:
+        raise ValueError("missing field `type`")
+    if etype not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {etype!r}; expected one of {', '.join(EVENT_TYPES)}")
+    ts = obj.get("ts")
+    if ts is None:
+        raise ValueError("missing field `ts`")
+    if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
+        raise ValueError(f"field `ts` must be a non-negative integer (epoch ms); got {ts!r}")
+    item_id = _ident(obj, "item_id", etype in _ITEM_TYPES)
+    query = None
+    if etype == "search":
+        query = obj.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("a search event needs a non-empty string `query`")
+        if len(query) > _MAX_QUERY_LEN:
+            raise ValueError(f"field `query` longer than {_MAX_QUERY_LEN} characters")
+    session_id = _ident(obj, "session_id", False)
+    assert event_id is not None and user_id is not None
+    return Event(event_id, user_id, etype, ts, item_id, query, session_id)
+
+
+def parse_event(raw: bytes, key: bytes | None = None) -> Event | InvalidEvent:
+    """Decode and validate one record. Never raises on bad input.
+
+    When the record has a Kafka key it must match ``user_id``: a mismatch means
+    the producer partitioned the event under another user's state.
+    """
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return InvalidEvent(f"not valid JSON: {exc}", raw)
+    try:
+        event = _validate(obj)
+    except ValueError as exc:
+        return InvalidEvent(str(exc), raw)
+    if key is not None and key.decode("utf-8", "replace") != event.user_id:
+        return InvalidEvent(
+            f"record key {key!r} does not match user_id {event.user_id!r}; "
+            "events must be keyed by user_id",
+            raw,
+        )
+    return event
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "event_id": event.event_id,
+        "user_id": event.user_id,
+        "type": event.type,
+        "ts": event.ts,
+    }
+    if event.item_id is not None:
+        out["item_id"] = event.item_id
+    if event.query is not None:
+        out["query"] = event.query
+    if event.session_id is not None:
+        out["session_id"] = event.session_id
+    return out
+
+
+def encode_event(event: Event) -> bytes:
+    return orjson.dumps(event_to_dict(event))
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredItem:
+    item_id: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """The refreshed top-k for one user, published keyed by ``user_id``."""
+
+    user_id: str
+    items: tuple[ScoredItem, ...]
+    model_version: str
+    source_event_id: str
+    event_ts: int
+    emitted_ts: int
+
+
+def encode_recommendation(rec: Recommendation) -> bytes:
+    return orjson.dumps(
+        {
+            "user_id": rec.user_id,
+            "items": [{"item_id": s.item_id, "score": round(s.score, 6)} for s in rec.items],
+            "model_version": rec.model_version,
+            "source_event_id": rec.source_event_id,
+            "event_ts": rec.event_ts,
+            "emitted_ts": rec.emitted_ts,
+        }
+    )
+
+
+def decode_recommendation(raw: bytes) -> Recommendation:
+    obj = orjson.loads(raw)
+    return Recommendation(
+        user_id=obj["user_id"],
+        items=tuple(ScoredItem(i["item_id"], float(i["score"])) for i in obj["items"]),
+        model_version=obj["model_version"],
+        source_event_id=obj["source_event_id"],
+        event_ts=int(obj["event_ts"]),
+        emitted_ts=int(obj["emitted_ts"]),
+    )
+
+
+def dead_letter(
+    invalid: InvalidEvent, topic: str, partition: int, offset: int, now_ms: int
+) -> bytes:
+    """The dead-letter record: reason, original bytes (as text when decodable) and origin."""
+    try:
+        original: str = invalid.raw.decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        original = base64.b64encode(invalid.raw).decode("ascii")
+        encoding = "base64"
+    return orjson.dumps(
+        {
+            "reason": invalid.reason,
+            "original": original,
+            "original_encoding": encoding,
+            "source": {"topic": topic, "partition": partition, "offset": offset},
+            "dead_lettered_ts": now_ms,
+        }
+    )

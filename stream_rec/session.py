@@ -1,0 +1,158 @@
+"""Per-user session state: the last N events as compact arrays, plus items purchased.
+
+State is pure data with a versioned little-endian binary encoding (never pickle)::
+
+    header  <B H B q q q : version, n events, n purchased, session key, last ts, last offset
+    arrays  item_hash int64[n] | type uint8[n] | query_hash uint32[n, Q] | ts int64[n]
+            | purchased int64[m]
+
+With N = 50 and Q = 3 a full state is at most 1,483 + 8·m bytes.
+``last_offset`` makes replays of an already-applied Kafka record a no-op, so an
+at-least-once redelivery after a crash does not count an event twice.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .events import Event
+from .features import MAX_QUERY_TOKENS, PURCHASE, TYPE_CODES, item_hash, query_token_hashes
+
+__all__ = ["SessionState", "SessionPolicy", "apply_event", "StateDecodeError"]
+
+_VERSION = 1
+_HEADER = struct.Struct("<BHBqqq")
+_EMPTY_Q = np.zeros((0, MAX_QUERY_TOKENS), dtype=np.uint32)
+
+
+class StateDecodeError(ValueError):
+    """Stored bytes are not a session state of a version we understand."""
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How events fold into state."""
+
+    max_len: int = 50  # events kept (the model's max length)
+    max_purchased: int = 20  # purchased items kept for filtering
+    session_gap_ms: int = 30 * 60 * 1000  # inactivity that starts a new session (no session_id)
+
+
+@dataclass(frozen=True)
+class SessionState:
+    item_hashes: np.ndarray  # (n,) int64, 0 for events without an item
+    types: np.ndarray  # (n,) uint8 type codes
+    query_hashes: np.ndarray  # (n, Q) uint32, 0 = no token
+    ts: np.ndarray  # (n,) int64 epoch ms
+    purchased: np.ndarray  # (m,) int64 item hashes, oldest first
+    session_key: int = 0  # hash of the session id, 0 when none
+    last_ts: int = 0
+    last_offset: int = -1  # offset of the last applied record, -1 when unknown
+
+    @classmethod
+    def empty(cls) -> SessionState:
+        return cls(
+            np.zeros(0, np.int64),
+            np.zeros(0, np.uint8),
+            _EMPTY_Q,
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+        )
+
+    def __len__(self) -> int:
+        return int(self.item_hashes.shape[0])
+
+    def sequence(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(item hashes, types, query hashes) in time order, as `features.featurize` takes them."""
+        return self.item_hashes, self.types, self.query_hashes
+
+    def seen_item_hashes(self) -> np.ndarray:
+        return self.item_hashes[self.item_hashes != 0]
+
+    def to_bytes(self) -> bytes:
+        n, m = len(self), int(self.purchased.shape[0])
+        return b"".join(
+            (
+                _HEADER.pack(_VERSION, n, m, self.session_key, self.last_ts, self.last_offset),
+                self.item_hashes.astype("<i8", copy=False).tobytes(),
+                self.types.astype("u1", copy=False).tobytes(),
+                self.query_hashes.astype("<u4", copy=False).tobytes(),
+                self.ts.astype("<i8", copy=False).tobytes(),
+                self.purchased.astype("<i8", copy=False).tobytes(),
+            )
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SessionState:
+        if len(data) < _HEADER.size:
+            raise StateDecodeError(f"session state needs >= {_HEADER.size} bytes; got {len(data)}")
+        version, n, m, skey, last_ts, last_off = _HEADER.unpack_from(data)
+        if version != _VERSION:
+            raise StateDecodeError(f"session state version {version}; this build reads {_VERSION}")
+        q = MAX_QUERY_TOKENS
+        expected = _HEADER.size + n * (8 + 1 + 4 * q + 8) + m * 8
+        if len(data) != expected:
+            raise StateDecodeError(f"session state of {n} events needs {expected} bytes; got {len(data)}")
+        off = _HEADER.size
+        items = np.frombuffer(data, "<i8", n, off)
+        off += 8 * n
+        types = np.frombuffer(data, "u1", n, off)
+        off += n
+        queries = np.frombuffer(data, "<u4", n * q, off).reshape(n, q)
+        off += 4 * n * q
+        ts = np.frombuffer(data, "<i8", n, off)
+        off += 8 * n
+        purchased = np.frombuffer(data, "<i8", m, off)
+        return cls(items, types, queries, ts, purchased, skey, last_ts, last_off)
+
+
+def _session_key(session_id: str | None) -> int:
+    return item_hash(session_id) if session_id else 0
+
+
+def apply_event(
+    state: SessionState, event: Event, policy: SessionPolicy, offset: int | None = None
+) -> SessionState:
+    """Fold one event into a user's state; returns the new state (inputs are not modified).
+
+    A record whose ``offset`` is not beyond ``state.last_offset`` was applied
+    already (redelivery) and leaves the state unchanged.
+    """
+    if offset is not None and offset <= state.last_offset:
+        return state
+    skey = _session_key(event.session_id)
+    new_session = len(state) > 0 and (
+        (skey != state.session_key) if (skey or state.session_key)
+        else event.ts - state.last_ts > policy.session_gap_ms
+    )
+    keep = policy.max_len - 1
+    if new_session or keep <= 0:
+        items, types, queries, ts = (
+            state.item_hashes[:0], state.types[:0], state.query_hashes[:0], state.ts[:0]
+        )
+    else:
+        items, types, queries, ts = (
+            state.item_hashes[-keep:], state.types[-keep:], state.query_hashes[-keep:], state.ts[-keep:]
+        )
+    code = TYPE_CODES[event.type]
+    ih = item_hash(event.item_id) if event.item_id is not None else 0
+    qrow = np.zeros((1, MAX_QUERY_TOKENS), dtype=np.uint32)
+    if event.query is not None:
+        toks = query_token_hashes(event.query)
+        qrow[0, : len(toks)] = toks
+    purchased = state.purchased
+    if code == PURCHASE and ih:
+        purchased = np.concatenate((purchased[purchased != ih], [ih]))[-policy.max_purchased :]
+    return SessionState(
+        item_hashes=np.concatenate((items, np.array([ih], np.int64))),
+        types=np.concatenate((types, np.array([code], np.uint8))),
+        query_hashes=np.concatenate((queries, qrow)),
+        ts=np.concatenate((ts, np.array([event.ts], np.int64))),
+        purchased=purchased.astype(np.int64, copy=False),
+        session_key=skey,
+        last_ts=max(event.ts, state.last_ts),
+        last_offset=state.last_offset if offset is None else offset,
+    )

@@ -1,0 +1,1 @@
+"""Faust apps that wire the stream_rec core to Kafka."""
