@@ -1,0 +1,131 @@
+"""One typed settings object for every command; each field is documented and read from env.
+
+Precedence: CLI flag > environment variable (``STREAM_REC_<FIELD>``) > default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "env_name"]
+
+ENV_PREFIX = "STREAM_REC_"
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- Kafka -------------------------------------------------------------------------
+    bootstrap_servers: str = _f(
+        "", "Kafka bootstrap servers (host:port[,host:port]). Empty: `demo` starts an embedded broker."
+    )
+    events_topic: str = _f("events", "Topic of shopper events, keyed by user_id.")
+    recs_topic: str = _f("recommendations", "Topic the refreshed top-k is published to, keyed by user_id.")
+    dlq_topic: str = _f("events.dlq", "Dead-letter topic for invalid events (reason, original bytes, origin).")
+    partitions: int = _f(4, "Partitions of the events topic and of the session table's changelog.", min=1)
+    app_id: str = _f("stream-rec", "Faust app id: the consumer group and the changelog topics' prefix.")
+    # --- state -------------------------------------------------------------------------
+    data_dir: str = _f("var/worker", "Worker state directory (RocksDB session tables live under it).")
+    session_gap_s: int = _f(1800, "Inactivity (s) that starts a new session when events carry no session_id.", min=1)
+    max_purchased: int = _f(20, "Purchased items remembered per user (for filtering).", min=0)
+    # --- model -------------------------------------------------------------------------
+    bundles_dir: str = _f("bundles", "Directory of model bundles (one sub-directory per version).")
+    bundle: str = _f("", "Path of the model bundle to serve. Empty: --model-version, else the newest bundle.")
+    model_version: str = _f("", "Version (sub-directory of bundles_dir) to serve when --bundle is empty.")
+    providers: str = _f("auto", "ONNX Runtime providers: auto (CUDA when usable, else CPU), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    intra_op_threads: int = _f(1, "ONNX Runtime intra-op threads (0 = ORT default).", min=0)
+    inter_op_threads: int = _f(1, "ONNX Runtime inter-op threads (0 = ORT default).", min=0)
+    index: str = _f("hnsw", "Candidate index: hnsw (approximate) or exact (numpy reference).", choices=("hnsw", "exact"))
+    hnsw_ef: int = _f(128, "HNSW search breadth ef (>= top_k); higher is more exact and slower.", min=1)
+    index_threads: int = _f(1, "Threads for batched HNSW queries.", min=1)
+    # --- serving -------------------------------------------------------------------------
+    top_k: int = _f(20, "Items per recommendation.", min=1)
+    filter_purchased: bool = _f(True, "Never recommend items the user already purchased.")
+    filter_clicked: bool = _f(False, "Never recommend items already clicked in the session.")
+    coalesce: bool = _f(True, "Under load, answer several events of one user in a batch with one recommendation (for its last event).")
+    batch_max: int = _f(256, "Most events taken from the stream into one micro-batch.", min=1)
+    batch_wait_ms: float = _f(5.0, "Longest wait (ms) for a micro-batch to fill before it is processed.", min=0)
+    worker_host: str = _f("127.0.0.1", "Address of the worker's status web server.")
+    worker_port: int = _f(6066, "Port of the worker's status web server.", min=1)
+    model_poll_s: float = _f(10.0, "How often (s) the worker looks for a newer bundle to swap in (0 = never; a pinned --bundle or --model-version is never swapped).", min=0)
+    log_level: str = _f("warning", "Log level: debug, info, warning or error.", choices=("debug", "info", "warning", "error"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then STREAM_REC_* from ``env`` (os.environ by default), then overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = env_name(f.name)
+            if name in env:
+                values[f.name] = _coerce(f.name, f.type, env[name], source=name)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).validated()
+
+    def validated(self) -> Settings:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            lo = f.metadata.get("min")
+            if lo is not None and value < lo:
+                raise ConfigError(f"{f.name} must be >= {lo}; got {value}")
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
+        if self.index == "hnsw" and self.hnsw_ef < self.top_k:
+            raise ConfigError(f"hnsw_ef must be >= top_k ({self.top_k}); got {self.hnsw_ef}")
+        return self
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes).validated()
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as STREAM_REC_* variables (to hand them to a child process)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[env_name(f.name)] = ("true" if v else "false") if isinstance(v, bool) else str(v)
+        return out
+
+    @staticmethod
+    def describe() -> list[tuple[str, str, Any, str]]:
+        """(field, env var, default, help) for docs and --help."""
+        return [
+            (f.name, env_name(f.name), f.default if f.default is not MISSING else None, f.metadata["help"])
+            for f in fields(Settings)
+        ]
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(name: str, typ: Any, raw: str, source: str) -> Any:
+    typ = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    try:
+        if typ == "bool":
+            low = raw.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if typ == "int":
+            return int(raw)
+        if typ == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        expected = {"bool": "true or false", "int": "an integer", "float": "a number"}.get(typ, typ)
+        raise ConfigError(f"{source}={raw!r}: expected {expected}") from None

@@ -1,0 +1,201 @@
+"""The worker: a faust app whose agent turns events into recommendations.
+
+Hot-path design (see DEVELOPERS.md): the agent takes micro-batches with
+``stream.take_events(batch_max, batch_wait)``. At low load a batch holds one
+event and is answered within a few ms; under load a batch holds many users'
+events, which the core folds into state and answers with ONE encoder call and
+ONE index search. Table reads/writes for a user run under that user's own
+event as faust's "current event", so the RocksDB partition and the changelog
+partition are always the user's partition (faust derives both from it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import EventT
+
+from stream_rec.bundle import ModelBundle, resolve_bundle
+from stream_rec.core import Recommender
+from stream_rec.events import (
+    Event,
+    InvalidEvent,
+    dead_letter,
+    encode_recommendation,
+    parse_event,
+)
+from stream_rec.session import SessionState, StateDecodeError
+from stream_rec.settings import Settings
+
+__all__ = ["create_app", "run_worker", "WorkerStats"]
+
+log = logging.getLogger("stream_rec.worker")
+
+
+@dataclass
+class WorkerStats:
+    events: int = 0
+    dead_letters: int = 0
+    recommendations: int = 0
+    batches: int = 0
+    state_resets: int = 0
+    model_swaps: int = 0
+
+
+@contextlib.contextmanager
+def as_current(event: EventT) -> Iterator[None]:
+    """Make ``event`` faust's current event, so table access uses its partition."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class ModelHolder:
+    """The recommender in service, swapped atomically when a newer bundle appears."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pinned = bool(settings.bundle or settings.model_version)
+        self.path = resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
+        self.recommender = Recommender.from_bundle(ModelBundle.load(self.path), settings)
+        log.warning("serving model %s from %s", self.recommender.model_version, self.path)
+
+    async def maybe_swap(self) -> bool:
+        if self.pinned:
+            return False
+        newest = resolve_bundle(self.settings.bundles_dir)
+        if newest == self.path:
+            return False
+        # Load (and warm up) off the event loop; the swap itself is one assignment.
+        new = await asyncio.to_thread(
+            lambda: Recommender.from_bundle(ModelBundle.load(newest), self.settings)
+        )
+        old = self.recommender.model_version
+        self.recommender, self.path = new, newest
+        log.warning("model swapped: %s -> %s", old, new.model_version)
+        return True
+
+
+def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.App:
+    if not settings.bootstrap_servers:
+        raise ValueError("the worker needs bootstrap_servers (--bootstrap-servers or STREAM_REC_BOOTSTRAP_SERVERS)")
+    holder = holder or ModelHolder(settings)
+    brokers = ";".join(f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(","))
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        store="rocksdb://",
+        datadir=settings.data_dir,
+        topic_partitions=settings.partitions,
+        consumer_auto_offset_reset="earliest",
+        web_host=settings.worker_host,
+        web_bind=settings.worker_host,
+        web_port=settings.worker_port,
+        stream_wait_empty=False,
+        producer_linger_ms=1,
+        table_standby_replicas=0,
+        loghandlers=[],
+    )
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    events_topic = app.topic(settings.events_topic, partitions=settings.partitions, **raw)
+    recs_topic = app.topic(settings.recs_topic, partitions=settings.partitions, **raw)
+    dlq_topic = app.topic(settings.dlq_topic, partitions=1, **raw)
+    sessions = app.Table("sessions", partitions=settings.partitions, default=None, **raw)
+    stats = WorkerStats()
+
+    async def handle(batch: list[EventT]) -> None:
+        now_ms = int(time.time() * 1000)
+        valid: list[Event] = []
+        offsets: list[int] = []
+        context: dict[str, EventT] = {}  # user -> an event of the user's partition
+        for ev in batch:
+            msg = ev.message
+            value = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
+            if msg.key is None:
+                parsed: Event | InvalidEvent = InvalidEvent(
+                    "record has no key; events must be keyed by user_id", value
+                )
+            else:
+                parsed = parse_event(value, msg.key)
+            if isinstance(parsed, InvalidEvent):
+                dlq_topic.send_soon(
+                    key=msg.key,
+                    value=dead_letter(parsed, msg.topic, msg.partition, msg.offset, now_ms),
+                )
+                stats.dead_letters += 1
+                continue
+            valid.append(parsed)
+            offsets.append(msg.offset)
+            context[parsed.user_id] = ev
+        stats.events += len(batch)
+        stats.batches += 1
+        if not valid:
+            return
+        states: dict[str, SessionState | None] = {}
+        for user, ev in context.items():
+            with as_current(ev):
+                stored = sessions.get(user.encode())
+            try:
+                states[user] = None if stored is None else SessionState.from_bytes(stored)
+            except StateDecodeError as exc:
+                log.error("unreadable state for user %r, starting afresh: %s", user, exc)
+                stats.state_resets += 1
+                states[user] = None
+        result = holder.recommender.step(states, valid, offsets, now_ms=now_ms)
+        for user, state in result.states.items():
+            with as_current(context[user]):
+                sessions[user.encode()] = state.to_bytes()
+        for rec in result.recommendations:
+            await recs_topic.send(key=rec.user_id.encode(), value=encode_recommendation(rec))
+        stats.recommendations += len(result.recommendations)
+
+    @app.agent(events_topic, name="recommend")
+    async def recommend(stream: faust.StreamT) -> None:
+        wait = settings.batch_wait_ms / 1000.0
+        async for batch in stream.take_events(settings.batch_max, wait):
+            await handle(list(batch))
+
+    if settings.model_poll_s > 0 and not holder.pinned:
+
+        @app.timer(settings.model_poll_s)
+        async def watch_bundles() -> None:
+            try:
+                if await holder.maybe_swap():
+                    stats.model_swaps += 1
+            except Exception as exc:  # a bad new bundle must not stop serving the old one
+                log.error("model swap failed, still serving %s: %s", holder.recommender.model_version, exc)
+
+    @app.page("/stats")
+    async def stats_page(web: Any, request: Any) -> Any:
+        t = holder.recommender.times
+        return web.json(
+            {
+                **asdict(stats),
+                "model_version": holder.recommender.model_version,
+                "stage_seconds": {"state": t.state, "encode": t.encode, "search": t.search},
+            }
+        )
+
+    app.stream_rec_stats = stats  # type: ignore[attr-defined]
+    app.stream_rec_holder = holder  # type: ignore[attr-defined]
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    """Run one worker until SIGINT/SIGTERM (blocking)."""
+    from faust.worker import Worker
+
+    app = create_app(settings)
+    worker = Worker(app, loglevel=settings.log_level.upper(), quiet=True)
+    worker.execute_from_commandline()
