@@ -1,0 +1,256 @@
+"""`stream-rec`: one entry point, one subcommand per job. Run `stream-rec <command> --help`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any, NoReturn
+
+from .errors import StreamRecError
+from .settings import Settings, env_name
+
+__all__ = ["main", "build_parser"]
+
+_KAFKA = ("bootstrap_servers", "events_topic", "recs_topic", "dlq_topic", "partitions")
+_MODEL = ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
+          "inter_op_threads", "index", "hnsw_ef", "index_threads")
+_SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "batch_max",
+            "batch_wait_ms", "session_gap_s", "max_purchased")
+_WORKER = ("app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument gets ONE line: what is wrong and what is expected."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1; got {text!r}")
+    return value
+
+
+def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """One flag per Settings field, documented with its env var; unset flags stay None."""
+    group = parser.add_argument_group("settings (flag > environment variable > default)")
+    by_name = {f.name: f for f in fields(Settings)}
+    for name in names:
+        f = by_name[name]
+        flag = "--" + name.replace("_", "-")
+        help_ = f"{f.metadata['help']} [env: {env_name(name)}] (default: {f.default!r})"
+        typ = f.type if isinstance(f.type, str) else f.type.__name__
+        if typ == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            continue
+        conv: Any = {"int": int, "float": float}.get(typ, str)
+        kw: dict[str, Any] = {"type": conv, "default": None, "help": help_}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        group.add_argument(flag, **kw)
+
+
+def _settings_from(args: argparse.Namespace) -> Settings:
+    names = {f.name for f in fields(Settings)}
+    return Settings.from_env(**{k: v for k, v in vars(args).items() if k in names})
+
+
+# ------------------------------------------------------------------------------- commands
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run_demo
+
+    opts = DemoOptions(
+        max_events=args.max_events,
+        json=args.json,
+        rate=args.rate,
+        invalid_rate=args.invalid_rate,
+        users=args.users,
+        items=args.items,
+        seed=args.seed,
+        train_events=args.train_events,
+        timeout_s=args.timeout,
+        retrain=args.retrain,
+    )
+    summary = run_demo(_settings_from(args), opts)
+    return 0 if summary.get("unanswered_users", 0) == 0 else 1
+
+
+def _cmd_broker(args: argparse.Namespace) -> int:
+    from .broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=args.port) as broker:
+        broker.serve_forever()
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    if not settings.bootstrap_servers:
+        raise StreamRecError(
+            "the worker needs a Kafka: pass --bootstrap-servers HOST:PORT or set "
+            "STREAM_REC_BOOTSTRAP_SERVERS (`stream-rec broker` starts an embedded one)"
+        )
+    from topologies.worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def _cmd_produce(args: argparse.Namespace) -> int:
+    from .produce import ProduceOptions, produce
+
+    settings = _settings_from(args)
+    if not settings.bootstrap_servers:
+        raise StreamRecError("produce needs --bootstrap-servers HOST:PORT (or STREAM_REC_BOOTSTRAP_SERVERS)")
+    opts = ProduceOptions(
+        file=args.file, count=args.count, rate=args.rate, invalid_rate=args.invalid_rate,
+        users=args.users, items=args.items, seed=args.seed, live_time=not args.keep_time,
+    )
+    n = produce(settings, opts)
+    print(f"produced {n} records to {settings.events_topic}", file=sys.stderr)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .build import TrainOptions, train_bundle
+
+    settings = _settings_from(args)
+    opts = TrainOptions(
+        dataset=args.dataset, events=args.events, users=args.users, items=args.items,
+        seed=args.seed, epochs=args.epochs, dim=args.dim, threads=args.threads,
+        data_root=args.data_root, events_file=args.events_file,
+    )
+    path = train_bundle(settings, opts)
+    print(path)
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    from .tail import tail
+
+    settings = _settings_from(args)
+    if not settings.bootstrap_servers:
+        raise StreamRecError("tail needs --bootstrap-servers HOST:PORT (or STREAM_REC_BOOTSTRAP_SERVERS)")
+    tail(settings, user=args.user, from_beginning=args.from_beginning, limit=args.max, as_json=args.json)
+    return 0
+
+
+# ------------------------------------------------------------------------------- parser
+def _add_generator_args(p: argparse.ArgumentParser, *, users: int, items: int) -> None:
+    p.add_argument("--users", type=_positive_int, default=users, help=f"generated shoppers (default {users})")
+    p.add_argument("--items", type=_positive_int, default=items, help=f"generated catalogue size (default {items})")
+    p.add_argument("--seed", type=int, default=7, help="seed of the generated catalogue and stream (default 7)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stream-rec", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"stream-rec {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="embedded broker + worker + generated shoppers + live recommendations",
+                       description="Start an embedded broker, train a model if none exists, start a worker, "
+                       "stream generated shopper events and show live recommendations. Ctrl-C stops everything.")
+    p.add_argument("--max-events", type=_positive_int, default=None,
+                   help="stop after N events have their recommendations (default: run until Ctrl-C)")
+    p.add_argument("--json", action="store_true", help="headless: no live view; print a JSON summary as the last line")
+    p.add_argument("--rate", type=_non_negative_float, default=None,
+                   help="events per second offered (0 = as fast as possible; default 200 live, 2000 headless)")
+    p.add_argument("--invalid-rate", type=_fraction, default=0.0,
+                   help="fraction of generated events made invalid on purpose (they go to the DLQ)")
+    p.add_argument("--train-events", type=_positive_int, default=60_000,
+                   help="generated events to train on when no bundle exists (default 60000)")
+    p.add_argument("--retrain", action="store_true", help="train a new bundle even if one exists")
+    p.add_argument("--timeout", type=_positive_int, default=180,
+                   help="seconds to wait for the last recommendations in headless mode (default 180)")
+    _add_generator_args(p, users=2000, items=3000)
+    _add_settings(p, _KAFKA + _MODEL + _SERVING + ("log_level",))
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) on loopback")
+    p.add_argument("--port", type=_positive_int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    p.set_defaults(func=_cmd_broker)
+
+    p = sub.add_parser("worker", help="run a worker (faust app): events in, recommendations out")
+    _add_settings(p, _KAFKA + _MODEL + _SERVING + _WORKER)
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("produce", help="send generated events or a JSONL file to the events topic")
+    p.add_argument("--file", default=None, help="JSONL file of events (.gz too); default: generated events")
+    p.add_argument("--count", type=_positive_int, default=10_000, help="generated events to send (default 10000)")
+    p.add_argument("--rate", type=_non_negative_float, default=0.0, help="events per second (0 = flat out)")
+    p.add_argument("--invalid-rate", type=_fraction, default=0.0, help="fraction of generated events made invalid")
+    p.add_argument("--keep-time", action="store_true", help="keep generated timestamps instead of shifting them to now")
+    _add_generator_args(p, users=2000, items=3000)
+    _add_settings(p, _KAFKA)
+    p.set_defaults(func=_cmd_produce)
+
+    p = sub.add_parser("train", help="train a session Transformer and write a model bundle")
+    p.add_argument("--dataset", choices=("generated", "diginetica", "events"), default="generated",
+                   help="training data (default generated)")
+    p.add_argument("--events", type=_positive_int, default=60_000, help="generated events to train on (default 60000)")
+    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
+    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: per data set)")
+    p.add_argument("--dim", type=_positive_int, default=64, help="embedding size (default 64)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
+    _add_generator_args(p, users=2000, items=3000)
+    _add_settings(p, ("bundles_dir", "log_level"))
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("tail", help="print recommendations as they arrive (one user or all)")
+    p.add_argument("--user", default=None, help="only this user_id")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest retained record")
+    p.add_argument("--max", type=_positive_int, default=None, help="stop after N records")
+    p.add_argument("--json", action="store_true", help="print raw JSON records")
+    _add_settings(p, ("bootstrap_servers", "recs_topic"))
+    p.set_defaults(func=_cmd_tail)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = getattr(args, "log_level", None) or "warning"
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except StreamRecError as exc:
+        print(f"stream-rec {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""`stream-rec demo`: the whole system on one machine, live.
+
+Embedded broker -> topics -> model bundle (trained on first run) -> a worker
+process -> generated shoppers -> live recommendations with their latency.
+Headless (`--json`) runs the same pipeline and ends with one JSON summary line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import orjson
+
+from .errors import BundleError, StreamRecError
+from .events import decode_recommendation
+from .settings import Settings
+
+__all__ = ["DemoOptions", "run_demo", "WorkerProcess"]
+
+PROBE_USER = "demo-probe"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    max_events: int | None = None
+    json: bool = False
+    rate: float | None = None
+    invalid_rate: float = 0.0
+    users: int = 2000
+    items: int = 3000
+    seed: int = 7
+    train_events: int = 60_000
+    timeout_s: float = 180.0
+    retrain: bool = False
+    run_root: str = "var/demo"
+
+    @property
+    def effective_rate(self) -> float:
+        if self.rate is not None:
+            return self.rate
+        return 2000.0 if self.json else 200.0
+
+
+def _say(msg: str, quiet: bool = False) -> None:
+    print(f"[demo] {msg}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------------------- bundle
+def ensure_bundle(settings: Settings, opts: DemoOptions) -> Path:
+    """The bundle to serve: --bundle/--model-version, else one trained on this generator, else train."""
+    from .build import TrainOptions, generated_data_tag, train_bundle
+    from .bundle import ModelBundle, resolve_bundle
+
+    if settings.bundle or settings.model_version:
+        return resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
+    tag = generated_data_tag(opts.users, opts.items, opts.seed, opts.train_events)
+    if not opts.retrain:
+        try:
+            path = resolve_bundle(settings.bundles_dir)
+            if ModelBundle.load(path).manifest.get("training", {}).get("data") == tag:
+                _say(f"using model bundle {path}")
+                return path
+            _say(f"newest bundle {path.name} was trained on other data; training one for this stream")
+        except BundleError:
+            _say(f"no model bundle in {settings.bundles_dir}/ yet: training one (first run only)")
+    return train_bundle(
+        settings,
+        TrainOptions(events=opts.train_events, users=opts.users, items=opts.items, seed=opts.seed),
+    )
+
+
+# ------------------------------------------------------------------------------- worker
+class WorkerProcess:
+    """`stream-rec worker` as a child process with its own state dir and log file."""
+
+    def __init__(self, settings: Settings, run_dir: Path) -> None:
+        self.settings = settings
+        self.log_path = run_dir / "worker.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream_rec.cli", "worker"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        self.proc = None
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------------------- live view
+@dataclass
+class _Tracker:
+    sent_at: dict[str, float]
+    last_valid: dict[str, str]
+    history: dict[str, deque[str]]
+    answered: set[str]
+    latencies: deque[float]
+    recs: int = 0
+    dead_letters: int = 0
+    valid_sent: int = 0
+    invalid_sent: int = 0
+    first_send: float = 0.0
+    last_answer: float = 0.0
+    model_version: str = ""
+
+    def percentiles(self) -> dict[str, float]:
+        if not self.latencies:
+            return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+        a = np.fromiter(self.latencies, float)
+        p50, p95, p99 = np.percentile(a, [50, 95, 99])
+        return {"p50": round(p50, 2), "p95": round(p95, 2), "p99": round(p99, 2), "max": round(a.max(), 2)}
+
+    def unanswered(self) -> list[str]:
+        return [u for u, e in self.last_valid.items() if e not in self.answered]
+
+
+def _describe_event(raw: bytes) -> str:
+    obj = orjson.loads(raw)
+    if obj["type"] == "search":
+        return f'search "{obj["query"]}"'
+    return f'{obj["type"]} {obj["item_id"]}'
+
+
+def _print_rec(out: TextIO, rec: Any, history: deque[str] | None, latency_ms: float) -> None:
+    past = " > ".join(history or [])
+    top = ", ".join(f"{s.item_id} ({s.score:.2f})" for s in rec.items[:5])
+    out.write(f"{rec.user_id:<9} {past}\n          => {top}, ... [{len(rec.items)} items, {latency_ms:.1f} ms]\n")
+
+
+async def _consume(settings: Settings, topic: str) -> Any:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", fetch_max_wait_ms=20,
+    )
+    await consumer.start()
+    parts = None
+    for _ in range(100):
+        parts = consumer.partitions_for_topic(topic) or await _refresh(consumer, topic)
+        if parts:
+            break
+        await asyncio.sleep(0.1)
+    if not parts:
+        await consumer.stop()
+        raise StreamRecError(f"topic {topic!r} not found on {settings.bootstrap_servers}")
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    await consumer.seek_to_end(*tps)
+    for tp in tps:  # resolve positions now so nothing produced from here on is missed
+        await consumer.position(tp)
+    return consumer
+
+
+async def _refresh(consumer: Any, topic: str) -> Any:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public refresh
+    return consumer.partitions_for_topic(topic)
+
+
+async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, out: TextIO) -> dict[str, Any]:
+    from aiokafka import AIOKafkaProducer
+
+    from .generate import EventGenerator, GeneratorConfig
+
+    recs_c = await _consume(settings, settings.recs_topic)
+    dlq_c = await _consume(settings, settings.dlq_topic)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=1, acks=1)
+    await producer.start()
+    t = _Tracker({}, {}, {}, set(), deque(maxlen=None if opts.max_events else 20_000))
+    done_producing = asyncio.Event()
+    stop = asyncio.Event()
+    live = not opts.json
+
+    async def read_recs() -> None:
+        last_print = 0.0
+        while not stop.is_set():
+            batch = await recs_c.getmany(timeout_ms=100, max_records=2000)
+            now = time.perf_counter()
+            for msgs in batch.values():
+                for msg in msgs:
+                    rec = decode_recommendation(msg.value)
+                    t.model_version = rec.model_version
+                    if rec.user_id == PROBE_USER:
+                        t.answered.add(rec.source_event_id)
+                        continue
+                    t.recs += 1
+                    t.last_answer = now
+                    t.answered.add(rec.source_event_id)
+                    sent = t.sent_at.pop(rec.source_event_id, None)
+                    if sent is None:
+                        continue
+                    latency = (now - sent) * 1000
+                    t.latencies.append(latency)
+                    if live and now - last_print > 0.4:
+                        last_print = now
+                        _print_rec(out, rec, t.history.get(rec.user_id), latency)
+
+    async def read_dlq() -> None:
+        while not stop.is_set():
+            batch = await dlq_c.getmany(timeout_ms=200, max_records=2000)
+            t.dead_letters += sum(len(m) for m in batch.values())
+
+    async def probe() -> None:
+        """Send one event and wait for its answer: the worker has joined and is serving."""
+        t0 = time.perf_counter()
+        i = 0
+        while True:
+            i += 1
+            eid = f"probe-{i}"
+            value = orjson.dumps({"event_id": eid, "user_id": PROBE_USER, "type": "search",
+                                  "query": "warm up", "ts": int(time.time() * 1000)})
+            await producer.send_and_wait(settings.events_topic, value=value, key=PROBE_USER.encode())
+            for _ in range(100):
+                if eid in t.answered:
+                    _say(f"worker is serving (first answer after {time.perf_counter() - t0:.1f}s)")
+                    return
+                if not worker.alive():
+                    raise StreamRecError(f"the worker exited; its log ends with:\n{worker.log_tail()}")
+                await asyncio.sleep(0.1)
+            if time.perf_counter() - t0 > 120:
+                raise StreamRecError(f"the worker did not answer within 120 s; its log ends with:\n{worker.log_tail()}")
+
+    async def produce() -> None:
+        from .produce import Pacer
+
+        gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed + 1))
+        count = opts.max_events or 10**12
+        pacer = Pacer(opts.effective_rate)
+        pending = []
+        t.first_send = time.perf_counter()
+        for key, value, valid in gen.records(count, invalid_rate=opts.invalid_rate, now_ms=int(time.time() * 1000)):
+            if valid:
+                obj = orjson.loads(value)
+                eid, user = obj["event_id"], obj["user_id"]
+                t.sent_at[eid] = time.perf_counter()
+                t.last_valid[user] = eid
+                t.valid_sent += 1
+                if live:
+                    h = t.history.setdefault(user, deque(maxlen=4))
+                    h.append(_describe_event(value))
+            else:
+                t.invalid_sent += 1
+            pending.append(await producer.send(settings.events_topic, value=value, key=key))
+            if len(pending) >= 500:
+                await asyncio.gather(*pending)
+                pending.clear()
+            await pacer.tick()
+            if live and len(t.sent_at) > 200_000:  # coalesced events are never answered: bound memory
+                for k in list(t.sent_at)[:100_000]:
+                    del t.sent_at[k]
+        await asyncio.gather(*pending)
+        done_producing.set()
+
+    async def summary_loop() -> None:
+        start = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(2.0)
+            el = time.perf_counter() - start
+            p = t.percentiles()
+            sent = t.valid_sent + t.invalid_sent
+            line = (f"[{el:6.1f}s] events {sent:,} ({sent / el:,.0f}/s) | recs {t.recs:,} ({t.recs / el:,.0f}/s)"
+                    f" | dead letters {t.dead_letters} | latency p50 {p['p50']:.1f} ms p99 {p['p99']:.1f} ms"
+                    f" | model {t.model_version}")
+            if live:
+                out.write(f"\033[1m{line}\033[0m\n" if out.isatty() else line + "\n")
+                out.flush()
+            else:
+                _say(line)
+            if not worker.alive():
+                raise StreamRecError(f"the worker exited; its log ends with:\n{worker.log_tail()}")
+
+    readers = [asyncio.create_task(read_recs()), asyncio.create_task(read_dlq())]
+    summary = None
+    try:
+        await probe()
+        _say("streaming generated shoppers" + ("" if opts.max_events else " (Ctrl-C to stop)"))
+        summary = asyncio.create_task(summary_loop())
+        producing = asyncio.create_task(produce())
+        if opts.max_events is None:
+            await asyncio.gather(producing, summary)
+        else:
+            await producing
+            deadline = time.perf_counter() + opts.timeout_s
+            while time.perf_counter() < deadline:
+                if not t.unanswered() and t.dead_letters >= t.invalid_sent:
+                    break
+                if summary.done():
+                    summary.result()
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # let a straggling dead letter land before counting
+    finally:
+        stop.set()
+        for task in readers + ([summary] if summary else []):
+            task.cancel()
+        await asyncio.gather(*readers, *([summary] if summary else []), return_exceptions=True)
+        await producer.stop()
+        await recs_c.stop()
+        await dlq_c.stop()
+    elapsed = max(1e-9, (t.last_answer or time.perf_counter()) - t.first_send)
+    events = t.valid_sent + t.invalid_sent
+    return {
+        "events": events,
+        "valid_events": t.valid_sent,
+        "invalid_injected": t.invalid_sent,
+        "users": len(t.last_valid),
+        "recommendations": t.recs,
+        "unanswered_users": len(t.unanswered()),
+        "dead_letters": t.dead_letters,
+        "latency_ms": t.percentiles(),
+        "events_per_s": round(events / elapsed, 1),
+        "recs_per_s": round(t.recs / elapsed, 1),
+        "offered_rate": opts.effective_rate,
+        "model_version": t.model_version,
+        "elapsed_s": round(elapsed, 2),
+    }
+
+
+# ------------------------------------------------------------------------------- entry
+@contextlib.contextmanager
+def _kafka(settings: Settings) -> Iterator[Settings]:
+    if settings.bootstrap_servers:
+        yield settings
+        return
+    from .broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        _say(f"embedded broker (Tansu) on {broker.bootstrap_servers}")
+        yield settings.with_(bootstrap_servers=broker.bootstrap_servers)
+
+
+def run_demo(settings: Settings, opts: DemoOptions, out: TextIO | None = None) -> dict[str, Any]:
+    from .broker import ensure_topics
+
+    out = out or sys.stdout
+    run_root = Path(opts.run_root)
+    shutil.rmtree(run_root, ignore_errors=True)  # the embedded broker keeps nothing: neither do we
+    run_dir = run_root / time.strftime("run-%Y%m%dT%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    bundle = ensure_bundle(settings, opts)
+    summary: dict[str, Any] = {}
+    with _kafka(settings) as s:
+        asyncio.run(ensure_topics(s.bootstrap_servers, {s.events_topic: s.partitions,
+                                                        s.recs_topic: s.partitions, s.dlq_topic: 1}))
+        s = s.with_(bundle=str(bundle), data_dir=str(run_dir / "state"), worker_port=_free_port(),
+                    log_level="warning", model_poll_s=0)
+        _say(f"starting worker (log: {run_dir / 'worker.log'})")
+        with WorkerProcess(s, run_dir) as worker:
+            try:
+                summary = asyncio.run(_stream(s, opts, worker, out))
+            except KeyboardInterrupt:
+                _say("stopping (Ctrl-C): worker, then broker")
+                raise
+    summary["total_s"] = round(time.perf_counter() - t0, 1)
+    if opts.json:
+        out.write(orjson.dumps(summary).decode() + "\n")
+    else:
+        _say(f"summary: {orjson.dumps(summary).decode()}")
+    out.flush()
+    return summary

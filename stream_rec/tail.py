@@ -1,0 +1,50 @@
+"""Print recommendations as they arrive: for one user or for everyone."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from .events import decode_recommendation
+from .settings import Settings
+
+__all__ = ["tail", "format_recommendation"]
+
+
+def format_recommendation(raw: bytes, width: int = 5) -> str:
+    rec = decode_recommendation(raw)
+    top = ", ".join(f"{s.item_id} {s.score:.2f}" for s in rec.items[:width])
+    lag = rec.emitted_ts - rec.event_ts
+    return f"{rec.user_id:<12} after {rec.source_event_id:<14} -> {top} ... ({len(rec.items)} items, {rec.model_version}, event->emit {lag} ms)"
+
+
+async def _tail(settings: Settings, user: str | None, from_beginning: bool, limit: int | None, as_json: bool) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        settings.recs_topic,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    wanted = user.encode() if user is not None else None
+    n = 0
+    try:
+        async for msg in consumer:
+            if wanted is not None and msg.key != wanted:
+                continue
+            print(msg.value.decode() if as_json else f"{time.strftime('%H:%M:%S')} {format_recommendation(msg.value)}")
+            sys.stdout.flush()
+            n += 1
+            if limit is not None and n >= limit:
+                break
+    finally:
+        await consumer.stop()
+
+
+def tail(settings: Settings, user: str | None = None, from_beginning: bool = False,
+         limit: int | None = None, as_json: bool = False) -> None:
+    asyncio.run(_tail(settings, user, from_beginning, limit, as_json))
