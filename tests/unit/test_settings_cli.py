@@ -1,0 +1,59 @@
+import subprocess
+import sys
+
+import pytest
+
+from stream_rec.cli import main
+from stream_rec.errors import ConfigError
+from stream_rec.settings import Settings
+
+
+def test_env_then_overrides():
+    env = {"STREAM_REC_TOP_K": "7", "STREAM_REC_FILTER_CLICKED": "yes", "STREAM_REC_EVENTS_TOPIC": "ev"}
+    s = Settings.from_env(env, events_topic="other")
+    assert (s.top_k, s.filter_clicked, s.events_topic) == (7, True, "other")
+
+
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"STREAM_REC_TOP_K": "many"}, "STREAM_REC_TOP_K='many': expected an integer"),
+        ({"STREAM_REC_COALESCE": "maybe"}, "expected true or false"),
+        ({"STREAM_REC_TOP_K": "0"}, "top_k must be >= 1; got 0"),
+        ({"STREAM_REC_INDEX": "faiss"}, "index must be one of hnsw, exact"),
+        ({"STREAM_REC_HNSW_EF": "5"}, "hnsw_ef must be >= top_k"),
+    ],
+)
+def test_bad_settings_name_what_is_expected(env, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        Settings.from_env(env)
+
+
+def test_every_setting_is_documented_and_round_trips_through_env():
+    s = Settings.from_env({}, top_k=9, coalesce=False)
+    assert Settings.from_env(s.to_env()) == s
+    for name, env, _default, help_ in Settings.describe():
+        assert env == "STREAM_REC_" + name.upper() and len(help_) > 10
+
+
+def test_bad_cli_argument_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--max-events", "-3"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "--max-events: expected a positive integer; got '-3'" in err
+
+
+def test_every_subcommand_has_help():
+    for cmd in ["demo", "broker", "worker", "produce", "train", "tail"]:
+        out = subprocess.run([sys.executable, "-m", "stream_rec.cli", cmd, "--help"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert "usage: stream-rec " + cmd in out.stdout
+
+
+def test_worker_without_kafka_says_what_to_do(capsys, monkeypatch):
+    monkeypatch.delenv("STREAM_REC_BOOTSTRAP_SERVERS", raising=False)
+    assert main(["worker"]) == 2
+    assert "--bootstrap-servers" in capsys.readouterr().err
