@@ -20,7 +20,7 @@ import calendar
 import csv
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -73,7 +73,10 @@ def data_root(root: str | Path | None = None) -> Path:
     """The data directory: ``root`` if given, else ``$STREAM_REC_DATA_ROOT``, else
     ``../shared/data`` relative to the repository root."""
     if root is None:
-        root = os.environ.get(DATA_ROOT_ENV) or Path(__file__).resolve().parents[2].parent / "shared" / "data"
+        root = (
+            os.environ.get(DATA_ROOT_ENV)
+            or Path(__file__).resolve().parents[2].parent / "shared" / "data"
+        )
     return Path(root)
 
 
@@ -83,7 +86,9 @@ def diginetica_dir(root: str | Path | None = None) -> Path:
 
 def _need(path: Path, what: str) -> Path:
     if not path.is_file():
-        raise DataError(f"{what} not found at {str(path)!r}; set {DATA_ROOT_ENV} or pass the data root")
+        raise DataError(
+            f"{what} not found at {str(path)!r}; set {DATA_ROOT_ENV} or pass the data root"
+        )
     return path
 
 
@@ -93,7 +98,9 @@ def _need(path: Path, what: str) -> Path:
 def _item_ids(text: str, where: str) -> list[str]:
     ids = text.split(" ")
     if not all(i.isdigit() for i in ids):
-        raise DataError(f"{where}: expected item ids (digits) separated by single spaces; got {text[:80]!r}")
+        raise DataError(
+            f"{where}: expected item ids (digits) separated by single spaces; got {text[:80]!r}"
+        )
     return ids
 
 
@@ -122,19 +129,27 @@ def read_test_prefixes(path: str | Path) -> tuple[list[list[str]], list[str]]:
     return prefixes, targets
 
 
-def sessions_from_prefixes(prefixes: Sequence[Sequence[str]], targets: Sequence[str]) -> list[list[str]]:
+def sessions_from_prefixes(
+    prefixes: Sequence[Sequence[str]], targets: Sequence[str]
+) -> list[list[str]]:
     """Undo SR-GNN's augmentation. A session [v1..vn] was written as ([v1..vn-1], vn), ...,
     ([v1], v2): longest first, so a prefix of length 1 closes a session. Raises DataError where
     the pairs do not have that shape."""
     if len(prefixes) != len(targets):
-        raise DataError(f"expected one target per prefix; got {len(prefixes)} prefixes, {len(targets)} targets")
+        raise DataError(
+            f"expected one target per prefix; got {len(prefixes)} prefixes, {len(targets)} targets"
+        )
     sessions: list[list[str]] = []
     current: list[str] | None = None
     expected_len = 0
-    for n, (prefix, target) in enumerate(zip(prefixes, targets)):
+    for n, (prefix, target) in enumerate(zip(prefixes, targets, strict=True)):
         if current is None:
             current = [*prefix, target]
-        elif len(prefix) != expected_len or list(prefix) != current[: len(prefix)] or current[len(prefix)] != target:
+        elif (
+            len(prefix) != expected_len
+            or list(prefix) != current[: len(prefix)]
+            or current[len(prefix)] != target
+        ):
             raise DataError(
                 f"prefix {n}: expected the previous prefix minus its last item ({expected_len} items, "
                 f"target {current[expected_len] if expected_len < len(current) else '?'}); "
@@ -167,7 +182,9 @@ def check_stats(split: SessionSplit, expected: SplitStats = DIGINETICA_STATS) ->
     got = split.stats()
     diffs = [
         f"{name}: expected {want:,}, got {have:,}"
-        for (name, want), have in zip(expected.as_dict().items(), got.as_dict().values())
+        for (name, want), have in zip(
+            expected.as_dict().items(), got.as_dict().values(), strict=True
+        )
         if want != have
     ]
     if diffs:
@@ -197,7 +214,7 @@ class Purchase:
     item_id: str
 
 
-def _rows(path: Path, columns: dict[str, Sequence[str]]) -> Iterator[tuple[int, dict[str, str]]]:
+def _rows(path: Path, columns: Mapping[str, Sequence[str]]) -> Iterator[tuple[int, dict[str, str]]]:
     """Rows of a ``;`` file as {our column name: value}; each column may have several header names."""
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f, delimiter=";")
@@ -208,7 +225,9 @@ def _rows(path: Path, columns: dict[str, Sequence[str]]) -> Iterator[tuple[int, 
         for name, aliases in columns.items():
             found = [header.index(a) for a in aliases if a in header]
             if not found:
-                raise DataError(f"{path}: missing column {' or '.join(aliases)}; header is {';'.join(header)}")
+                raise DataError(
+                    f"{path}: missing column {' or '.join(aliases)}; header is {';'.join(header)}"
+                )
             index[name] = found[0]
         for n, row in enumerate(reader, 2):
             if not row:
@@ -273,8 +292,14 @@ def read_purchases(path: str | Path) -> list[Purchase]:
 
 def read_product_categories(path: str | Path | None = None) -> dict[str, str]:
     """``product-categories.csv`` as {raw itemId: categoryId} (default: the data root's file)."""
-    path = _need(Path(path) if path is not None else diginetica_dir() / "product-categories.csv", "product categories")
-    return {r["item"]: r["category"] for _, r in _rows(path, {"item": ("itemId",), "category": ("categoryId",)})}
+    path = _need(
+        Path(path) if path is not None else diginetica_dir() / "product-categories.csv",
+        "product categories",
+    )
+    return {
+        r["item"]: r["category"]
+        for _, r in _rows(path, {"item": ("itemId",), "category": ("categoryId",)})
+    }
 
 
 class _Dates:
@@ -322,7 +347,9 @@ def preprocess_item_views(
         clicks.setdefault(v.session_id, []).append((v.timeframe, v.item_id))
         last_date[v.session_id] = v.eventdate
     sessions = [
-        RawSession(sid, date_of(last_date[sid]), tuple(item for _, item in sorted(cs, key=lambda c: c[0])))
+        RawSession(
+            sid, date_of(last_date[sid]), tuple(item for _, item in sorted(cs, key=lambda c: c[0]))
+        )
         for sid, cs in clicks.items()
     ]
     return apply_protocol(sessions, options, renumber_items=True)
@@ -356,14 +383,28 @@ def raw_to_events(views: Sequence[ItemView], purchases: Sequence[Purchase] = ())
     for n, v in enumerate(views):
         user, session = ids(v.session_id)
         ts = int(date_of(v.eventdate) * 1000) + v.timeframe
-        keyed.append((ts, 0, n, Event(f"dg-view-{n}", user, "click", ts, item_id=v.item_id, session_id=session)))
+        keyed.append(
+            (
+                ts,
+                0,
+                n,
+                Event(f"dg-view-{n}", user, "click", ts, item_id=v.item_id, session_id=session),
+            )
+        )
     for n, p in enumerate(purchases):
         if p.session_id not in users:
             continue
         user, session = ids(p.session_id)
         ts = int(date_of(p.eventdate) * 1000) + p.timeframe
         keyed.append(
-            (ts, 1, n, Event(f"dg-purchase-{n}", user, "purchase", ts, item_id=p.item_id, session_id=session))
+            (
+                ts,
+                1,
+                n,
+                Event(
+                    f"dg-purchase-{n}", user, "purchase", ts, item_id=p.item_id, session_id=session
+                ),
+            )
         )
     keyed.sort(key=lambda k: k[:3])
     return [k[3] for k in keyed]
@@ -392,7 +433,9 @@ def split_to_events(
     if part not in ("train", "test"):
         raise ValueError(f"part must be 'train' or 'test'; got {part!r}")
     if click_gap_ms < 1 or session_gap_ms < 1:
-        raise ValueError("click_gap_ms and session_gap_ms must be >= 1 so timestamps strictly increase")
+        raise ValueError(
+            "click_gap_ms and session_gap_ms must be >= 1 so timestamps strictly increase"
+        )
     sessions = split.train_sessions if part == "train" else split.test_sessions
     if start_ts_ms is None:
         start_ts_ms = DEFAULT_START_TS_MS

@@ -15,8 +15,9 @@ The protocol (Wu et al., AAAI'19, ``datasets/preprocess.py``), stated for sessio
 its CSV files. For a JSONL log in our event contract, :func:`split_events` first groups events into
 sessions (``session_id``, else the user's events cut at an inactivity gap); a session's date is the
 time of its first event, and its item sequence is its click and purchase events in time order.
-Searches (and the filtered-out events' neighbours) stay in ``SessionSplit.*_events`` so an
-event-aware model sees the same inputs the streaming pipeline sees.
+The filters drop item events only: searches (and purchases, which are item events) stay in
+``SessionSplit.train_events`` / ``test_events``, so an event-aware model sees the inputs the
+streaming pipeline sees.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ class ProtocolOptions:
         if self.min_item_count < 1:
             raise ValueError(f"min_item_count must be >= 1; got {self.min_item_count}")
         if self.min_session_len < 2:
-            raise ValueError(f"min_session_len must be >= 2 (a target needs a prefix); got {self.min_session_len}")
+            raise ValueError(
+                f"min_session_len must be >= 2 (a target needs a prefix); got {self.min_session_len}"
+            )
         if self.test_days <= 0:
             raise ValueError(f"test_days must be > 0; got {self.test_days}")
 
@@ -214,6 +217,12 @@ def apply_protocol(
 
     split_date = max(w.date for w in work) - opt.test_days * _DAY_S
     train = sorted((w for w in work if w.date < split_date), key=lambda w: w.date)
+    if not train:
+        span_days = (max(w.date for w in work) - min(w.date for w in work)) / _DAY_S
+        raise DataError(
+            f"no training session: the sessions span {span_days:.1f} days; expected more than "
+            f"test_days={opt.test_days}"
+        )
     test = sorted((w for w in work if w.date > split_date), key=lambda w: w.date)
 
     vocab: dict[str, str] = {}  # source id -> output id, in order of first appearance
@@ -257,7 +266,9 @@ def read_event_log(path: str | Path) -> tuple[list[Event], list[tuple[int, Inval
     records with their 1-based line numbers. Blank lines are skipped."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"event log {str(path)!r} not found; expected a JSONL file (.jsonl or .jsonl.gz)")
+        raise DataError(
+            f"event log {str(path)!r} not found; expected a JSONL file (.jsonl or .jsonl.gz)"
+        )
     opener = gzip.open if path.suffix == ".gz" else open
     events: list[Event] = []
     invalid: list[tuple[int, InvalidEvent]] = []
@@ -274,7 +285,9 @@ def read_event_log(path: str | Path) -> tuple[list[Event], list[tuple[int, Inval
     return events, invalid
 
 
-def sessionize(events: Iterable[Event], options: ProtocolOptions | None = None) -> Iterator[RawSession]:
+def sessionize(
+    events: Iterable[Event], options: ProtocolOptions | None = None
+) -> Iterator[RawSession]:
     """Group events into sessions: by (user_id, session_id) when the event has a session id, else
     the user's events cut where the gap between two events exceeds ``session_gap_ms``.
 

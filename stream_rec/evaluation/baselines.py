@@ -49,7 +49,9 @@ class _Vocab:
         offsets = np.zeros(len(sessions) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         row = self.row
-        clicks = np.fromiter((row[i] for s in sessions for i in s), dtype=np.int64, count=int(offsets[-1]))
+        clicks = np.fromiter(
+            (row[i] for s in sessions for i in s), dtype=np.int64, count=int(offsets[-1])
+        )
         return clicks, offsets
 
 
@@ -106,7 +108,9 @@ class ItemKNN:
         reps = np.diff(d_offsets)[session_of_click]  # (C,) distinct items in the click's session
         left = np.repeat(clicks, reps)
         block_start = np.repeat(np.cumsum(reps) - reps, reps)
-        right = d_item[np.repeat(d_offsets[session_of_click], reps) + (np.arange(left.size) - block_start)]
+        right = d_item[
+            np.repeat(d_offsets[session_of_click], reps) + (np.arange(left.size) - block_start)
+        ]
         keep = left != right
         pair_keys, counts = np.unique(left[keep] * n + right[keep], return_counts=True)
         i, j = np.divmod(pair_keys, n)
@@ -133,7 +137,9 @@ class ItemKNN:
             return []
         lo, hi = self._indptr[row], self._indptr[row + 1]
         ids = self._vocab.ids
-        return [(ids[c], float(s)) for c, s in zip(self._indices[lo:hi], self._sims[lo:hi])]
+        return [
+            (ids[c], float(s)) for c, s in zip(self._indices[lo:hi], self._sims[lo:hi], strict=True)
+        ]
 
     def recommend(self, prefix: Sequence[str], k: int = 20) -> list[tuple[str, float]]:
         if not prefix:
@@ -154,7 +160,9 @@ class SessionKNN:
     SKNN: weights 1, no decay, similarity = shared items / sqrt(|prefix| * |neighbour|) (cosine).
     """
 
-    def __init__(self, k_sessions: int = 100, sample_size: int = 1000, position_weights: bool = True):
+    def __init__(
+        self, k_sessions: int = 100, sample_size: int = 1000, position_weights: bool = True
+    ):
         self.k_sessions = k_sessions
         self.sample_size = sample_size
         self.position_weights = position_weights
@@ -194,7 +202,7 @@ class SessionKNN:
         positions = np.fromiter(last_pos.values(), dtype=np.float64, count=len(last_pos))
         starts, ends = self._i_indptr[items], self._i_indptr[items + 1]
         counts = ends - starts
-        cand = np.concatenate([self._i_sessions[s:e] for s, e in zip(starts, ends)])
+        cand = np.concatenate([self._i_sessions[s:e] for s, e in zip(starts, ends, strict=True)])
         cand_pos = np.repeat(positions, counts)
         sessions, inverse = np.unique(cand, return_inverse=True)
         if sessions.size > self.sample_size:  # keep the most recent ones
@@ -215,9 +223,11 @@ class SessionKNN:
         best = np.lexsort((-sessions, -sims))[: self.k_sessions]
         neighbors, weights = sessions[best], sims[best] * decay[best]
         lo, hi = self._s_indptr[neighbors], self._s_indptr[neighbors + 1]
-        scored = np.concatenate([self._s_items[a:b] for a, b in zip(lo, hi)])
+        scored = np.concatenate([self._s_items[a:b] for a, b in zip(lo, hi, strict=True)])
         item_rows, item_inv = np.unique(scored, return_inverse=True)
-        scores = np.bincount(item_inv, weights=np.repeat(weights, hi - lo), minlength=item_rows.size)
+        scores = np.bincount(
+            item_inv, weights=np.repeat(weights, hi - lo), minlength=item_rows.size
+        )
         top = top_k(scores, k)
         ids = self._vocab.ids
         return [(ids[item_rows[t]], float(scores[t])) for t in top]
@@ -235,10 +245,12 @@ def evaluate(
     """Score ``model.recommend(prefix, k)`` against each target: the accumulator's summary
     (HR, MRR, NDCG, coverage at k, HR by prefix length) plus ``seconds`` spent recommending."""
     if len(prefixes) != len(targets):
-        raise ValueError(f"expected one target per prefix; got {len(prefixes)} prefixes, {len(targets)} targets")
+        raise ValueError(
+            f"expected one target per prefix; got {len(prefixes)} prefixes, {len(targets)} targets"
+        )
     acc = RankingAccumulator(k, catalogue_size)
     t0 = time.perf_counter()
-    for prefix, target in zip(prefixes, targets):
+    for prefix, target in zip(prefixes, targets, strict=True):
         acc.add([item for item, _ in model.recommend(prefix, k)], target, len(prefix))
     out = acc.summary(percent=percent)
     out["seconds"] = time.perf_counter() - t0

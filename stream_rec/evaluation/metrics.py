@@ -54,11 +54,17 @@ def target_ranks(recommended: Ranked, targets: Targets) -> np.ndarray:
     ``recommended`` is a list of lists (lengths may differ) or a (B, K) array of item ids.
     """
     if len(recommended) != len(targets):
-        raise ValueError(f"expected one target per list; got {len(recommended)} lists, {len(targets)} targets")
+        raise ValueError(
+            f"expected one target per list; got {len(recommended)} lists, {len(targets)} targets"
+        )
     if isinstance(recommended, np.ndarray) and recommended.ndim == 2:
         match = recommended == np.asarray(targets).reshape(-1, 1)
         return np.where(match.any(axis=1), match.argmax(axis=1) + 1, 0).astype(np.int64)
-    return np.fromiter((_rank(r, t) for r, t in zip(recommended, targets)), dtype=np.int64, count=len(targets))
+    return np.fromiter(
+        (_rank(r, t) for r, t in zip(recommended, targets, strict=True)),
+        dtype=np.int64,
+        count=len(targets),
+    )
 
 
 def _scale(value: float, percent: bool) -> float:
@@ -87,7 +93,9 @@ def _ndcg_from_ranks(ranks: np.ndarray, k: int) -> float:
     return _mean(np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0))
 
 
-def hit_rate_at_k(recommended: Ranked, targets: Targets, k: int = 20, *, percent: bool = False) -> float:
+def hit_rate_at_k(
+    recommended: Ranked, targets: Targets, k: int = 20, *, percent: bool = False
+) -> float:
     """HR@k = P@k (SR-GNN) = Recall@k: share of targets in the top k."""
     return _scale(_hr_from_ranks(target_ranks(recommended, targets), k), percent)
 
@@ -97,12 +105,16 @@ def mrr_at_k(recommended: Ranked, targets: Targets, k: int = 20, *, percent: boo
     return _scale(_mrr_from_ranks(target_ranks(recommended, targets), k), percent)
 
 
-def ndcg_at_k(recommended: Ranked, targets: Targets, k: int = 20, *, percent: bool = False) -> float:
+def ndcg_at_k(
+    recommended: Ranked, targets: Targets, k: int = 20, *, percent: bool = False
+) -> float:
     """NDCG@k with one relevant item: mean of 1/log2(rank + 1), 0 outside the top k."""
     return _scale(_ndcg_from_ranks(target_ranks(recommended, targets), k), percent)
 
 
-def coverage_at_k(recommended: Sequence[Sequence[Hashable]], catalogue_size: int, k: int = 20) -> float:
+def coverage_at_k(
+    recommended: Sequence[Sequence[Hashable]], catalogue_size: int, k: int = 20
+) -> float:
     """Distinct items appearing in any top-k list, over the catalogue size."""
     if catalogue_size < 1:
         raise ValueError(f"catalogue_size must be >= 1; got {catalogue_size}")
@@ -151,7 +163,12 @@ def length_bucket(prefix_length: int) -> str:
 
 
 def hit_rate_by_length(
-    recommended: Ranked, targets: Targets, prefix_lengths: Sequence[int], k: int = 20, *, percent: bool = False
+    recommended: Ranked,
+    targets: Targets,
+    prefix_lengths: Sequence[int],
+    k: int = 20,
+    *,
+    percent: bool = False,
 ) -> dict[str, dict[str, float]]:
     """HR@k per prefix-length bucket: {bucket: {"hr@k": value, "prefixes": count}}."""
     ranks = target_ranks(recommended, targets)
@@ -159,7 +176,10 @@ def hit_rate_by_length(
     out: dict[str, dict[str, float]] = {}
     for b in LENGTH_BUCKETS:
         mask = buckets == b
-        out[b] = {f"hr@{k}": _scale(_hr_from_ranks(ranks[mask], k), percent), "prefixes": int(mask.sum())}
+        out[b] = {
+            f"hr@{k}": _scale(_hr_from_ranks(ranks[mask], k), percent),
+            "prefixes": int(mask.sum()),
+        }
     return out
 
 
@@ -181,7 +201,12 @@ class RankingAccumulator:
     def __len__(self) -> int:
         return len(self._ranks)
 
-    def add(self, recommended_ids: Sequence[Hashable], target: Hashable, prefix_length: int | None = None) -> int:
+    def add(
+        self,
+        recommended_ids: Sequence[Hashable],
+        target: Hashable,
+        prefix_length: int | None = None,
+    ) -> int:
         """Record one prediction; returns the target's rank in the top k (0 = miss)."""
         top = list(recommended_ids[: self.k])
         rank = _rank(top, target)
@@ -201,6 +226,8 @@ class RankingAccumulator:
             f"ndcg@{k}": _scale(_ndcg_from_ranks(ranks, k), percent),
             f"coverage@{k}": coverage,
             "prefixes": int(ranks.size),
-            f"hr@{k}_by_length": {b: _scale(_hr_from_ranks(ranks[buckets == b], k), percent) for b in LENGTH_BUCKETS},
+            f"hr@{k}_by_length": {
+                b: _scale(_hr_from_ranks(ranks[buckets == b], k), percent) for b in LENGTH_BUCKETS
+            },
             "prefixes_by_length": {b: int((buckets == b).sum()) for b in LENGTH_BUCKETS},
         }

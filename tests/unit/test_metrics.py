@@ -29,7 +29,10 @@ TARGETS = ["a", "z", "nope"]
 def test_ranks_from_lists_and_arrays():
     assert target_ranks(RECOMMENDED, TARGETS).tolist() == [1, 3, 0]
     assert target_ranks(np.array(RECOMMENDED), TARGETS).tolist() == [1, 3, 0]
-    assert target_ranks([[5, 7, 7], [1]], [7, 2]).tolist() == [2, 0]  # first occurrence; ragged lists
+    assert target_ranks([[5, 7, 7], [1]], [7, 2]).tolist() == [
+        2,
+        0,
+    ]  # first occurrence; ragged lists
 
 
 def test_hr_mrr_ndcg_by_hand():
@@ -101,7 +104,7 @@ def test_hit_rate_by_length():
 
 def test_accumulator_summary():
     acc = RankingAccumulator(k=20, catalogue_size=10)
-    ranks = [acc.add(r, t, n) for r, t, n in zip(RECOMMENDED, TARGETS, [1, 4, 7])]
+    ranks = [acc.add(r, t, n) for r, t, n in zip(RECOMMENDED, TARGETS, [1, 4, 7], strict=True)]
     assert ranks == [1, 3, 0]
     s = acc.summary()
     assert s["hr@20"] == pytest.approx(2 / 3)
