@@ -24,7 +24,6 @@ import faust
 from faust.streams import _current_event
 from faust.types import EventT
 
-from stream_rec.bundle import ModelBundle, resolve_bundle
 from stream_rec.core import Recommender
 from stream_rec.events import (
     Event,
@@ -65,6 +64,8 @@ class ModelHolder:
     """The recommender in service, swapped atomically when a newer bundle appears."""
 
     def __init__(self, settings: Settings) -> None:
+        from stream_rec.bundle import ModelBundle, resolve_bundle
+
         self.settings = settings
         self.pinned = bool(settings.bundle or settings.model_version)
         self.path = resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
@@ -72,6 +73,8 @@ class ModelHolder:
         log.warning("serving model %s from %s", self.recommender.model_version, self.path)
 
     async def maybe_swap(self) -> bool:
+        from stream_rec.bundle import ModelBundle, resolve_bundle
+
         if self.pinned:
             return False
         newest = resolve_bundle(self.settings.bundles_dir)
@@ -111,7 +114,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
     events_topic = app.topic(settings.events_topic, partitions=settings.partitions, **raw)
     recs_topic = app.topic(settings.recs_topic, partitions=settings.partitions, **raw)
     dlq_topic = app.topic(settings.dlq_topic, partitions=1, **raw)
-    sessions = app.Table("sessions", partitions=settings.partitions, default=None, **raw)
+    sessions = app.Table("sessions", partitions=settings.partitions, default=None, key_type=bytes, value_type=bytes)
     stats = WorkerStats()
 
     async def handle(batch: list[EventT]) -> None:
