@@ -224,7 +224,7 @@ class RankingAccumulator:
             f"hr@{k}": _scale(_hr_from_ranks(ranks, k), percent),
             f"mrr@{k}": _scale(_mrr_from_ranks(ranks, k), percent),
             f"ndcg@{k}": _scale(_ndcg_from_ranks(ranks, k), percent),
-            f"coverage@{k}": coverage,
+            f"coverage@{k}": None if coverage is None else _scale(coverage, percent),
             "prefixes": int(ranks.size),
             f"hr@{k}_by_length": {
                 b: _scale(_hr_from_ranks(ranks[buckets == b], k), percent) for b in LENGTH_BUCKETS

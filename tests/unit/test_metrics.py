@@ -114,7 +114,10 @@ def test_accumulator_summary():
     assert s["prefixes"] == 3
     assert s["prefixes_by_length"] == {"1": 1, "2": 0, "3-5": 1, "6+": 1}
     assert s["hr@20_by_length"]["3-5"] == 1.0 and s["hr@20_by_length"]["6+"] == 0.0
-    assert acc.summary(percent=True)["hr@20"] == pytest.approx(200 / 3)
+    in_percent = acc.summary(percent=True)
+    assert in_percent["hr@20"] == pytest.approx(200 / 3) and in_percent[
+        "coverage@20"
+    ] == pytest.approx(90.0)
 
 
 def test_accumulator_cuts_at_k_and_handles_no_catalogue():
