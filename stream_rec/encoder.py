@@ -7,13 +7,23 @@ reference; needs the ``train`` extra) for training and parity tests.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+import logging
+import os
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from .features import ModelInputs
+from .errors import BundleError, ConfigError
+from .features import MAX_QUERY_TOKENS, ModelInputs
 
-__all__ = ["SessionEncoder"]
+__all__ = ["SessionEncoder", "OnnxEncoder", "Providers"]
+
+log = logging.getLogger("stream_rec.encoder")
+
+Providers = Literal["auto", "cpu", "cuda"]
+_CUDA, _CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+# onnxruntime's own logger: 2 = warning is its default, 4 = fatal only.
+_ORT_DEFAULT_SEVERITY, _ORT_FATAL = 2, 4
 
 
 @runtime_checkable
@@ -26,3 +36,92 @@ class SessionEncoder(Protocol):
     def encode(self, inputs: ModelInputs) -> np.ndarray:
         """(B, L) left-padded inputs -> (B, dim) float32 session vectors."""
         ...
+
+
+class OnnxEncoder:
+    """A :class:`SessionEncoder` running an exported ``encoder.onnx`` with ONNX Runtime.
+
+    ``providers``: "cuda" requires a usable CUDA provider (else :class:`ConfigError`);
+    "cpu" uses the CPU provider; "auto" tries CUDA when onnxruntime lists it and falls
+    back to CPU with one info line. ``.providers`` lists the providers actually active.
+    Thread counts of 0 let onnxruntime choose.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        providers: Providers = "auto",
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+    ):
+        import onnxruntime as ort  # not needed to import this module
+
+        if providers not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"encoder providers must be 'auto', 'cpu' or 'cuda'; got {providers!r}")
+        if not os.path.isfile(path):
+            raise BundleError(f"ONNX encoder file {os.fspath(path)!r} does not exist")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        options.log_severity_level = 3  # errors only from the session itself
+
+        available = ort.get_available_providers()
+        want_cuda = providers == "cuda" or (providers == "auto" and _CUDA in available)
+        if providers == "cuda" and _CUDA not in available:
+            raise ConfigError(
+                f"encoder providers='cuda' but this onnxruntime offers only {', '.join(available)}"
+            )
+        requested = [_CUDA, _CPU] if want_cuda else [_CPU]
+        if want_cuda:
+            # A CUDA provider that cannot load (no GPU, no cuDNN) logs several error lines
+            # from onnxruntime's process-wide logger; we report the outcome in one line below.
+            ort.set_default_logger_severity(_ORT_FATAL)
+        try:
+            self._session = ort.InferenceSession(os.fspath(path), options, providers=requested)
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            raise BundleError(f"cannot load ONNX encoder {os.fspath(path)!r}: {exc}") from exc
+        finally:
+            if want_cuda:
+                ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
+        self.providers: list[str] = list(self._session.get_providers())
+        if want_cuda and _CUDA not in self.providers:
+            if providers == "cuda":
+                raise ConfigError(
+                    "encoder providers='cuda' but the CUDA provider could not start "
+                    f"(no GPU or missing CUDA/cuDNN libraries); active: {', '.join(self.providers)}"
+                )
+            log.info("onnxruntime: CUDA unavailable, using %s", _CPU)
+
+        names = [i.name for i in self._session.get_inputs()]
+        if names != ["items", "types", "queries"]:
+            raise BundleError(
+                f"ONNX encoder {os.fspath(path)!r} must take inputs items, types, queries; got {names}"
+            )
+        out = self._session.get_outputs()[0]
+        if len(out.shape) != 2 or not isinstance(out.shape[1], int):
+            raise BundleError(
+                f"ONNX encoder {os.fspath(path)!r} must output (batch, dim) with a fixed dim; "
+                f"got shape {out.shape}"
+            )
+        self._output = out.name
+        self._dim = int(out.shape[1])
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode(self, inputs: ModelInputs) -> np.ndarray:
+        if inputs.queries.ndim != 3 or inputs.queries.shape[-1] != MAX_QUERY_TOKENS:
+            raise ValueError(
+                f"queries must be (B, L, {MAX_QUERY_TOKENS}); got {tuple(inputs.queries.shape)}"
+            )
+        if len(inputs) == 0:
+            return np.zeros((0, self._dim), np.float32)
+        feed = {
+            "items": np.ascontiguousarray(inputs.items, dtype=np.int64),
+            "types": np.ascontiguousarray(inputs.types, dtype=np.int64),
+            "queries": np.ascontiguousarray(inputs.queries, dtype=np.int64),
+        }
+        (out,) = self._session.run([self._output], feed)
+        return np.asarray(out, dtype=np.float32)

@@ -1,0 +1,186 @@
+"""A SASRec-style causal Transformer over session events (clicks, searches, purchases).
+
+Each position embeds its item, event type, query tokens and *reverse* position
+(distance from the last event), so left padding and any sequence length give
+the same vector for the same session. Item embeddings are tied with the output
+layer; with ``normalize`` the scores are scaled cosines (NISER+/CORE style).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..features import MAX_QUERY_TOKENS, PAD, TYPE_CODES, ModelInputs
+
+__all__ = ["SASRecConfig", "SessionTransformer", "TorchEncoder"]
+
+_N_TYPES = len(TYPE_CODES) + 1  # + PAD
+# Masked attention scores: large and finite, so a row with nothing to attend to cannot become NaN.
+_MASKED = -1e9
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    n_items: int  # vocabulary size; embedding rows are 0..n_items (0 = no item)
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    ffn_dim: int = 256
+    max_len: int = 50  # positions embedded; older events share the last position embedding
+    query_buckets: int = 4096  # query-token buckets, 0 = no token
+    dropout: float = 0.2  # inside the blocks (attention weights, residual branches)
+    emb_dropout: float = 0.2  # on the summed input embeddings
+    normalize: bool = True  # L2-normalise session and item vectors (cosine scores)
+    scale: float = 16.0  # cosine -> logit scale for the softmax (only when normalize)
+
+    def __post_init__(self) -> None:
+        if self.n_items < 1:
+            raise ValueError(f"n_items must be >= 1; got {self.n_items}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = dim // n_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.attn_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        # x: (B, L, D); allowed: (B, L, L) bool, query i may attend to key j
+        b, length, d = x.shape
+        qkv = self.qkv(x).view(b, length, 3, self.n_heads, self.head_dim)  # (B, L, 3, H, Dh)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, L, Dh)
+        q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, L, Dh) each
+        scores = q @ k.transpose(-2, -1) / self.head_dim**0.5  # (B, H, L, L)
+        scores = scores.masked_fill(~allowed.unsqueeze(1), _MASKED)
+        weights = self.attn_dropout(torch.softmax(scores, dim=-1))  # (B, H, L, L)
+        y = (weights @ v).transpose(1, 2).reshape(b, length, d)  # (B, L, D)
+        return self.out(y)
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer block."""
+
+    def __init__(self, cfg: SASRecConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.dim)
+        self.attn = CausalSelfAttention(cfg.dim, cfg.n_heads, cfg.dropout)
+        self.ln2 = nn.LayerNorm(cfg.dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(), nn.Linear(cfg.ffn_dim, cfg.dim)
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.ln1(x), allowed))  # (B, L, D)
+        return x + self.dropout(self.ffn(self.ln2(x)))  # (B, L, D)
+
+
+class SessionTransformer(nn.Module):
+    """Left-padded (items, types, queries) -> session vectors; tied item embeddings score them."""
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.config = config
+        d = config.dim
+        self.item_emb = nn.Embedding(config.n_items + 1, d, padding_idx=0)
+        self.type_emb = nn.Embedding(_N_TYPES, d, padding_idx=PAD)
+        self.query_emb = nn.Embedding(config.query_buckets, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(config.max_len, d)
+        self.emb_dropout = nn.Dropout(config.emb_dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.ln_out = nn.LayerNorm(d)
+        for emb in (self.item_emb, self.type_emb, self.query_emb, self.pos_emb):
+            nn.init.normal_(emb.weight, std=0.02)
+            if emb.padding_idx is not None:
+                with torch.no_grad():
+                    emb.weight[emb.padding_idx].zero_()
+
+    def hidden(self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """(B, L) items, (B, L) types, (B, L, Q) queries -> (B, L, D) per-position outputs.
+
+        Position t sees events 0..t only (causal), never padding.
+        """
+        length = items.shape[1]
+        idx = torch.arange(length, device=items.device)  # (L,)
+        reverse_pos = (length - 1 - idx).clamp(max=self.config.max_len - 1)  # last event -> 0
+        x = (
+            self.item_emb(items)
+            + self.type_emb(types)
+            + self.query_emb(queries).sum(dim=2)  # (B, L, Q, D) -> (B, L, D)
+            + self.pos_emb(reverse_pos)  # (L, D), broadcast over B
+        )  # (B, L, D)
+        x = self.emb_dropout(x)
+        causal = idx.unsqueeze(0) <= idx.unsqueeze(1)  # (L, L): key j <= query i
+        is_self = idx.unsqueeze(0) == idx.unsqueeze(1)  # (L, L)
+        # A padding row may attend only to itself, so its softmax is never empty.
+        allowed = (causal & (types != PAD).unsqueeze(1)) | is_self  # (B, L, L)
+        for block in self.blocks:
+            x = block(x, allowed)  # (B, L, D)
+        return self.ln_out(x)  # (B, L, D)
+
+    def position_vectors(
+        self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, L, D) session vectors at every position (for training on all positions)."""
+        h = self.hidden(items, types, queries)
+        return F.normalize(h, dim=-1) if self.config.normalize else h
+
+    def session_vector(
+        self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor
+    ) -> torch.Tensor:
+        """(B, D) session vectors: the readout at the last (most recent) position."""
+        return self.position_vectors(items, types, queries)[:, -1, :]
+
+    forward = session_vector
+
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items + 1, D) item vectors used for scoring; row 0 ("no item") is zeros."""
+        w = self.item_emb.weight
+        w = F.normalize(w, dim=-1) if self.config.normalize else w
+        return torch.cat((torch.zeros_like(w[:1]), w[1:]), dim=0)
+
+    def logits(self, session: torch.Tensor) -> torch.Tensor:
+        """(N, D) session vectors -> (N, n_items) logits over rows 1..n_items (column c = row c+1)."""
+        scores = session @ self.item_vectors()[1:].T  # (N, n_items)
+        return scores * self.config.scale if self.config.normalize else scores
+
+
+def _as_tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+
+
+class TorchEncoder:
+    """The PyTorch reference :class:`~stream_rec.encoder.SessionEncoder` (eval mode, no grad)."""
+
+    def __init__(self, model: SessionTransformer):
+        self.model = model
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.dim
+
+    def encode(self, inputs: ModelInputs) -> np.ndarray:
+        if inputs.queries.shape[-1] != MAX_QUERY_TOKENS:
+            raise ValueError(
+                f"queries must be (B, L, {MAX_QUERY_TOKENS}); got {tuple(inputs.queries.shape)}"
+            )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model.session_vector(
+                    _as_tensor(inputs.items), _as_tensor(inputs.types), _as_tensor(inputs.queries)
+                )
+        finally:
+            self.model.train(was_training)
+        return out.numpy().astype(np.float32, copy=False)
