@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,6 @@ import numpy as np
 
 from .errors import ConfigError
 from .events import Event
-from .features import ItemVocab
 from .session import SessionPolicy, SessionState, apply_event
 from .settings import Settings
 
@@ -97,13 +95,10 @@ def train_sessions_to_bundle(
     """Vocabulary (items by descending count), training, ONNX export and bundle, with progress lines."""
     from .bundle import write_bundle
     from .model.sasrec import SASRecConfig
-    from .model.train import TrainConfig, train_model
+    from .model.train import TrainConfig, build_vocab, item_popularity, train_model
 
-    counts = Counter(i for s in session_items for i in s)
-    item_ids = [i for i, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count]
-    vocab = ItemVocab(item_ids)
-    popularity = np.zeros(len(vocab) + 1, np.float32)
-    popularity[1:] = [counts[i] for i in item_ids]
+    vocab = build_vocab(session_items, min_count=min_count)
+    popularity = item_popularity(sessions, vocab)
     model_cfg = SASRecConfig(n_items=len(vocab), dim=opts.dim, max_len=opts.max_len)
     train_cfg = TrainConfig(epochs=opts.epochs or default_epochs, seed=opts.seed, threads=opts.threads)
     t0 = time.perf_counter()
