@@ -11,10 +11,9 @@ Events are JSON objects keyed by ``user_id`` on the events topic::
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
-
-import base64
 
 import orjson
 
