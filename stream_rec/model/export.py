@@ -73,6 +73,10 @@ def export_onnx(model: SessionTransformer, path: str | os.PathLike[str], exporte
                     dynamo=False,
                 )
             elif exporter == "dynamo":
+                # Internal deprecations of torch.export (reported from typing_extensions) and
+                # notes about merged dynamic axis names: nothing a caller can act on.
+                warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec")
+                warnings.filterwarnings("ignore", category=UserWarning, message=".*axis name")
                 batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=4096)
                 dims = {0: batch, 1: length}
                 program = torch.onnx.export(

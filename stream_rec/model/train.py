@@ -14,7 +14,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -77,8 +77,18 @@ class TrainMetrics:
     train_positions: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+    def summary(self) -> dict[str, float | int]:
+        """The numbers a bundle manifest records (without the per-epoch history)."""
+        return {
+            "valid_hr@20": self.valid_hr20,
+            "valid_mrr@20": self.valid_mrr20,
+            "pop_hr@20": self.pop_hr20,
+            "pop_mrr@20": self.pop_mrr20,
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            "valid_cases": self.valid_cases,
+            "train_positions": self.train_positions,
+        }
 
 
 def build_vocab(items: Mapping[str, int] | Iterable[Iterable[str]], min_count: int = 1) -> ItemVocab:

@@ -1,0 +1,150 @@
+"""The session Transformer and its training: targets, masking, learning a pattern, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from stream_rec.errors import ConfigError  # noqa: E402
+from stream_rec.features import CLICK, MAX_QUERY_TOKENS, PURCHASE, SEARCH, item_hash  # noqa: E402
+from stream_rec.model import (  # noqa: E402
+    SASRecConfig,
+    SessionTransformer,
+    TrainConfig,
+    build_vocab,
+    item_popularity,
+    train_model,
+)
+from stream_rec.model.train import _next_item_targets  # noqa: E402
+
+N_ITEMS = 120
+SMALL = dict(dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_len=12, query_buckets=64)
+
+
+def successor_corpus(n_sessions: int, n_items: int = N_ITEMS, seed: int = 0):
+    """Sessions where item i is followed by item i+1 (mod n), with searches mixed in.
+
+    Item 0..9 are extra-popular distractors clicked at random, so popularity is a real baseline.
+    """
+    rng = np.random.default_rng(seed)
+    sessions, ids = [], []
+    for _ in range(n_sessions):
+        cur, length = int(rng.integers(n_items)), int(rng.integers(3, 9))
+        items, types = [], []
+        for _ in range(length):
+            if rng.random() < 0.1:
+                items.append(None)
+                types.append(SEARCH)
+                continue
+            items.append(f"i{cur}")
+            types.append(PURCHASE if rng.random() < 0.05 else CLICK)
+            cur = (cur + 1) % n_items
+        n = len(items)
+        queries = np.zeros((n, MAX_QUERY_TOKENS), np.uint32)
+        queries[np.array(types) == SEARCH, 0] = 12345
+        sessions.append(
+            (
+                np.array([item_hash(i) if i else 0 for i in items], np.int64),
+                np.array(types, np.uint8),
+                queries,
+            )
+        )
+        ids.append([i for i in items if i])
+    return sessions, ids
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    sessions, ids = successor_corpus(700)
+    return sessions, build_vocab(ids)
+
+
+def _train(corpus, seed: int = 0, epochs: int = 4):
+    sessions, vocab = corpus
+    cfg = SASRecConfig(n_items=len(vocab), **SMALL)
+    return train_model(
+        sessions, vocab, cfg, TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, seed=seed, threads=1)
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(corpus):
+    lines: list[str] = []
+    sessions, vocab = corpus
+    cfg = SASRecConfig(n_items=len(vocab), **SMALL)
+    tc = TrainConfig(epochs=4, batch_size=32, lr=3e-3, seed=0, threads=1)
+    model, metrics = train_model(sessions, vocab, cfg, tc, progress=lines.append)
+    return model, metrics, lines
+
+
+def test_targets_are_the_next_known_item_skipping_searches_and_unknown_items():
+    rows = np.array([5, 0, 7, 0, 0, 9, 0])  # 0: search or unknown item
+    assert _next_item_targets(rows).tolist() == [6, 6, 8, 8, 8, -1, -1]  # columns = row - 1
+
+
+def test_padding_rows_are_finite_and_real_positions_never_see_padding():
+    torch.manual_seed(0)
+    model = SessionTransformer(SASRecConfig(n_items=10, **SMALL)).eval()
+    items = torch.tensor([[0, 0, 3, 4], [0, 0, 0, 0]])
+    types = torch.tensor([[0, 0, CLICK, CLICK], [0, 0, 0, 0]])
+    queries = torch.zeros(2, 4, MAX_QUERY_TOKENS, dtype=torch.long)
+    with torch.no_grad():
+        h = model.position_vectors(items, types, queries)  # (B, L, D)
+        short = model.position_vectors(items[:1, 2:], types[:1, 2:], queries[:1, 2:])
+    assert torch.isfinite(h).all()
+    torch.testing.assert_close(h[0, 2:], short[0], atol=1e-6, rtol=0)
+
+
+def test_item_vectors_are_tied_normalised_and_row0_is_zero():
+    torch.manual_seed(0)
+    model = SessionTransformer(SASRecConfig(n_items=10, **SMALL))
+    v = model.item_vectors()
+    assert v.shape == (11, SMALL["dim"])
+    assert torch.all(v[0] == 0)
+    torch.testing.assert_close(v[1:].norm(dim=1), torch.ones(10))
+    s = torch.nn.functional.normalize(torch.randn(3, SMALL["dim"]), dim=-1)
+    torch.testing.assert_close(model.logits(s), 16.0 * s @ v[1:].T)
+
+
+def test_training_learns_the_successor_pattern_and_beats_popularity(trained):
+    _, metrics, lines = trained
+    assert metrics.valid_cases > 50
+    assert metrics.valid_hr20 >= 0.9, metrics
+    assert metrics.valid_mrr20 >= 0.5, metrics
+    assert metrics.valid_hr20 > metrics.pop_hr20 + 0.5
+    assert len(lines) == metrics.epochs_run == 4
+    assert all("loss" in line and "hr@20" in line for line in lines)
+
+
+def test_training_is_deterministic_for_a_seed(corpus, trained):
+    model, metrics, _ = trained
+    again, metrics2 = _train(corpus, seed=0)
+    def curve(m):
+        return [(h["loss"], h["hr@20"], h["mrr@20"]) for h in m.history]
+
+    assert curve(metrics2) == curve(metrics)
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_time_budget_stops_training_early(corpus):
+    sessions, vocab = corpus
+    cfg = SASRecConfig(n_items=len(vocab), **SMALL)
+    _, metrics = train_model(sessions, vocab, cfg, TrainConfig(epochs=5, max_seconds=0.0, threads=1))
+    assert metrics.epochs_run == 1
+
+
+def test_model_size_must_match_the_vocabulary(corpus):
+    sessions, vocab = corpus
+    with pytest.raises(ConfigError, match="vocabulary size"):
+        train_model(sessions, vocab, SASRecConfig(n_items=len(vocab) + 1, **SMALL))
+
+
+def test_build_vocab_orders_by_count_and_popularity_counts_rows():
+    vocab = build_vocab([["b", "a", "b"], ["c", "a", "b"], ["d"]], min_count=2)
+    assert vocab.item_ids == ["b", "a"]
+    assert build_vocab({"x": 1, "y": 3}).item_ids == ["y", "x"]
+    sessions = [(np.array([item_hash("a"), 0, item_hash("b"), item_hash("zzz")]), None, None)]
+    assert item_popularity(sessions, vocab).tolist() == [0.0, 1.0, 1.0]
