@@ -1,0 +1,505 @@
+"""A seeded shopper event stream with structure a session model can learn, and JSONL files.
+
+The world: a catalogue of items in categories (category popularity is skewed; item popularity
+within a category is Zipf), each category with a few query words ("boots", "leather") so that
+searches carry signal, and each item with a few *related* items (mostly in its category) that
+the next click often follows. Shoppers have preferred categories and come back hours or days
+later, sometimes to an item they looked at before. A session is a funnel: often a search
+first, then clicks mostly within the intended category, and in some sessions a purchase of an
+item clicked before. Many shoppers' sessions interleave in time order.
+
+The catalogue depends only on ``(n_items, n_categories, catalogue_seed)``; ``seed`` drives the
+shoppers. So a model trained on one seed serves a stream generated with another seed: same
+shop, new shoppers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import math
+import random
+import time
+from bisect import bisect
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import accumulate
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import orjson
+
+from .errors import ConfigError, DataError
+from .events import Event, encode_event, event_to_dict
+
+__all__ = [
+    "GeneratorConfig",
+    "Catalogue",
+    "EventGenerator",
+    "INVALID_KINDS",
+    "invalid_record",
+    "write_jsonl",
+    "read_jsonl",
+]
+
+# Query words per category: two nouns, then two modifiers. Past these, made-up words.
+_THEMES = (
+    ("boots", "chelsea", "leather", "waterproof"), ("jacket", "parka", "down", "hooded"),
+    ("dress", "gown", "floral", "maxi"), ("jeans", "denim", "slim", "bootcut"),
+    ("sneakers", "trainers", "running", "mesh"), ("watch", "chronograph", "steel", "analog"),
+    ("headphones", "earbuds", "wireless", "bluetooth"), ("phone", "smartphone", "unlocked", "5g"),
+    ("laptop", "notebook", "ultrabook", "touchscreen"), ("lamp", "lantern", "led", "dimmable"),
+    ("sofa", "couch", "velvet", "sectional"), ("mattress", "pillow", "memory", "foam"),
+    ("skillet", "pan", "nonstick", "castiron"), ("knife", "cleaver", "santoku", "forged"),
+    ("espresso", "grinder", "barista", "burr"), ("tea", "kettle", "loose", "matcha"),
+    ("tent", "tarp", "ultralight", "camping"), ("backpack", "rucksack", "hiking", "daypack"),
+    ("bicycle", "bike", "gravel", "tubeless"), ("helmet", "visor", "mips", "vented"),
+    ("perfume", "cologne", "eau", "musk"), ("lipstick", "gloss", "matte", "nude"),
+    ("serum", "moisturizer", "retinol", "hyaluronic"), ("shampoo", "conditioner", "sulfate", "keratin"),
+    ("drill", "driver", "cordless", "brushless"), ("saw", "jigsaw", "circular", "blade"),
+    ("stroller", "pram", "toddler", "foldable"), ("diapers", "wipes", "newborn", "hypoallergenic"),
+    ("lego", "blocks", "bricks", "buildable"), ("puzzle", "jigsawpuzzle", "1000", "pieces"),
+    ("novel", "paperback", "thriller", "bestseller"), ("cookbook", "recipes", "vegan", "baking"),
+    ("guitar", "ukulele", "acoustic", "strings"), ("keyboard", "piano", "midi", "weighted"),
+    ("yoga", "mat", "cork", "nonslip"), ("dumbbell", "kettlebell", "adjustable", "weights"),
+    ("collar", "leash", "puppy", "reflective"), ("litter", "scratcher", "kitten", "clumping"),
+    ("monitor", "display", "ultrawide", "144hz"), ("mouse", "trackball", "ergonomic", "gaming"),
+)  # fmt: skip
+_MODIFIERS = ("cheap", "new", "sale", "best", "men", "women", "kids", "black", "white", "gift")
+_GAP_TABLE = 4096
+_MIN_SESSION_GAP_MS = 35 * 60_000  # longer than SessionPolicy's 30 min inactivity gap
+_Step = tuple[int, str, str | None, str | None]  # (ts, type, item_id, query) of one event
+_SYLLABLES = ("ka", "lo", "mi", "ren", "to", "sa", "vel", "dor", "ni", "bra", "qui", "zen")
+
+# Invalid records, each rejected by `events.parse_event` for a different reason.
+INVALID_KINDS = (
+    "bad_json",
+    "truncated_json",
+    "bad_utf8",
+    "not_an_object",
+    "missing_field",
+    "unknown_type",
+    "wrong_field_type",
+    "click_without_item",
+    "empty_query",
+    "key_mismatch",
+)
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """How big the shop is and how its shoppers behave. Every field has a sane default."""
+
+    n_users: int = 10_000
+    n_items: int = 5_000
+    n_categories: int = 24
+    seed: int = 7  # the shoppers: preferences, sessions, timing
+    catalogue_seed: int = 0  # the shop: categories, popularity, related items, words
+    mean_session_len: float = 8.0  # events per session, mean (at least 1)
+    max_session_len: int = 60
+    search_rate: float = 0.6  # sessions that start with a search
+    purchase_rate: float = 0.15  # sessions with a purchase
+    related_per_item: int = 4
+    follow_related: float = 0.6  # next click follows a related item of the last click
+    revisit_rate: float = 0.25  # a returning shopper opens with an item seen before
+    mean_days_between_sessions: float = 1.5  # per shopper, mean; shoppers vary around it
+    start_ts: int = 1_700_000_000_000  # epoch ms of the simulated clock's start
+
+    def __post_init__(self) -> None:
+        for name in ("n_users", "n_items", "n_categories", "max_session_len", "related_per_item"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
+        if self.n_categories > self.n_items:
+            raise ConfigError(
+                f"n_categories ({self.n_categories}) must not exceed n_items ({self.n_items})"
+            )
+        if not 1.0 <= self.mean_session_len <= self.max_session_len:
+            raise ConfigError(
+                f"mean_session_len must be in [1, max_session_len={self.max_session_len}]; "
+                f"got {self.mean_session_len}"
+            )
+        for name in ("search_rate", "purchase_rate", "follow_related", "revisit_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
+        if self.mean_days_between_sessions <= 0:
+            raise ConfigError(
+                f"mean_days_between_sessions must be > 0; got {self.mean_days_between_sessions}"
+            )
+        if self.start_ts < 0:
+            raise ConfigError(f"start_ts must be >= 0 (epoch ms); got {self.start_ts}")
+
+
+def _made_up_word(rng: np.random.Generator) -> str:
+    return "".join(_SYLLABLES[i] for i in rng.integers(0, len(_SYLLABLES), 3))
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The shop. Item index j (0-based) is item id ``item_ids[j]``."""
+
+    item_ids: tuple[str, ...]
+    item_category: np.ndarray  # (n_items,) int category of each item
+    category_items: tuple[np.ndarray, ...]  # per category: its items, most popular first
+    category_weight: np.ndarray  # (n_categories,) share of shopper interest, sums to 1
+    item_weight: np.ndarray  # (n_items,) popularity within its category, sums to 1 per category
+    related: np.ndarray  # (n_items, related_per_item) related item indices
+    words: tuple[tuple[str, ...], ...]  # per category: query words, nouns first
+
+    @classmethod
+    def build(cls, n_items: int, n_categories: int, related_per_item: int, seed: int) -> Catalogue:
+        rng = np.random.default_rng(seed)
+        width = max(5, len(str(n_items)))
+        item_ids = tuple(f"i{j:0{width}d}" for j in range(1, n_items + 1))
+        cat_weight = 1.0 / np.arange(1, n_categories + 1) ** 0.9  # category 0 is the biggest
+        cat_weight /= cat_weight.sum()
+        # Category sizes follow interest loosely; every category has at least one item.
+        sizes = 1 + rng.multinomial(n_items - n_categories, 0.5 * cat_weight + 0.5 / n_categories)
+        item_category = rng.permutation(np.repeat(np.arange(n_categories), sizes))
+        item_weight = np.zeros(n_items)
+        category_items = []
+        for c in range(n_categories):
+            members = rng.permutation(np.flatnonzero(item_category == c))  # by popularity rank
+            item_weight[members] = 1.0 / np.arange(1, len(members) + 1) ** 1.1  # Zipf
+            item_weight[members] /= item_weight[members].sum()
+            category_items.append(members)
+        related = np.empty((n_items, related_per_item), np.int64)
+        for c in range(n_categories):
+            members = category_items[c]
+            neighbour = category_items[(c + 1) % n_categories]  # a complementary category
+            p_in = np.sqrt(item_weight[members])
+            p_in /= p_in.sum()
+            for j in members:
+                picks = rng.choice(members, size=related_per_item, p=p_in)
+                across = rng.random(related_per_item) < 0.1
+                picks[across] = rng.choice(neighbour, size=int(across.sum()))
+                picks[picks == j] = members[0] if j != members[0] else neighbour[0]
+                related[j] = picks
+        words = []
+        seen: set[str] = set()
+        for c in range(n_categories):
+            theme = list(_THEMES[c]) if c < len(_THEMES) else []
+            while len(theme) < 4:
+                w = _made_up_word(rng)
+                if w not in seen:
+                    theme.append(w)
+            seen.update(theme)
+            words.append(tuple(theme))
+        return cls(
+            item_ids, item_category, tuple(category_items), cat_weight, item_weight, related,
+            tuple(words),
+        )  # fmt: skip
+
+    def category_of(self, item_id: str) -> int:
+        return int(self.item_category[int(item_id[1:]) - 1])
+
+
+@dataclass
+class _Shopper:
+    user_id: str
+    categories: list[int]  # preferred, most preferred first
+    cum_pref: list[float]
+    mean_gap_ms: float
+    seen: list[int]  # items clicked in recent sessions, newest last
+
+
+class EventGenerator:
+    """Seeded, lazy, time-ordered shopper events; >= 100k events/s on one core."""
+
+    def __init__(self, config: GeneratorConfig | None = None) -> None:
+        self.config = cfg = config or GeneratorConfig()
+        self.catalogue = Catalogue.build(
+            cfg.n_items, cfg.n_categories, cfg.related_per_item, cfg.catalogue_seed
+        )
+        cat = self.catalogue
+        # Plain Python lists: sampling in the per-event loop is a bisect on cumulative weights.
+        self._cat_cum = list(accumulate(cat.category_weight.tolist()))
+        self._items_of = [m.tolist() for m in cat.category_items]
+        self._items_cum = [
+            list(accumulate(cat.item_weight[m].tolist())) for m in cat.category_items
+        ]
+        self._related = cat.related.tolist()
+        self._category = cat.item_category.tolist()
+        self._ids = cat.item_ids
+        self._words = cat.words
+        # Time gaps drawn from tables made once (a lookup is 10x cheaper than lognormvariate).
+        gaps = np.random.default_rng(cfg.seed)
+        self._step_ms = (1000 + gaps.lognormal(9.6, 0.9, _GAP_TABLE)).astype(np.int64).tolist()
+        self._decide_ms = gaps.lognormal(10.3, 0.6, _GAP_TABLE).astype(np.int64).tolist()
+
+    # ------------------------------------------------------------------ public API
+    def events(self, n: int) -> Iterator[Event]:
+        """The first ``n`` events of the stream, in time order (ties keep a fixed order)."""
+        if n < 0:
+            raise ConfigError(f"number of events must be >= 0; got {n}")
+        cfg = self.config
+        rng = random.Random(cfg.seed)
+        shoppers = self._shoppers(rng)
+        # One entry per shopper: (next ts, tie-breaker, shopper, session steps left, session id)
+        heap: list[tuple[int, int, int, list[_Step], str]] = []
+        seq = 0  # tie-breaker: equal timestamps come out in scheduling order
+        for u, shopper in enumerate(shoppers):
+            first = cfg.start_ts + int(rng.random() * shopper.mean_gap_ms)
+            heap.append((first, seq, u, [], ""))
+            seq += 1
+        heapq.heapify(heap)
+        sessions = 0
+        prefix = f"e{cfg.seed}-"
+        for count in range(n):
+            ts, _, u, pending, session_id = heap[0]
+            shopper = shoppers[u]
+            while not pending:  # the shopper's next session starts at ts
+                pending = self._session(rng, shopper, ts)
+                session_id = f"s{cfg.seed}-{sessions}"
+                sessions += 1
+            ev_ts, etype, item_id, query = pending.pop()
+            yield Event(
+                f"{prefix}{count}", shopper.user_id, etype, ev_ts, item_id, query, session_id
+            )
+            if pending:
+                nxt = pending[-1][0]
+            else:  # session over: next visit hours or days later
+                gap = rng.expovariate(1.0 / shopper.mean_gap_ms)
+                nxt = ev_ts + _MIN_SESSION_GAP_MS + int(gap)
+                session_id = ""
+            heapq.heapreplace(heap, (nxt, seq, u, pending, session_id))
+            seq += 1
+
+    def records(
+        self, n: int, invalid_rate: float = 0.0, now_ms: int | None = None
+    ) -> Iterator[tuple[bytes, bytes, bool]]:
+        """``n`` records ``(key, value, valid)`` for the events topic, keyed by user_id.
+
+        A fraction ``invalid_rate`` of them are corrupted in one of :data:`INVALID_KINDS`
+        (each is rejected by ``parse_event``). With ``now_ms``, each record is stamped with
+        live time: ``now_ms`` plus the wall-clock time elapsed since the first record, so the
+        age of an event measured downstream is real lag (a producer runs far faster than
+        simulated shoppers, so simulated gaps are not kept; order is).
+        """
+        if not 0.0 <= invalid_rate <= 1.0:
+            raise ConfigError(f"invalid_rate must be in [0, 1]; got {invalid_rate}")
+        bad = random.Random(self.config.seed ^ 0x5EED)
+        t0 = time.monotonic()
+        for event in self.events(n):
+            if now_ms is not None:
+                live = now_ms + int((time.monotonic() - t0) * 1000)
+                event = Event(event.event_id, event.user_id, event.type, live,
+                              event.item_id, event.query, event.session_id)  # fmt: skip
+            key = event.user_id.encode()
+            if invalid_rate and bad.random() < invalid_rate:
+                kind = INVALID_KINDS[bad.randrange(len(INVALID_KINDS))]
+                yield (*invalid_record(event, kind, bad), False)
+            else:
+                yield key, encode_event(event), True
+
+    def sessions_for_training(self, n_events: int) -> list[list[Event]]:
+        """The first ``n_events`` events grouped by session, sessions in order of first event."""
+        by_session: dict[str | None, list[Event]] = {}
+        for event in self.events(n_events):
+            by_session.setdefault(event.session_id, []).append(event)
+        return list(by_session.values())
+
+    def describe(self, item_id: str) -> str:
+        """A readable label for an item, e.g. ``"i00042 (boots)"``."""
+        return f"{item_id} ({self._words[self.catalogue.category_of(item_id)][0]})"
+
+    # ------------------------------------------------------------------ the model of shoppers
+    def _shoppers(self, rng: random.Random) -> list[_Shopper]:
+        cfg = self.config
+        width = max(6, len(str(cfg.n_users)))
+        day_ms = 86_400_000.0
+        out = []
+        for u in range(cfg.n_users):
+            n_pref = 1 + int(rng.random() < 0.6) + int(rng.random() < 0.3)
+            prefs: list[int] = []
+            while len(prefs) < min(n_pref, cfg.n_categories):
+                c = self._pick_category(rng)
+                if c not in prefs:
+                    prefs.append(c)
+            weights = sorted((rng.random() + 0.2 for _ in prefs), reverse=True)
+            total = sum(weights)
+            # Activity varies a lot between shoppers: a log-normal around the configured mean.
+            gap = cfg.mean_days_between_sessions * day_ms * math.exp(rng.gauss(-0.32, 0.8))
+            out.append(
+                _Shopper(
+                    f"u{u:0{width}d}", prefs, list(accumulate(w / total for w in weights)), gap, []
+                )
+            )
+        return out
+
+    def _pick_category(self, rng: random.Random) -> int:
+        return min(bisect(self._cat_cum, rng.random() * self._cat_cum[-1]), len(self._cat_cum) - 1)
+
+    def _pick_item(self, rng: random.Random, category: int) -> int:
+        cum = self._items_cum[category]
+        return self._items_of[category][min(bisect(cum, rng.random() * cum[-1]), len(cum) - 1)]
+
+    def _query(self, rng: random.Random, category: int) -> str:
+        words = self._words[category]
+        tokens = [words[0] if rng.random() < 0.6 else words[1]]
+        if rng.random() < 0.6:
+            tokens.insert(0, words[2 + int(rng.random() < 0.5)])  # "leather boots"
+        if rng.random() < 0.25:
+            tokens.append(_MODIFIERS[int(rng.random() * len(_MODIFIERS))])
+        return " ".join(tokens)
+
+    def _session(self, rng: random.Random, shopper: _Shopper, start: int) -> list[_Step]:
+        """One visit as (ts, type, item_id, query) tuples, LAST event first (popped from the end)."""
+        cfg = self.config
+        ids, step_ms, decide_ms = self._ids, self._step_ms, self._decide_ms
+        if rng.random() < 0.8:
+            intent = shopper.categories[
+                bisect(shopper.cum_pref, rng.random() * shopper.cum_pref[-1])
+            ]
+        else:
+            intent = self._pick_category(rng)
+        # Geometric length with the configured mean, capped.
+        p_stop = 1.0 / cfg.mean_session_len
+        length = 1
+        while length < cfg.max_session_len and rng.random() > p_stop:
+            length += 1
+        buys = rng.random() < cfg.purchase_rate
+        out: list[_Step] = []
+        ts = start
+        clicked: list[int] = []
+        last: int | None = None
+        if rng.random() < cfg.search_rate:
+            out.append((ts, "search", None, self._query(rng, intent)))
+        elif shopper.seen and rng.random() < cfg.revisit_rate:
+            last = shopper.seen[int(rng.random() * len(shopper.seen))]  # back to an old item
+            intent = self._category[last]
+            out.append((ts, "click", ids[last], None))
+            clicked.append(last)
+        bought = False
+        while len(out) < length:
+            r = rng.random()
+            if out:  # the session's first event is at its start; then ~15 s between actions
+                ts += step_ms[int(rng.random() * _GAP_TABLE)]
+            if buys and clicked and not bought and r < 1.5 / length:
+                # The purchase follows a click: mostly the last item, sometimes an earlier one.
+                if rng.random() < 0.7:
+                    item = clicked[-1]
+                else:
+                    item = clicked[int(rng.random() * len(clicked))]
+                ts += decide_ms[int(rng.random() * _GAP_TABLE)]  # deciding takes ~30 s more
+                out.append((ts, "purchase", ids[item], None))
+                bought = True
+                if rng.random() < 0.6:
+                    break
+                continue
+            if last is not None and r < cfg.follow_related:
+                item = self._related[last][int(rng.random() * cfg.related_per_item)]
+            elif r < 0.93:
+                item = self._pick_item(rng, intent)
+            elif r < 0.97 and clicked:
+                item = clicked[int(rng.random() * len(clicked))]  # back to an item seen earlier
+            else:
+                intent = self._pick_category(rng)  # wanders off to another category
+                if rng.random() < 0.5:
+                    out.append((ts, "search", None, self._query(rng, intent)))
+                    continue
+                item = self._pick_item(rng, intent)
+            out.append((ts, "click", ids[item], None))
+            clicked.append(item)
+            last = item
+        if buys and clicked and not bought:
+            item = clicked[-1]
+            out.append(
+                (ts + decide_ms[int(rng.random() * _GAP_TABLE)], "purchase", ids[item], None)
+            )
+        shopper.seen = (shopper.seen + clicked[-3:])[-12:]
+        out.reverse()
+        return out
+
+
+# --------------------------------------------------------------------------- invalid records
+def invalid_record(
+    event: Event, kind: str, rng: random.Random | None = None
+) -> tuple[bytes, bytes]:
+    """``(key, value)`` of ``event`` made invalid in one of :data:`INVALID_KINDS`.
+
+    ``rng`` picks among a kind's variants (which field goes missing, ...); without it, the first.
+    """
+    if kind not in INVALID_KINDS:
+        raise ConfigError(
+            f"unknown kind of invalid record {kind!r}; expected one of {INVALID_KINDS}"
+        )
+    pick = rng.randrange if rng is not None else (lambda n: 0)
+    key = event.user_id.encode()
+    obj = event_to_dict(event)
+    if kind == "bad_json":
+        return key, orjson.dumps(obj).replace(b'"', b"'")
+    if kind == "truncated_json":
+        raw = orjson.dumps(obj)
+        return key, raw[: max(1, len(raw) * (2 + pick(7)) // 10)]
+    if kind == "bad_utf8":
+        return key, orjson.dumps(obj).replace(b'"type"', b'"t\xffpe"')
+    if kind == "not_an_object":
+        return key, orjson.dumps([obj])
+    if kind == "missing_field":
+        del obj[("event_id", "user_id", "type", "ts")[pick(4)]]
+    elif kind == "unknown_type":
+        obj["type"] = ("view", "add_to_cart", "CLICK", "")[pick(4)]
+    elif kind == "wrong_field_type":
+        field, value = (
+            ("ts", str(event.ts)),
+            ("ts", event.ts / 1000.0),
+            ("ts", -1),
+            ("user_id", [event.user_id]),
+            ("event_id", {"id": event.event_id}),
+            ("item_id", True),
+        )[pick(6)]
+        if field == "item_id":
+            obj["type"] = "click"
+        obj[field] = value
+    elif kind == "click_without_item":
+        obj["type"] = "click"
+        obj.pop("item_id", None)
+        obj.pop("query", None)
+    elif kind == "empty_query":
+        obj["type"] = "search"
+        obj.pop("item_id", None)
+        obj["query"] = ("", "   ", "\t")[pick(3)]
+    elif kind == "key_mismatch":
+        key = (event.user_id + "x").encode()
+    return key, orjson.dumps(obj)
+
+
+# --------------------------------------------------------------------------- JSONL files
+def _open(path: Path, mode: str) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return gzip.open(path, mode + "b")  # type: ignore[return-value]
+    return open(path, mode + "b")
+
+
+def write_jsonl(events: Iterable[Event], path: str | Path) -> int:
+    """One JSON event per line (gzip when the name ends in .gz); returns the number written."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with _open(target, "w") as f:
+        for event in events:
+            f.write(encode_event(event) + b"\n")
+            n += 1
+    return n
+
+
+def read_jsonl(path: str | Path) -> Iterator[bytes]:
+    """The non-blank lines of a JSONL file (gzip when it starts with gzip's magic), as bytes.
+
+    Lines are not parsed: pass them to ``parse_event`` so bad lines become dead letters.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise DataError(f"events file {str(source)!r} does not exist")
+    with open(source, "rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    try:
+        with opener(source, "rb") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    yield line
+    except (OSError, EOFError) as exc:  # a corrupt or truncated gzip stream
+        raise DataError(f"cannot read events file {str(source)!r}: {exc}") from exc
