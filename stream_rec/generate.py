@@ -282,15 +282,16 @@ class EventGenerator:
         t0 = time.monotonic()
         for event in self.events(n):
             if now_ms is not None:
-                live = now_ms + int((time.monotonic() - t0) * 1000)
-                event = Event(event.event_id, event.user_id, event.type, live,
-                              event.item_id, event.query, event.session_id)  # fmt: skip
-            key = event.user_id.encode()
+                event = Event(
+                    event.event_id, event.user_id, event.type,
+                    now_ms + int((time.monotonic() - t0) * 1000),
+                    event.item_id, event.query, event.session_id,
+                )  # fmt: skip
             if invalid_rate and bad.random() < invalid_rate:
                 kind = INVALID_KINDS[bad.randrange(len(INVALID_KINDS))]
                 yield (*invalid_record(event, kind, bad), False)
             else:
-                yield key, encode_event(event), True
+                yield event.user_id.encode(), encode_event(event), True
 
     def sessions_for_training(self, n_events: int) -> list[list[Event]]:
         """The first ``n_events`` events grouped by session, sessions in order of first event."""
