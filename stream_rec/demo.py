@@ -86,7 +86,7 @@ def ensure_bundle(settings: Settings, opts: DemoOptions) -> Path:
             _say(f"no model bundle in {settings.bundles_dir}/ yet: training one (first run only)")
     return train_bundle(
         settings,
-        TrainOptions(events=opts.train_events, users=opts.users, items=opts.items, seed=opts.seed),
+        TrainOptions(events=opts.train_events, users=opts.users, items=opts.items, seed=opts.seed, epochs=4),
     )
 
 
@@ -161,7 +161,8 @@ class _Tracker:
             return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
         a = np.fromiter(self.latencies, float)
         p50, p95, p99 = np.percentile(a, [50, 95, 99])
-        return {"p50": round(p50, 2), "p95": round(p95, 2), "p99": round(p99, 2), "max": round(a.max(), 2)}
+        return {"p50": round(float(p50), 2), "p95": round(float(p95), 2), "p99": round(float(p99), 2),
+                "max": round(float(a.max()), 2)}
 
     def unanswered(self) -> list[str]:
         return [u for u, e in self.last_valid.items() if e not in self.answered]
