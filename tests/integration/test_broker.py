@@ -54,6 +54,14 @@ def test_topics_get_the_requested_partitions_and_creation_is_idempotent(broker, 
     assert asyncio.run(ensure_topics(broker, again)) == wanted
 
 
+def test_ensure_topics_refuses_invalid_names_and_counts(broker):
+    with pytest.raises(ConfigError, match="topic name 'bad name!' is not valid"):
+        asyncio.run(ensure_topics(broker, {"bad name!": 1}))
+    with pytest.raises(ConfigError, match="needs >= 1 partitions; got 0"):
+        asyncio.run(ensure_topics(broker, {"fine": 0}))
+    assert asyncio.run(ensure_topics(broker, {})) == {}
+
+
 def test_produce_consume_round_trip_with_a_consumer_group(broker, unique_topics):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
