@@ -224,12 +224,13 @@ class EmbeddedBroker:
                 self._terminate(grace=1.0)
                 if attempt + 1 < attempts:
                     continue  # a free port was taken between our probe and Tansu's bind
+                self.stop(grace=1.0)
                 raise BrokerError(
                     f"port {port} on {self.host} is already in use; choose another port "
                     "(or pass port=None for a free one)"
                 ) from None
             except BaseException:
-                self._terminate(grace=1.0)
+                self.stop(grace=1.0)  # the error already quotes the broker's output
                 raise
             with _LIVE_LOCK:
                 _LIVE.add(self)

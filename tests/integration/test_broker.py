@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -115,19 +116,20 @@ def test_broker_dies_with_a_killed_parent(tmp_path):
         import sys, time
         from stream_rec.broker import EmbeddedBroker
         b = EmbeddedBroker().start()
-        print(b.pid, flush=True)
+        print(b.pid, b._log_dir, flush=True)
         time.sleep(600)
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        pid = int(parent.stdout.readline())
-        assert _alive(pid)
+        pid, log_dir = parent.stdout.readline().split()
+        assert _alive(int(pid))
     finally:
         parent.kill()  # SIGKILL: no atexit, no finally in the parent
         parent.wait()
         parent.stdout.close()
-    assert _wait_gone(pid), "the broker outlived its killed parent"
+    assert _wait_gone(int(pid)), "the broker outlived its killed parent"
+    shutil.rmtree(log_dir)  # the one thing a SIGKILLed parent cannot clean up
 
 
 def _pids_listening_as(url: str) -> list[int]:
@@ -174,8 +176,18 @@ def test_refuses_non_loopback_hosts():
 
 def test_a_taken_port_is_reported(broker):
     port = int(broker.rsplit(":", 1)[1])
+    taken = EmbeddedBroker(port=port)
     with pytest.raises(BrokerError, match=f"port {port} on 127.0.0.1 is already in use"):
-        EmbeddedBroker(port=port).start()
+        taken.start()
+    assert not taken.running and taken.output_tail() == ""  # nothing left behind
+
+
+def test_a_broker_that_cannot_start_reports_its_output(tmp_path):
+    fake = tmp_path / "tansu"
+    fake.write_text("#!/bin/sh\necho 'tansu: storage engine unavailable' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(BrokerError, match=r"exited with code 3.*\n.*storage engine unavailable"):
+        EmbeddedBroker(binary=str(fake), startup_timeout=5).start()
 
 
 def test_wait_for_kafka_times_out_with_a_clear_error():
