@@ -15,6 +15,7 @@ from .settings import Settings, env_name
 __all__ = ["main", "build_parser"]
 
 _KAFKA = ("bootstrap_servers", "events_topic", "recs_topic", "dlq_topic", "partitions")
+_GROUP = ("session_timeout_s", "standby_replicas")
 _MODEL = ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
           "inter_op_threads", "index", "hnsw_ef", "index_threads")
 _SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "batch_max",
@@ -164,7 +165,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 def _add_generator_args(p: argparse.ArgumentParser, *, users: int, items: int) -> None:
     p.add_argument("--users", type=_positive_int, default=users, help=f"generated shoppers (default {users})")
     p.add_argument("--items", type=_positive_int, default=items, help=f"generated catalogue size (default {items})")
-    p.add_argument("--seed", type=int, default=7, help="seed of the generated catalogue and stream (default 7)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the generated shoppers (the catalogue is fixed; default 7)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_broker)
 
     p = sub.add_parser("worker", help="run a worker (faust app): events in, recommendations out")
-    _add_settings(p, _KAFKA + _MODEL + _SERVING + _WORKER)
+    _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + _WORKER)
     p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser("produce", help="send generated events or a JSONL file to the events topic")

@@ -31,6 +31,8 @@ class Settings:
     recs_topic: str = _f("recommendations", "Topic the refreshed top-k is published to, keyed by user_id.")
     dlq_topic: str = _f("events.dlq", "Dead-letter topic for invalid events (reason, original bytes, origin).")
     partitions: int = _f(4, "Partitions of the events topic and of the session table's changelog.", min=1)
+    session_timeout_s: float = _f(10.0, "Consumer-group session timeout (s): how fast a dead worker's partitions move; a new member joins in about half of it.", min=1)
+    standby_replicas: int = _f(0, "Standby copies of each table partition kept warm on other workers (faster failover).", min=0)
     app_id: str = _f("stream-rec", "Faust app id: the consumer group and the changelog topics' prefix.")
     # --- state -------------------------------------------------------------------------
     data_dir: str = _f("var/worker", "Worker state directory (RocksDB session tables live under it).")

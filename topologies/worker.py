@@ -107,7 +107,9 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
         web_port=settings.worker_port,
         stream_wait_empty=False,
         producer_linger_ms=1,
-        table_standby_replicas=0,
+        table_standby_replicas=settings.standby_replicas,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         loghandlers=[],
     )
     raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}

@@ -1,0 +1,99 @@
+"""Events in -> recommendations out, through the real embedded broker and a real worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+
+import orjson
+import pytest
+from stream_rec.bundle import ModelBundle
+from stream_rec.generate import EventGenerator, GeneratorConfig
+
+from stream_rec.core import Recommender
+from stream_rec.events import Event, parse_event
+from stream_rec.testing import run_events
+
+from .conftest import TINY
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _generated(n: int, invalid_rate: float = 0.0, seed: int = 11):
+    gen = EventGenerator(GeneratorConfig(n_users=TINY["users"], n_items=TINY["items"], seed=TINY["seed"]))
+    return list(gen.records(n, invalid_rate=invalid_rate, now_ms=int(time.time() * 1000)))
+
+
+def _last_valid_by_user(records) -> dict[str, str]:
+    last = {}
+    for key, value, valid in records:
+        if valid:
+            e = parse_event(value, key)
+            last[e.user_id] = e.event_id
+    return last
+
+
+def test_every_valid_event_is_answered_and_invalid_ones_go_to_the_dlq(pipeline):
+    records = _generated(800, invalid_rate=0.05)
+    n_invalid = sum(1 for *_, valid in records if not valid)
+    assert n_invalid > 10
+    last = _last_valid_by_user(records)
+    pipeline.start_worker()
+
+    async def run():
+        await pipeline.send([(k, v) for k, v, _ in records])
+        recs = await pipeline.recommendations(
+            lambda rs: {r.source_event_id for r in rs} >= set(last.values()))
+        dlq = await pipeline.collect(pipeline.settings.dlq_topic, lambda vs: len(vs) >= n_invalid, timeout=30)
+        return recs, dlq
+
+    recs, dlq = asyncio.run(run())
+    answered = {r.source_event_id for r in recs}
+    missing = [u for u, e in last.items() if e not in answered]
+    assert not missing, f"{len(missing)} users' last events unanswered\n{pipeline.log_tail()}"
+    assert all(len(r.items) == pipeline.settings.top_k for r in recs)
+    assert {r.user_id for r in recs} <= set(last)
+    letters = [orjson.loads(v) for v in dlq]
+    assert len(letters) == n_invalid
+    invalid_values = {v for _, v, valid in records if not valid}
+    for letter in letters:
+        assert letter["reason"]
+        assert letter["source"]["topic"] == pipeline.settings.events_topic
+        if letter["original_encoding"] == "utf-8":
+            assert letter["original"].encode() in invalid_values
+
+
+def _answers_match(live, expected):
+    """Same top-k, allowing order swaps only between near-equal scores (float noise)."""
+    assert len(live.items) == len(expected.items)
+    for a, b in zip(live.items, expected.items):
+        assert a.item_id == b.item_id or abs(a.score - b.score) < 1e-4, (live, expected)
+
+
+def test_state_survives_restart_and_moving_host(pipeline, tiny_bundle):
+    """Live answers after a restart (local RocksDB) and after losing the disk (changelog
+    recovery) equal a replay of the user's whole history through the pure core."""
+    records = [r for r in _generated(900) if r[2]]
+    events = [parse_event(v, k) for k, v, _ in records]
+    assert all(isinstance(e, Event) for e in events)
+    phases = [records[:300], records[300:600], records[600:]]
+    bundle = ModelBundle.load(tiny_bundle)
+    replay = Recommender.from_bundle(bundle, pipeline.settings.with_(coalesce=False))
+    expected = {r.source_event_id: r for r in run_events(replay, events)}
+
+    async def phase(recs):
+        await pipeline.send([(k, v) for k, v, _ in recs])
+        want = set(_last_valid_by_user(recs).values())
+        got = await pipeline.recommendations(lambda rs: {r.source_event_id for r in rs} >= want)
+        return [r for r in got if r.source_event_id in want], want
+
+    for i, recs in enumerate(phases):
+        if i == 2:  # the worker "moves host": its local state is gone, the changelog is not
+            shutil.rmtree(pipeline.settings.data_dir)
+        pipeline.start_worker()
+        live, want = asyncio.run(phase(recs))
+        assert {r.source_event_id for r in live} == want, pipeline.log_tail()
+        for r in live:
+            _answers_match(r, expected[r.source_event_id])
+        pipeline.stop_worker()
