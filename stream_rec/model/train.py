@@ -35,6 +35,7 @@ __all__ = [
 ]
 
 Session = tuple[np.ndarray, np.ndarray, np.ndarray]  # item hashes (n,), types (n,), query hashes (n, Q)
+_Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # item rows (n,), types (n,), query buckets (n, Q)
 K = 20
 _SORT_POOL = 50  # batches whose sessions are sorted by length together (less padding)
 
@@ -126,7 +127,7 @@ class _Example:
     targets: np.ndarray  # (n,) column of the next item (row - 1), -1 when there is none
 
 
-def _featurize_all(sessions: Sequence[Session], vocab: ItemVocab, query_buckets: int) -> list[tuple[np.ndarray, ...]]:
+def _featurize_all(sessions: Sequence[Session], vocab: ItemVocab, query_buckets: int) -> list[_Rows]:
     """Rows, types and query buckets per session, mapped exactly as serving maps them."""
     lengths = [len(s[0]) for s in sessions]
     joined = (
@@ -152,7 +153,7 @@ def _next_item_targets(rows: np.ndarray) -> np.ndarray:
     return padded[after] - 1  # row 0 at index n -> -1
 
 
-def _examples(featurized: list[tuple[np.ndarray, ...]], max_len: int) -> list[_Example]:
+def _examples(featurized: list[_Rows], max_len: int) -> list[_Example]:
     out = []
     for items, types, queries in featurized:
         targets = _next_item_targets(items)
@@ -189,7 +190,7 @@ def _batches(examples: Sequence[_Example], batch_size: int, rng: np.random.Gener
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def _valid_cases(featurized: list[tuple[np.ndarray, ...]], max_len: int) -> tuple[list[tuple[np.ndarray, ...]], np.ndarray]:
+def _valid_cases(featurized: list[_Rows], max_len: int) -> tuple[list[_Rows], np.ndarray]:
     """(prefix before the last known item, that item's column) for each held-out session."""
     prefixes, targets = [], []
     for items, types, queries in featurized:
@@ -213,7 +214,7 @@ def _rank_metrics(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, f
 
 
 def evaluate(
-    model: SessionTransformer, prefixes: list[tuple[np.ndarray, ...]], targets: np.ndarray, batch_size: int = 256
+    model: SessionTransformer, prefixes: list[_Rows], targets: np.ndarray, batch_size: int = 256
 ) -> tuple[float, float]:
     """HR@20 and MRR@20 of ``model`` predicting each target column from its prefix."""
     if len(targets) == 0:
@@ -223,7 +224,7 @@ def evaluate(
     hr = mrr = 0.0
     with torch.no_grad():
         for s in range(0, len(targets), batch_size):
-            batch = [_Example(*p, targets=np.zeros(len(p[0]), np.int64)) for p in prefixes[s : s + batch_size]]
+            batch = [_Example(*p, np.zeros(len(p[0]), np.int64)) for p in prefixes[s : s + batch_size]]
             items, types, queries, _ = _pad(batch)
             scores = model.logits(model.session_vector(items, types, queries))
             h, m = _rank_metrics(scores, torch.from_numpy(targets[s : s + batch_size]))
@@ -288,7 +289,7 @@ def _fit(
     cfg: SASRecConfig,
     tc: TrainConfig,
     examples: list[_Example],
-    prefixes: list[tuple[np.ndarray, ...]],
+    prefixes: list[_Rows],
     valid_targets: np.ndarray,
     metrics: TrainMetrics,
     progress: Callable[[str], None] | None,

@@ -17,7 +17,14 @@ from stream_rec.bundle import HnswParams, ModelBundle, resolve_bundle, write_bun
 from stream_rec.errors import BundleError, ConfigError  # noqa: E402
 from stream_rec.features import CLICK, MAX_QUERY_TOKENS, featurize, item_hash  # noqa: E402
 from stream_rec.index import CandidateIndex, ExactIndex, HnswIndex  # noqa: E402
-from stream_rec.model import SASRecConfig, TorchEncoder, TrainConfig, build_vocab, item_popularity, train_model  # noqa: E402
+from stream_rec.model import (  # noqa: E402
+    SASRecConfig,
+    TorchEncoder,
+    TrainConfig,
+    build_vocab,
+    item_popularity,
+    train_model,
+)
 
 FILES = ("manifest.json", "encoder.onnx", "item_vectors.npy", "item_ids.txt", "popularity.npy", "hnsw.bin")
 
