@@ -15,7 +15,7 @@ from .settings import Settings, env_name
 __all__ = ["main", "build_parser"]
 
 _KAFKA = ("bootstrap_servers", "events_topic", "recs_topic", "dlq_topic", "partitions")
-_GROUP = ("session_timeout_s", "standby_replicas")
+_GROUP = ("session_timeout_s", "standby_replicas", "changelog_barrier")
 _MODEL = ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
           "inter_op_threads", "index", "hnsw_ef", "index_threads")
 _SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "batch_max",
@@ -105,6 +105,8 @@ def _cmd_broker(args: argparse.Namespace) -> int:
     from .broker import EmbeddedBroker
 
     with EmbeddedBroker(port=args.port) as broker:
+        print("workers on this broker (Tansu 0.6) need --changelog-barrier "
+              "(STREAM_REC_CHANGELOG_BARRIER=true) for exact changelog recovery", file=sys.stderr)
         broker.serve_forever()
     return 0
 
@@ -144,11 +146,44 @@ def _cmd_train(args: argparse.Namespace) -> int:
     opts = TrainOptions(
         dataset=args.dataset, events=args.events, users=args.users, items=args.items,
         seed=args.seed, epochs=args.epochs, dim=args.dim, threads=args.threads,
-        data_root=args.data_root, events_file=args.events_file,
+        data_root=args.data_root, events_file=args.events_file, lr=args.lr,
+        batch_size=args.batch_size, dropout=args.dropout, scale=args.scale,
+        max_minutes=args.max_minutes, max_sessions=args.max_sessions,
+        min_item_count=args.min_item_count, test_days=args.test_days,
     )
     path = train_bundle(settings, opts)
     print(path)
     return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import orjson
+
+    from .evaluation.offline import EvaluateOptions, run_evaluation
+
+    opts = EvaluateOptions(
+        dataset=args.dataset, data_root=args.data_root, events_file=args.events_file,
+        min_item_count=args.min_item_count, test_days=args.test_days, baselines=args.baselines,
+        streaming=args.streaming, max_sessions=args.max_sessions,
+    )
+    report = run_evaluation(_settings_from(args), opts)
+    if args.json:
+        print(orjson.dumps(report).decode())
+    else:
+        k = report["index"]["hnsw"]
+        rows = [(f"ours, {kind}" + (f" ef={report['ef']}" if kind == "hnsw" else ""), s)
+                for kind, s in report["index"].items()]
+        if "streaming" in report:
+            rows.append(("ours, streaming", report["streaming"]))
+        rows += list(report.get("baselines", {}).items())
+        print(f"{report['prefixes']:,} prefixes of {report['dataset']}; model {report['model_version']}")
+        print(f"{'':24} {'HR@20':>7} {'MRR@20':>7} {'NDCG@20':>8} {'cov@20':>7}")
+        for name, s in rows:
+            print(f"{name:24} {s['hr@20']:7.2f} {s['mrr@20']:7.2f} {s['ndcg@20']:8.2f} {s['coverage@20']:7.2f}")
+        print("HR@20 by prefix length (hnsw): "
+              + ", ".join(f"{b}: {v:.2f}" for b, v in k["hr@20_by_length"].items()))
+    unanswered = report.get("streaming", {}).get("replay", {}).get("unanswered", 0)
+    return 1 if unanswered else 0
 
 
 def _cmd_tail(args: argparse.Namespace) -> int:
@@ -166,6 +201,13 @@ def _add_generator_args(p: argparse.ArgumentParser, *, users: int, items: int) -
     p.add_argument("--users", type=_positive_int, default=users, help=f"generated shoppers (default {users})")
     p.add_argument("--items", type=_positive_int, default=items, help=f"generated catalogue size (default {items})")
     p.add_argument("--seed", type=int, default=7, help="seed of the generated shoppers (the catalogue is fixed; default 7)")
+
+
+def _add_protocol_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-item-count", type=_positive_int, default=5,
+                   help="--dataset events: drop items seen fewer times (default 5)")
+    p.add_argument("--test-days", type=_non_negative_float, default=7.0,
+                   help="--dataset events: sessions of the last N days are the test set (default 7)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,11 +259,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
     p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
     p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: per data set)")
-    p.add_argument("--dim", type=_positive_int, default=64, help="embedding size (default 64)")
+    p.add_argument("--dim", type=_positive_int, default=None, help="embedding size (default: per data set)")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--lr", type=_non_negative_float, default=None, help="Adam learning rate (default: per data set)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="sessions per step (default: per data set)")
+    p.add_argument("--dropout", type=_fraction, default=None, help="dropout inside the blocks (default: per data set)")
+    p.add_argument("--scale", type=_non_negative_float, default=None,
+                   help="cosine -> logit scale of the softmax (default: per data set)")
+    p.add_argument("--max-minutes", type=_non_negative_float, default=None,
+                   help="stop training after this long (default: per data set; diginetica 44)")
+    p.add_argument("--max-sessions", type=_positive_int, default=None,
+                   help="train on the last N training sessions only (quick runs)")
+    _add_protocol_args(p)
     _add_generator_args(p, users=2000, items=3000)
     _add_settings(p, ("bundles_dir", "log_level"))
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a bundle on a data set's test prefixes (offline, streaming)",
+                       description="Score a model bundle on every test prefix of the standard Diginetica "
+                       "split or of an event log (SR-GNN protocol): the ONNX encoder with exact search and "
+                       "with the HNSW index, optionally the baselines and a replay through broker and worker. "
+                       "Progress goes to stderr.")
+    p.add_argument("--dataset", choices=("diginetica", "events"), default="diginetica",
+                   help="test data (default diginetica)")
+    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events (.gz too)")
+    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object (the last line)")
+    p.add_argument("--baselines", action="store_true", help="also score POP, Item-KNN and V-SKNN")
+    p.add_argument("--streaming", action="store_true",
+                   help="also replay the test sessions through a broker and a worker process and score "
+                   "the recommendations topic (embedded broker unless --bootstrap-servers)")
+    p.add_argument("--max-sessions", type=_positive_int, default=None,
+                   help="only the first N test sessions (quick runs; default all)")
+    _add_protocol_args(p)
+    _add_settings(p, ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
+                      "inter_op_threads", "hnsw_ef", "index_threads", "top_k", "session_gap_s",
+                      "bootstrap_servers", "partitions", "log_level"))
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("tail", help="print recommendations as they arrive (one user or all)")
     p.add_argument("--user", default=None, help="only this user_id")

@@ -379,7 +379,7 @@ def _kafka(settings: Settings) -> Iterator[Settings]:
 
     with EmbeddedBroker() as broker:
         _say(f"embedded broker (Tansu) on {broker.bootstrap_servers}")
-        yield settings.with_(bootstrap_servers=broker.bootstrap_servers)
+        yield settings.with_(bootstrap_servers=broker.bootstrap_servers, changelog_barrier=True)
 
 
 def run_demo(settings: Settings, opts: DemoOptions, out: TextIO | None = None) -> dict[str, Any]:

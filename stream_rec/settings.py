@@ -33,6 +33,7 @@ class Settings:
     partitions: int = _f(4, "Partitions of the events topic and of the session table's changelog.", min=1)
     session_timeout_s: float = _f(10.0, "Consumer-group session timeout (s): how fast a dead worker's partitions move; a new member joins in about half of it.", min=1)
     standby_replicas: int = _f(0, "Standby copies of each table partition kept warm on other workers (faster failover).", min=0)
+    changelog_barrier: bool = _f(False, "After each micro-batch, wait for the state changelog writes and close them with a marker record per partition. Needed on Tansu 0.6 (the embedded broker), whose end offsets are wrong after multi-record produce batches, which would cut changelog recovery short.")
     app_id: str = _f("stream-rec", "Faust app id: the consumer group and the changelog topics' prefix.")
     # --- state -------------------------------------------------------------------------
     data_dir: str = _f("var/worker", "Worker state directory (RocksDB session tables live under it).")

@@ -39,6 +39,10 @@ __all__ = ["create_app", "run_worker", "WorkerStats"]
 
 log = logging.getLogger("stream_rec.worker")
 
+# Changelog-only key that closes a micro-batch's writes (see Settings.changelog_barrier).
+# It can never collide with a user: user ids are UTF-8 and never start with a NUL byte.
+BARRIER_KEY = b"\x00stream-rec:barrier"
+
 
 @dataclass
 class WorkerStats:
@@ -161,6 +165,14 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
         for user, state in result.states.items():
             with as_current(context[user]):
                 sessions[user.encode()] = state.to_bytes()
+        if settings.changelog_barrier:
+            # Tansu 0.6 reports a partition's end offset as (last produce batch's base
+            # offset + 1): make the changelog's last batch a single marker record, so the
+            # end offset faust's recovery reads up to is the true one.
+            await app.producer.flush()
+            for partition in {context[u].message.partition for u in result.states}:
+                sessions.send_changelog(partition, BARRIER_KEY, b"")
+            await app.producer.flush()
         for rec in result.recommendations:
             await recs_topic.send(key=rec.user_id.encode(), value=encode_recommendation(rec))
         stats.recommendations += len(result.recommendations)

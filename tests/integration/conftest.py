@@ -54,6 +54,7 @@ class Pipeline:
             data_dir=str(tmp / "state"),
             worker_port=_free_port(),
             model_poll_s=0,
+            changelog_barrier=True,  # the embedded broker is Tansu 0.6
             **overrides,
         )
         self.tmp = tmp
