@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after N events have their recommendations (default: run until Ctrl-C)")
     p.add_argument("--json", action="store_true", help="headless: no live view; print a JSON summary as the last line")
     p.add_argument("--rate", type=_non_negative_float, default=None,
-                   help="events per second offered (0 = as fast as possible; default 200 live, 2000 headless)")
+                   help="events per second offered (0 = as fast as possible; default 200 live, 500 headless)")
     p.add_argument("--invalid-rate", type=_fraction, default=0.0,
                    help="fraction of generated events made invalid on purpose (they go to the DLQ)")
     p.add_argument("--train-events", type=_positive_int, default=60_000,

@@ -51,7 +51,7 @@ class DemoOptions:
     def effective_rate(self) -> float:
         if self.rate is not None:
             return self.rate
-        return 2000.0 if self.json else 200.0
+        return 500.0 if self.json else 200.0
 
 
 def _say(msg: str, quiet: bool = False) -> None:
