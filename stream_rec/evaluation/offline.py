@@ -1,0 +1,390 @@
+"""Offline evaluation of a model bundle: every test prefix, scored through the serving state path.
+
+A test session is a sequence of events of our contract. Its scored prefixes are those that end
+right before an item event (other than the session's first): the recommendation that answers the
+prefix's last event is ranked against that item. For the standard Diginetica split (clicks only)
+these are exactly SR-GNN's 60,858 (prefix, target) pairs.
+
+Each prefix's state is folded with :func:`stream_rec.session.apply_event` under the serving
+:class:`~stream_rec.session.SessionPolicy`, featurized with :func:`stream_rec.features.featurize`
+and encoded by the bundle's ONNX encoder, as :meth:`stream_rec.core.Recommender.recommend` does.
+The vectors are encoded once and searched with each index (exact numpy reference, HNSW at the
+serving ``ef``), so the two differ by the search alone. Business filters are off: nothing is
+excluded from the ranking.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..datasets.eventlog import ProtocolOptions, SessionSplit
+from ..errors import ConfigError, DataError
+from ..events import Event
+from ..features import featurize
+from ..session import SessionPolicy, SessionState, apply_event
+from .baselines import ItemKNN, Popularity, SessionKNN, evaluate
+from .metrics import RankingAccumulator
+
+if TYPE_CHECKING:
+    from ..bundle import ModelBundle
+    from ..encoder import SessionEncoder
+    from ..features import ItemVocab
+    from ..index import CandidateIndex
+    from ..settings import Settings
+
+__all__ = [
+    "BASELINES",
+    "EvalCase",
+    "EvaluateOptions",
+    "OfflineResult",
+    "load_split",
+    "split_test_events",
+    "prefix_states",
+    "encode_states",
+    "rank_cases",
+    "evaluate_bundle",
+    "evaluate_baselines",
+    "run_evaluation",
+]
+
+Progress = Callable[[str], None]
+BASELINES: dict[str, Callable[[], Any]] = {
+    "POP": Popularity,
+    "Item-KNN": ItemKNN,
+    "V-SKNN": SessionKNN,
+}
+
+
+def _stderr(msg: str) -> None:
+    print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class EvalCase:
+    """One scored prefix: the event whose recommendation is scored, and the item that came next."""
+
+    event_id: str  # the prefix's last event: the recommendation answering it is ranked
+    target: str  # item id of the next item event
+    prefix_length: int  # item events in the prefix (SR-GNN's prefix length)
+    session: int  # index of the test session
+
+
+# ------------------------------------------------------------------------------------- data
+def load_split(
+    dataset: str,
+    *,
+    data_root: str | Path | None = None,
+    events_file: str | Path | None = None,
+    protocol: ProtocolOptions | None = None,
+    progress: Progress | None = _stderr,
+) -> SessionSplit:
+    """The split to evaluate on: Diginetica's standard split (its statistics checked against
+    SOURCE.md) or an event log put through the SR-GNN protocol."""
+    say = progress or (lambda _msg: None)
+    if dataset == "diginetica":
+        from ..datasets.diginetica import check_stats, diginetica_dir, load_standard_split
+
+        split = load_standard_split(diginetica_dir(data_root))
+        stats = check_stats(split)
+        say("diginetica split: " + ", ".join(f"{k} {v:,}" for k, v in stats.as_dict().items())
+            + " (as SOURCE.md states)")
+        return split
+    if dataset == "events":
+        from ..datasets.eventlog import split_event_log
+
+        if not events_file:
+            raise ConfigError("--dataset events needs --events-file FILE (JSONL, .gz too)")
+        split, invalid = split_event_log(events_file, protocol)
+        say(f"{events_file}: {len(invalid):,} invalid records skipped; "
+            + ", ".join(f"{k} {v:,}" for k, v in split.stats().as_dict().items()))
+        return split
+    raise ConfigError(f"--dataset {dataset!r}: expected diginetica or events")
+
+
+def split_test_events(split: SessionSplit) -> list[tuple[Event, ...]]:
+    """The split's test sessions as events: its own events when it has them (an event log), else
+    click events synthesized by :func:`stream_rec.datasets.split_to_events` (one user each)."""
+    if split.test_events is not None:
+        return list(split.test_events)
+    from ..build import sessions_of
+    from ..datasets.diginetica import split_to_events
+
+    return sessions_of(split_to_events(split, "test"))
+
+
+def prefix_states(
+    sessions: Sequence[Sequence[Event]],
+    policy: SessionPolicy,
+    item_types: Iterable[str] = ("click", "purchase"),
+) -> tuple[list[EvalCase], list[SessionState]]:
+    """Every scored prefix and the session state after it, folded event by event as serving does."""
+    item_types = frozenset(item_types)
+    cases: list[EvalCase] = []
+    states: list[SessionState] = []
+    for s, events in enumerate(sessions):
+        state = SessionState.empty()
+        items_seen = 0
+        for j, event in enumerate(events):
+            if event.type in item_types and event.item_id is not None:
+                if items_seen:
+                    cases.append(EvalCase(events[j - 1].event_id, event.item_id, items_seen, s))
+                    states.append(state)
+                items_seen += 1
+            state = apply_event(state, event, policy)
+    return cases, states
+
+
+def encode_states(
+    encoder: SessionEncoder,
+    vocab: ItemVocab,
+    states: Sequence[SessionState],
+    *,
+    max_len: int,
+    query_buckets: int,
+    batch_size: int = 1024,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """(N, dim) session vectors, in the order of ``states``. Batches group similar lengths (less
+    padding; padding never changes a vector, which the encoder contract tests check)."""
+    order = np.argsort([len(s) for s in states], kind="stable")
+    out = np.zeros((len(states), encoder.dim), np.float32)
+    t0 = time.perf_counter()
+    for n, lo in enumerate(range(0, len(order), batch_size)):
+        idx = order[lo : lo + batch_size]
+        inputs = featurize([states[i].sequence() for i in idx], vocab, query_buckets, max_len)
+        out[idx] = encoder.encode(inputs)
+        if progress is not None and n % 20 == 19:
+            progress(f"encoded {lo + len(idx):,}/{len(states):,} prefixes ({time.perf_counter() - t0:.0f}s)")
+    return out
+
+
+def rank_cases(
+    index: CandidateIndex,
+    vectors: np.ndarray,
+    cases: Sequence[EvalCase],
+    vocab: ItemVocab,
+    k: int = 20,
+    batch_size: int = 4096,
+) -> tuple[RankingAccumulator, np.ndarray, list[list[str]]]:
+    """Search ``index`` for each vector: the metrics accumulator, each case's rank (0 = miss)
+    and each case's recommended item ids, best first."""
+    acc = RankingAccumulator(k, catalogue_size=len(vocab))
+    ranks = np.zeros(len(cases), np.int64)
+    lists: list[list[str]] = []
+    ids = vocab.item_ids
+    for lo in range(0, len(cases), batch_size):
+        rows, _ = index.search(vectors[lo : lo + batch_size], k)
+        for n, (case, r) in enumerate(zip(cases[lo : lo + batch_size], rows.tolist())):
+            items = [ids[row - 1] for row in r if row > 0]
+            ranks[lo + n] = acc.add(items, case.target, case.prefix_length)
+            lists.append(items)
+    return acc, ranks, lists
+
+
+@dataclass
+class OfflineResult:
+    """The report (JSON-ready, metrics in percent), the scored cases, and per index each case's
+    rank (0 = miss) and recommended item ids."""
+
+    report: dict[str, Any]
+    cases: list[EvalCase]
+    ranks: dict[str, np.ndarray]  # index kind -> (N,)
+    lists: dict[str, list[list[str]]]  # index kind -> N lists of item ids
+
+
+# ------------------------------------------------------------------------------------ model
+def evaluate_bundle(
+    bundle: ModelBundle,
+    split: SessionSplit,
+    settings: Settings,
+    *,
+    indexes: Sequence[str] = ("exact", "hnsw"),
+    max_sessions: int | None = None,
+    progress: Progress | None = _stderr,
+) -> OfflineResult:
+    """The bundle's metrics on ``split``'s test prefixes, one summary per index (percent).
+
+    ``settings`` gives the serving policy (``session_gap_s``), the cut-off (``top_k``), the
+    HNSW ``hnsw_ef`` and the encoder's providers and threads. Keys: ``index`` ({kind: summary}),
+    ``prefixes``, ``k``, ``ef``, ``seconds``.
+    """
+    say = progress or (lambda _msg: None)
+    sessions = split_test_events(split)
+    if max_sessions:
+        sessions = sessions[:max_sessions]
+    policy = SessionPolicy(
+        max_len=bundle.max_len,
+        max_purchased=settings.max_purchased,
+        session_gap_ms=settings.session_gap_s * 1000,
+    )
+    t0 = time.perf_counter()
+    cases, states = prefix_states(sessions, policy, split.item_types)
+    if not cases:
+        raise DataError("no test prefix to score: every test session has fewer than 2 item events")
+    say(f"{len(cases):,} prefixes from {len(sessions):,} test sessions folded "
+        f"({time.perf_counter() - t0:.1f}s)")
+    encoder = bundle.encoder(
+        providers=settings.providers,  # type: ignore[arg-type]
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+    )
+    t1 = time.perf_counter()
+    vectors = encode_states(encoder, bundle.vocab, states, max_len=bundle.max_len,
+                            query_buckets=bundle.query_buckets, progress=say)
+    encode_s = time.perf_counter() - t1
+    say(f"encoded {len(cases):,} prefixes with the ONNX encoder ({encode_s:.1f}s)")
+    k = settings.top_k
+    results: dict[str, Any] = {}
+    ranks: dict[str, np.ndarray] = {}
+    lists: dict[str, list[list[str]]] = {}
+    for kind in indexes:
+        index = bundle.index(kind=kind, ef=settings.hnsw_ef, threads=settings.index_threads)  # type: ignore[arg-type]
+        t2 = time.perf_counter()
+        acc, ranks[kind], lists[kind] = rank_cases(index, vectors, cases, bundle.vocab, k)
+        summary = acc.summary(percent=True)
+        summary["search_seconds"] = round(time.perf_counter() - t2, 2)
+        if kind == "hnsw":
+            summary["ef"] = settings.hnsw_ef
+        results[kind] = summary
+        say(f"{kind}: hr@{k} {summary[f'hr@{k}']:.2f} mrr@{k} {summary[f'mrr@{k}']:.2f} "
+            f"({summary['search_seconds']:.1f}s)")
+    report = {
+        "model_version": bundle.version,
+        "bundle": str(bundle.path),
+        "prefixes": len(cases),
+        "test_sessions": len(sessions),
+        "k": k,
+        "ef": settings.hnsw_ef,
+        "index": results,
+        "encode_seconds": round(encode_s, 2),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    return OfflineResult(report, cases, ranks, lists)
+
+
+def evaluate_baselines(
+    split: SessionSplit,
+    names: Sequence[str] = tuple(BASELINES),
+    k: int = 20,
+    *,
+    max_sessions: int | None = None,
+    progress: Progress | None = _stderr,
+) -> dict[str, dict[str, Any]]:
+    """POP, Item-KNN and V-SKNN fitted on the training sessions, scored on the test prefixes."""
+    say = progress or (lambda _msg: None)
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ConfigError(f"unknown baseline {', '.join(unknown)}; expected {', '.join(BASELINES)}")
+    test = split.test_sessions[:max_sessions] if max_sessions else split.test_sessions
+    from ..datasets.eventlog import augment
+
+    prefixes, targets = augment(test)
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        t0 = time.perf_counter()
+        model = BASELINES[name]().fit(split.train_sessions)
+        summary = evaluate(model, prefixes, targets, k, catalogue_size=len(split.items), percent=True)
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        out[name] = summary
+        say(f"{name}: hr@{k} {summary[f'hr@{k}']:.2f} mrr@{k} {summary[f'mrr@{k}']:.2f} "
+            f"({summary['seconds']:.0f}s)")
+    return out
+
+
+# ------------------------------------------------------------------------------ the command
+@dataclass(frozen=True)
+class EvaluateOptions:
+    """What `stream-rec evaluate` was asked for."""
+
+    dataset: str = "diginetica"
+    data_root: str | None = None
+    events_file: str | None = None
+    min_item_count: int = 5  # --dataset events: the protocol's filter
+    test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
+    baselines: bool = False  # also score POP, Item-KNN and V-SKNN
+    streaming: bool = False  # also replay the test sessions through broker + worker
+    max_sessions: int | None = None  # only the first n test sessions (quick runs)
+    run_dir: str = "var/evaluate"
+
+
+def _points(a: float, b: float) -> float:
+    return round(a - b, 4)
+
+
+def run_evaluation(
+    settings: Settings, opts: EvaluateOptions, progress: Progress | None = _stderr
+) -> dict[str, Any]:
+    """Offline (exact and HNSW), and optionally streaming and baselines: one report (percent).
+
+    The top-level metrics are the serving index's (HNSW at ``settings.hnsw_ef``); ``index`` holds
+    both indexes' summaries, ``hnsw_cost`` exact minus HNSW in points.
+    """
+    from ..bundle import ModelBundle, resolve_bundle
+
+    say = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    split = load_split(
+        opts.dataset, data_root=opts.data_root, events_file=opts.events_file,
+        protocol=ProtocolOptions(min_item_count=opts.min_item_count, test_days=opts.test_days),
+        progress=progress,
+    )
+    path = resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
+    bundle = ModelBundle.load(path)
+    training = dict(bundle.manifest.get("training", {}))
+    trained_on = str(training.get("data", "?"))
+    if not trained_on.startswith(opts.dataset):
+        say(f"warning: bundle {bundle.version} was trained on {trained_on!r}, not on {opts.dataset}")
+    off = evaluate_bundle(bundle, split, settings, max_sessions=opts.max_sessions, progress=progress)
+    k = settings.top_k
+    serving = off.report["index"]["hnsw"]
+    exact = off.report["index"]["exact"]
+    report: dict[str, Any] = {
+        "dataset": opts.dataset,
+        f"hr@{k}": serving[f"hr@{k}"],
+        f"mrr@{k}": serving[f"mrr@{k}"],
+        f"ndcg@{k}": serving[f"ndcg@{k}"],
+        f"coverage@{k}": serving[f"coverage@{k}"],
+        "prefixes": off.report["prefixes"],
+        "serving_index": "hnsw",
+        "ef": settings.hnsw_ef,
+        f"hr@{k}_by_length": serving[f"hr@{k}_by_length"],
+        "index": off.report["index"],
+        "hnsw_cost": {m: _points(exact[m], serving[m]) for m in (f"hr@{k}", f"mrr@{k}", f"ndcg@{k}")},
+        "percent": True,
+        "model_version": bundle.version,
+        "bundle": str(bundle.path),
+        "data": split.stats().as_dict(),
+        "test_sessions": off.report["test_sessions"],
+        "training": {
+            key: training.get(key)
+            for key in ("data", "sessions", "seconds", "cpu_seconds", "threads", "epochs", "seed")
+        },
+        "valid": {key: bundle.manifest.get("metrics", {}).get(key)
+                  for key in ("valid_hr@20", "valid_mrr@20", "best_epoch", "epochs_run")},
+    }
+    if opts.streaming:
+        from .streaming import StreamingOptions, streaming_evaluate
+
+        streamed = streaming_evaluate(
+            settings, bundle.path, split, max_sessions=opts.max_sessions,
+            options=StreamingOptions(run_dir=opts.run_dir), progress=progress,
+        )
+        live = streamed.report
+        live.update(streamed.agreement(off.cases, off.ranks["hnsw"], off.lists["hnsw"]))
+        live["minus_offline_hnsw"] = {m: _points(live[m], serving[m]) for m in (f"hr@{k}", f"mrr@{k}")}
+        report["streaming"] = live
+        say(f"streaming: hr@{k} {live[f'hr@{k}']:.2f} mrr@{k} {live[f'mrr@{k}']:.2f}; "
+            f"{live['same_list_prefixes']:,}/{len(off.cases):,} prefixes got the same top-{k} "
+            "as offline HNSW")
+    if opts.baselines:
+        report["baselines"] = evaluate_baselines(split, k=k, max_sessions=opts.max_sessions,
+                                                 progress=progress)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
