@@ -184,16 +184,17 @@ def _train_diginetica(settings: Settings, opts: TrainOptions, recipe: Recipe) ->
         load_standard_split,
         split_to_events,
     )
+    from .datasets.eventlog import SessionSplit
 
     t0 = time.perf_counter()
     split = load_standard_split(diginetica_dir(opts.data_root))
     stats = check_stats(split)  # raises, naming each number that differs from SOURCE.md
     _progress("diginetica split: " + ", ".join(f"{k} {v:,}" for k, v in stats.as_dict().items())
               + " (as SOURCE.md states)")
-    # Training sessions only: the test sessions are never read here.
-    sessions_events = sessions_of(split_to_events(split, "train"))
-    if opts.max_sessions:
-        sessions_events = sessions_events[-opts.max_sessions :]
+    # Training sessions only (the last max_sessions of them for a quick run); never the test ones.
+    train = split.train_sessions[-opts.max_sessions :] if opts.max_sessions else split.train_sessions
+    only_train = SessionSplit(train_sessions=train, test_sessions=[], items=split.items)
+    sessions_events = sessions_of(split_to_events(only_train, "train"))
     sessions = [session_arrays(s) for s in sessions_events]
     n_events = sum(map(len, sessions_events))
     _progress(f"folded {n_events:,} click events into {len(sessions):,} sessions "
