@@ -91,7 +91,7 @@ class OnnxEncoder:
                     "encoder providers='cuda' but the CUDA provider could not start "
                     f"(no GPU or missing CUDA/cuDNN libraries); active: {', '.join(self.providers)}"
                 )
-            log.info("onnxruntime: CUDA unavailable, using %s", _CPU)
+            log.warning("onnxruntime: CUDA unavailable, using %s", _CPU)
 
         names = [i.name for i in self._session.get_inputs()]
         if names != ["items", "types", "queries"]:
