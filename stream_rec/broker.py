@@ -455,8 +455,12 @@ async def ensure_topics(
     topics: Mapping[str, int],
     replication_factor: int = 1,
     timeout: float = 30.0,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, int]:
     """Creates the topics that do not exist yet; returns every topic's partition count.
+
+    ``configs`` gives per-topic settings for topics created now (e.g. a changelog's
+    ``{"cleanup.policy": "compact"}``).
 
     Idempotent: an existing topic is fine and keeps its partition count (compare the result
     when you need an exact count). Returns once every partition has a leader.
@@ -484,7 +488,10 @@ async def ensure_topics(
     try:
         await admin.start()
         response = await admin.create_topics(
-            [NewTopic(name, n, replication_factor) for name, n in topics.items()]
+            [
+                NewTopic(name, n, replication_factor, topic_configs=dict((configs or {}).get(name, {})))
+                for name, n in topics.items()
+            ]
         )
         for name, code, *message in response.topic_errors:
             if code not in (0, _TOPIC_ALREADY_EXISTS):

@@ -20,7 +20,7 @@ _MODEL = ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threa
           "inter_op_threads", "index", "hnsw_ef", "index_threads")
 _SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "batch_max",
             "batch_wait_ms", "session_gap_s", "max_purchased")
-_WORKER = ("app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level")
+_WORKER = ("engine", "app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,9 +118,14 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             "the worker needs a Kafka: pass --bootstrap-servers HOST:PORT or set "
             "STREAM_REC_BOOTSTRAP_SERVERS (`stream-rec broker` starts an embedded one)"
         )
-    from topologies.worker import run_worker
+    if settings.engine == "direct":
+        from topologies.direct import run_direct_worker
 
-    run_worker(settings)
+        run_direct_worker(settings)
+    else:
+        from topologies.worker import run_worker
+
+        run_worker(settings)
     return 0
 
 
@@ -231,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_positive_int, default=180,
                    help="seconds to wait for the last recommendations in headless mode (default 180)")
     _add_generator_args(p, users=2000, items=3000)
-    _add_settings(p, _KAFKA + _MODEL + _SERVING + ("log_level",))
+    _add_settings(p, _KAFKA + _MODEL + _SERVING + ("engine", "log_level"))
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) on loopback")

@@ -113,9 +113,10 @@ class Pipeline:
         return self.worker.log_tail() if self.worker else ""
 
 
-@pytest.fixture
-def pipeline(broker, tiny_bundle, tmp_path):
-    p = Pipeline(broker, tiny_bundle, tmp_path)
+@pytest.fixture(params=["faust", "direct"])
+def pipeline(request, broker, tiny_bundle, tmp_path):
+    """The same scenario against every worker engine."""
+    p = Pipeline(broker, tiny_bundle, tmp_path, engine=request.param)
     asyncio.run(p.create_topics())
     yield p
     p.stop_worker()

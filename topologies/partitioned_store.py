@@ -1,0 +1,80 @@
+"""Per-partition RocksDB session tables for the direct worker.
+
+Layout and changelog format match faust's table (key = user id bytes, value =
+``SessionState.to_bytes()``, changelog topic ``<app_id>-sessions-changelog``,
+one RocksDB per partition), so a partition's state can be rebuilt from the
+changelog whichever engine wrote it. Each partition's database also records the
+last changelog offset it contains, so a restart replays only the changelog tail.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+__all__ = ["PartitionedSessionDB", "OFFSET_KEY"]
+
+# Not a user id: user ids are UTF-8 text and never start with a NUL byte.
+OFFSET_KEY = b"\x00stream-rec:changelog-offset"
+_OFFSET = struct.Struct("<q")
+
+
+class PartitionedSessionDB:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._dbs: dict[int, Rdict] = {}
+
+    def path(self, partition: int) -> Path:
+        return self.root / f"sessions-{partition}.rocksdb"
+
+    def open(self, partition: int) -> Rdict:
+        db = self._dbs.get(partition)
+        if db is None:
+            opts = Options(raw_mode=True)
+            opts.create_if_missing(True)
+            db = self._dbs[partition] = Rdict(str(self.path(partition)), options=opts)
+        return db
+
+    def close(self, partition: int) -> None:
+        db = self._dbs.pop(partition, None)
+        if db is not None:
+            db.close()
+
+    def close_all(self) -> None:
+        for p in list(self._dbs):
+            self.close(p)
+
+    def drop(self, partition: int) -> None:
+        self.close(partition)
+        shutil.rmtree(self.path(partition), ignore_errors=True)
+
+    def changelog_offset(self, partition: int) -> int:
+        """The last changelog offset applied to this partition's database, -1 if none."""
+        raw = self.open(partition).get(OFFSET_KEY)
+        return -1 if raw is None else _OFFSET.unpack(raw)[0]
+
+    def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
+        return self.open(partition).get(list(keys))
+
+    def write(self, partition: int, items: Iterable[tuple[bytes, bytes | None]], changelog_offset: int | None = None) -> None:
+        """Apply (key, value or None to delete) atomically, with the new changelog offset."""
+        wb = WriteBatch(raw_mode=True)
+        for key, value in items:
+            if value is None:
+                wb.delete(key)
+            else:
+                wb.put(key, value)
+        if changelog_offset is not None:
+            wb.put(OFFSET_KEY, _OFFSET.pack(changelog_offset))
+        self.open(partition).write(wb)
+
+    def set_changelog_offset(self, partition: int, offset: int) -> None:
+        self.open(partition)[OFFSET_KEY] = _OFFSET.pack(offset)
+
+    def users(self, partition: int) -> int:
+        return sum(1 for k in self.open(partition).keys() if not k.startswith(b"\x00"))
