@@ -8,11 +8,11 @@ import time
 
 import orjson
 import pytest
-from stream_rec.bundle import ModelBundle
-from stream_rec.generate import EventGenerator, GeneratorConfig
 
+from stream_rec.bundle import ModelBundle
 from stream_rec.core import Recommender
 from stream_rec.events import Event, parse_event
+from stream_rec.generate import EventGenerator, GeneratorConfig
 from stream_rec.testing import run_events
 
 from .conftest import TINY
