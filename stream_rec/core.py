@@ -156,15 +156,18 @@ class Recommender:
         if not snapshots:
             return []
         t0 = _t0 if _t0 is not None else time.perf_counter()
-        vectors = []
-        bs = self.config.max_encode_batch
-        for lo in range(0, len(snapshots), bs):
-            chunk = snapshots[lo : lo + bs]
+        # Encode in length-sorted chunks: padding a 3-event session to the 50 of its
+        # batch-mate costs ~10 µs per padded position on one CPU core.
+        lengths = np.fromiter((min(len(s), self.max_len) for _, s in snapshots), np.int64, len(snapshots))
+        order = np.argsort(lengths, kind="stable")
+        vectors = np.empty((len(snapshots), self.encoder.dim), np.float32)
+        for chunk in _length_chunks(lengths[order], self.config.max_encode_batch):
+            rows = order[chunk]
             inputs = featurize(
-                [s.sequence() for _, s in chunk], self.vocab, self.query_buckets, self.max_len
+                [snapshots[i][1].sequence() for i in rows], self.vocab, self.query_buckets, self.max_len
             )
-            vectors.append(self.encoder.encode(inputs))
-        queries = np.ascontiguousarray(np.concatenate(vectors), dtype=np.float32)
+            vectors[rows] = self.encoder.encode(inputs)
+        queries = vectors
         t1 = time.perf_counter()
         exclude = self._exclusions([s for _, s in snapshots])
         rows, scores = self.index.search(queries, self.config.top_k, exclude)
@@ -205,3 +208,22 @@ class Recommender:
             else:
                 out.append(np.zeros(0, np.int64))
         return out
+
+
+def _length_chunks(sorted_lengths: np.ndarray, max_batch: int, max_waste: float = 0.25) -> list[slice]:
+    """Split ascending lengths into runs padded to their longest with <= max_waste padding."""
+    chunks = []
+    start = 0
+    n = len(sorted_lengths)
+    while start < n:
+        end = start + 1
+        total = int(sorted_lengths[start])
+        while end < n and end - start < max_batch:
+            longest = int(sorted_lengths[end])
+            if longest * (end + 1 - start) - (total + longest) > max_waste * longest * (end + 1 - start):
+                break
+            total += longest
+            end += 1
+        chunks.append(slice(start, end))
+        start = end
+    return chunks
