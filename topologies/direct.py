@@ -24,7 +24,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ from .worker import ModelHolder, WorkerStats
 __all__ = ["DirectWorker", "run_direct_worker", "changelog_topic"]
 
 log = logging.getLogger("stream_rec.direct")
+
+_MAX_INFLIGHT = 4  # batches produced but not yet acknowledged
 
 
 def changelog_topic(settings: Settings) -> str:
@@ -69,6 +71,9 @@ class DirectWorker:
         self._to_commit: dict[TopicPartition, int] = {}
         self._last_commit = 0.0
         self._stopping = asyncio.Event()
+        # Batches whose output is produced but not yet acknowledged, oldest first. Their
+        # offsets are committed only once they and every older batch are delivered.
+        self._inflight: deque[asyncio.Future[dict[TopicPartition, int]]] = deque()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
 
@@ -103,10 +108,15 @@ class DirectWorker:
             self.consumer.subscribe([s.events_topic], listener=_Rebalance(self))
             await self.consumer.start()
             log.warning("direct worker %s consuming %s", s.app_id, s.events_topic)
-            await self._loop()
+            poller = asyncio.create_task(self._poll_models())
+            try:
+                await self._loop()
+            finally:
+                poller.cancel()
         finally:
             with contextlib.suppress(Exception):
                 async with self._lock:
+                    await self._settle(all_=True)
                     await self._commit(force=True)
             await self.consumer.stop()
             await self.producer.stop()
@@ -123,11 +133,33 @@ class DirectWorker:
             batch = await self.consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.batch_max)
             async with self._lock:
                 if batch:
-                    await self._process(batch)
+                    self._inflight.append(await self._process(batch))
+                await self._settle(all_=len(self._inflight) >= _MAX_INFLIGHT)
                 await self._commit()
 
+    async def _settle(self, all_: bool = False) -> None:
+        """Move delivered batches' offsets (in batch order) to the commit set."""
+        while self._inflight and (all_ or self._inflight[0].done()):
+            self._to_commit.update(await self._inflight.popleft())
+
+    async def _poll_models(self) -> None:
+        if self.settings.model_poll_s <= 0 or self.holder.pinned:
+            return
+        while True:
+            await asyncio.sleep(self.settings.model_poll_s)
+            try:
+                if await self.holder.maybe_swap():
+                    self.stats.model_swaps += 1
+            except Exception as exc:  # a bad new bundle must not stop serving the old one
+                log.error("model swap failed, still serving %s: %s", self.holder.recommender.model_version, exc)
+
     # --------------------------------------------------------------------- the hot path
-    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> asyncio.Future[dict[TopicPartition, int]]:
+        """Fold, encode, search, write local state and hand all output to the producer.
+
+        Returns a future of this batch's offsets to commit, resolved once every record it
+        produced is acknowledged; the next batch is processed meanwhile.
+        """
         assert self.producer is not None
         s = self.settings
         now_ms = int(time.time() * 1000)
@@ -135,6 +167,7 @@ class DirectWorker:
         offsets: list[int] = []
         partition_of: dict[str, int] = {}
         futures = []
+        commit: dict[TopicPartition, int] = {}
         for tp, messages in batch.items():
             for msg in messages:
                 value = msg.value or b""
@@ -151,12 +184,14 @@ class DirectWorker:
                 events.append(parsed)
                 offsets.append(msg.offset)
                 partition_of[parsed.user_id] = tp.partition
-            self._to_commit[tp] = messages[-1].offset + 1
+            commit[tp] = messages[-1].offset + 1
             self.stats.events += len(messages)
         self.stats.batches += 1
         if events:
             states = self._read_states(partition_of)
-            result = self.holder.recommender.step(states, events, offsets, now_ms=now_ms)
+            # Off the event loop: ONNX Runtime and hnswlib release the GIL, so fetching the
+            # next batch and delivering the previous one proceed meanwhile.
+            result = await asyncio.to_thread(self.holder.recommender.step, states, events, offsets, now_ms)
             writes: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
             for user, state in result.states.items():
                 key, value = user.encode(), state.to_bytes()
@@ -169,14 +204,18 @@ class DirectWorker:
             self.stats.recommendations += len(result.recommendations)
             for p, items in writes.items():
                 self.db.write(p, items)
-        # One wait per batch: offsets are committed only for delivered output.
+        return asyncio.ensure_future(self._delivered(futures, commit))
+
+    async def _delivered(self, futures: list[Any], commit: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         metas = await asyncio.gather(*futures)
         last: dict[int, int] = {}
         for meta in metas:
             if meta.topic == self.changelog:
                 last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
         for p, off in last.items():
-            self.db.set_changelog_offset(p, off)
+            if off > self.db.changelog_offset(p):
+                self.db.set_changelog_offset(p, off)
+        return commit
 
     def _read_states(self, partition_of: dict[str, int]) -> dict[str, SessionState | None]:
         by_partition: dict[int, list[str]] = defaultdict(list)
@@ -206,6 +245,7 @@ class DirectWorker:
     # --------------------------------------------------------------------- rebalances
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
+            await self._settle(all_=True)
             await self._commit(force=True)
             for tp in revoked:
                 self.db.close(tp.partition)
