@@ -18,7 +18,7 @@ _KAFKA = ("bootstrap_servers", "events_topic", "recs_topic", "dlq_topic", "parti
 _GROUP = ("session_timeout_s", "standby_replicas", "changelog_barrier")
 _MODEL = ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
           "inter_op_threads", "index", "hnsw_ef", "index_threads")
-_SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "batch_max",
+_SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "cold_start_trending", "batch_max",
             "batch_wait_ms", "session_gap_s", "max_purchased")
 _WORKER = ("engine", "app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level")
 
@@ -201,6 +201,24 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import orjson
+
+    from .bench import BenchOptions, run_bench
+
+    opts = BenchOptions(
+        events=args.events, rate=args.rate, rate_seconds=args.rate_seconds, workers=args.workers,
+        partitions=args.partitions, warmup=args.warmup, users=args.users, items=args.items,
+        seed=args.seed, train_events=args.train_events, epochs=args.epochs, micro=not args.no_micro,
+        micro_batches=args.micro_batches, micro_efs=args.micro_efs, micro_seconds=args.micro_seconds,
+        micro_queries=args.micro_queries, state_users=args.state_users, profile=args.profile,
+        timeout_s=args.timeout,
+    )
+    summary = run_bench(_settings_from(args), opts)
+    print(orjson.dumps(summary).decode())
+    return 0
+
+
 # ------------------------------------------------------------------------------- parser
 def _add_generator_args(p: argparse.ArgumentParser, *, users: int, items: int) -> None:
     p.add_argument("--users", type=_positive_int, default=users, help=f"generated shoppers (default {users})")
@@ -309,6 +327,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print raw JSON records")
     _add_settings(p, ("bootstrap_servers", "recs_topic"))
     p.set_defaults(func=_cmd_tail)
+
+    from .bench import parse_int_list
+
+    p = sub.add_parser("bench", help="benchmark: events/s, latency, cost; relay baseline; micro",
+                       description="Measure the whole pipeline on this machine: an embedded broker (or "
+                       "--bootstrap-servers), a relay baseline over the same records, N workers at "
+                       "saturation (preloaded backlog), at a fixed offered load and flat out; per-stage "
+                       "time, CPU, RSS, state size, RocksDB size; encoder and index microbenchmarks. "
+                       "Progress goes to stderr; the last line is one JSON object (see docs/benchmarks.md).")
+    p.add_argument("--events", type=_positive_int, default=50_000,
+                   help="events in the saturation backlog and in the flat-out phase (default 50000)")
+    p.add_argument("--rate", type=_non_negative_float, default=5_000.0,
+                   help="fixed offered load, events/s (default 5000)")
+    p.add_argument("--rate-seconds", type=_non_negative_float, default=10.0,
+                   help="seconds of fixed offered load (0 = skip; 600 = the 10-minute memory check; default 10)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="events excluded at the start of saturation (default: 10%% of --events)")
+    p.add_argument("--train-events", type=_positive_int, default=60_000,
+                   help="generated events the benchmark model trains on, when no bundle is given (default 60000)")
+    p.add_argument("--epochs", type=_positive_int, default=1, help="training epochs of the benchmark model (default 1)")
+    p.add_argument("--no-micro", action="store_true", help="skip the encoder and index microbenchmarks")
+    p.add_argument("--micro-batches", type=parse_int_list, default=(1, 16, 64, 256, 1024),
+                   help="encoder batch sizes (default 1,16,64,256,1024)")
+    p.add_argument("--micro-efs", type=parse_int_list, default=(16, 32, 64, 128, 256),
+                   help="HNSW ef values (default 16,32,64,128,256)")
+    p.add_argument("--micro-seconds", type=_non_negative_float, default=1.0,
+                   help="seconds per microbenchmark point (default 1)")
+    p.add_argument("--micro-queries", type=_positive_int, default=2_000,
+                   help="real session vectors the index is queried with (default 2000)")
+    p.add_argument("--state-users", type=_positive_int, default=1_000_000,
+                   help="users written to RocksDB for the size figure (default 1000000)")
+    p.add_argument("--profile", action="store_true", help="py-spy worker 0 at saturation; print its top frames")
+    p.add_argument("--timeout", type=_positive_int, default=300,
+                   help="seconds to wait for each phase before giving up (default 300)")
+    _add_generator_args(p, users=10_000, items=45_000)
+    _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + ("engine", "log_level"))
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

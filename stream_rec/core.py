@@ -23,6 +23,7 @@ from .events import Event, Recommendation, ScoredItem
 from .features import ItemVocab, featurize
 from .index import CandidateIndex
 from .session import SessionPolicy, SessionState, apply_event
+from .trending import TrendingItems
 
 if TYPE_CHECKING:
     from .bundle import ModelBundle
@@ -40,6 +41,10 @@ class ServingConfig:
     # False: one per event (evaluation replays score every prefix).
     coalesce: bool = True
     max_encode_batch: int = 1024
+    # Sessions with no item the model knows get trending items (decayed counts kept in
+    # the stream) instead of a vector computed from event types alone.
+    cold_start_trending: bool = True
+    trending_half_life_s: float = 3600.0
 
 
 @dataclass
@@ -74,6 +79,7 @@ class Recommender:
         query_buckets: int,
         policy: SessionPolicy | None = None,
         config: ServingConfig | None = None,
+        popularity: np.ndarray | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index
@@ -84,6 +90,7 @@ class Recommender:
         self.policy = policy or SessionPolicy(max_len=max_len)
         self.config = config or ServingConfig()
         self.times = StageTimes()
+        self.trending = TrendingItems(len(vocab), self.config.trending_half_life_s, prior=popularity)
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, settings: Settings) -> Recommender:
@@ -108,7 +115,9 @@ class Recommender:
                 filter_purchased=settings.filter_purchased,
                 filter_clicked=settings.filter_clicked,
                 coalesce=settings.coalesce,
+                cold_start_trending=settings.cold_start_trending,
             ),
+            popularity=bundle.popularity,
         )
 
     # ---------------------------------------------------------------------------------
@@ -140,6 +149,8 @@ class Recommender:
         if self.config.coalesce:
             snapshots = [snapshots[i] for i in sorted(last_index.values())]
         t1 = time.perf_counter()
+        if self.config.cold_start_trending and events:
+            self._count_trending(events)
         recs = self.recommend(snapshots, now_ms=now_ms, _t0=t1)
         self.times.state += t1 - t0
         self.times.steps += 1
@@ -171,6 +182,12 @@ class Recommender:
         t1 = time.perf_counter()
         exclude = self._exclusions([s for _, s in snapshots])
         rows, scores = self.index.search(queries, self.config.top_k, exclude)
+        if self.config.cold_start_trending:
+            cold = [i for i, (_, s) in enumerate(snapshots) if not self._knows_any(s)]
+            if cold:
+                t_rows, t_scores = self.trending.top(
+                    self.config.top_k, [exclude[i] for i in cold] if exclude else None, len(cold))
+                rows[cold], scores[cold] = t_rows, t_scores
         t2 = time.perf_counter()
         emitted = now_ms if now_ms is not None else int(time.time() * 1000)
         ids = self.vocab.item_ids
@@ -190,6 +207,20 @@ class Recommender:
         self.times.search += t2 - t1
         self.times.sessions += len(snapshots)
         return out
+
+    def _knows_any(self, state: SessionState) -> bool:
+        hashes = state.seen_item_hashes()
+        return bool(len(hashes)) and bool(self.vocab.rows_for_hashes(hashes).any())
+
+    def _count_trending(self, events: Sequence[Event]) -> None:
+        with_items = [e for e in events if e.item_id is not None]
+        if not with_items:
+            return
+        from .features import item_hash
+
+        rows = self.vocab.rows_for_hashes(np.array([item_hash(e.item_id) for e in with_items], np.int64))
+        purchases = np.array([e.type == "purchase" for e in with_items])
+        self.trending.update(rows, max(e.ts for e in with_items), purchases)
 
     def _exclusions(self, states: Sequence[SessionState]) -> list[np.ndarray] | None:
         cfg = self.config

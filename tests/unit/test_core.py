@@ -121,3 +121,31 @@ def test_store_keeps_state_between_runs():
     rec = make()
     run_events(rec, stream(30, users=3), store=store)
     assert len(store) == 3 and all(len(store.get(u)) > 0 for u in store.users())
+
+
+def test_cold_sessions_get_trending_items_kept_in_the_stream():
+    rec = make(ServingConfig(top_k=3))
+    hot = [Event(f"h{i}", f"shopper{i}", "click", 10_000 + i, item_id=f"i{7 + i % 3}") for i in range(30)]
+    rec.step({}, hot)
+    (cold,) = rec.step({}, [Event("c1", "newcomer", "search", 20_000, query="anything")]).recommendations
+    assert {i.item_id for i in cold.items} == {"i7", "i8", "i9"}
+    unknown = rec.step({}, [Event("c2", "other", "click", 20_001, item_id="not-in-catalogue")]).recommendations[0]
+    assert {i.item_id for i in unknown.items} == {"i7", "i8", "i9"}
+    warm = rec.step({}, [Event("w1", "warm", "click", 20_002, item_id="i40")]).recommendations[0]
+    assert {i.item_id for i in warm.items} != {"i7", "i8", "i9"}  # known items use the model
+    off = make(ServingConfig(top_k=3, cold_start_trending=False))
+    off.step({}, hot)
+    (model_only,) = off.step({}, [Event("c1", "newcomer", "search", 20_000, query="anything")]).recommendations
+    assert len(model_only.items) == 3
+
+
+def test_trending_decays_and_respects_exclusions():
+    from stream_rec.trending import TrendingItems
+
+    t = TrendingItems(10, half_life_s=1.0)
+    t.update(np.array([1, 1, 1, 2]), ts_ms=0)
+    t.update(np.array([3, 3]), ts_ms=10_000)  # 10 half-lives later: item 1's 3 counts are ~0.003
+    rows, scores = t.top(2, None, batch=1)
+    assert rows[0].tolist() == [3, 1] and scores[0, 0] > scores[0, 1]
+    rows, _ = t.top(2, [np.array([3])], batch=1)
+    assert rows[0].tolist() == [1, 2]
