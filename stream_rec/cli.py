@@ -18,7 +18,7 @@ _KAFKA = ("bootstrap_servers", "events_topic", "recs_topic", "dlq_topic", "parti
 _GROUP = ("session_timeout_s", "standby_replicas", "changelog_barrier")
 _MODEL = ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
           "inter_op_threads", "index", "hnsw_ef", "index_threads")
-_SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "cold_start_trending", "batch_max",
+_SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "cold_start_trending", "explain", "batch_max",
             "batch_wait_ms", "session_gap_s", "max_purchased")
 _WORKER = ("engine", "app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level")
 

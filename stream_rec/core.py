@@ -45,6 +45,8 @@ class ServingConfig:
     # the stream) instead of a vector computed from event types alone.
     cold_start_trending: bool = True
     trending_half_life_s: float = 3600.0
+    # Attach to each item the session item most similar to it ("because you viewed X").
+    explain: bool = False
 
 
 @dataclass
@@ -80,6 +82,7 @@ class Recommender:
         policy: SessionPolicy | None = None,
         config: ServingConfig | None = None,
         popularity: np.ndarray | None = None,
+        item_vectors: np.ndarray | None = None,
     ) -> None:
         self.encoder = encoder
         self.index = index
@@ -91,6 +94,9 @@ class Recommender:
         self.config = config or ServingConfig()
         self.times = StageTimes()
         self.trending = TrendingItems(len(vocab), self.config.trending_half_life_s, prior=popularity)
+        self.item_vectors = item_vectors
+        if self.config.explain and item_vectors is None:
+            raise ValueError("explanations need the bundle's item vectors")
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, settings: Settings) -> Recommender:
@@ -116,8 +122,10 @@ class Recommender:
                 filter_clicked=settings.filter_clicked,
                 coalesce=settings.coalesce,
                 cold_start_trending=settings.cold_start_trending,
+                explain=settings.explain,
             ),
             popularity=bundle.popularity,
+            item_vectors=bundle.item_vectors,
         )
 
     # ---------------------------------------------------------------------------------
@@ -191,12 +199,20 @@ class Recommender:
         t2 = time.perf_counter()
         emitted = now_ms if now_ms is not None else int(time.time() * 1000)
         ids = self.vocab.item_ids
+        because = self._explain(snapshots, rows) if self.config.explain else None
         out = []
-        for (event, _), r, s in zip(snapshots, rows.tolist(), scores.tolist()):
+        for b, ((event, _), r, s) in enumerate(zip(snapshots, rows.tolist(), scores.tolist())):
+            if because is None:
+                items = tuple(ScoredItem(ids[row - 1], score) for row, score in zip(r, s) if row > 0)
+            else:
+                items = tuple(
+                    ScoredItem(ids[row - 1], score, ids[why - 1] if why > 0 else None)
+                    for row, score, why in zip(r, s, because[b]) if row > 0
+                )
             out.append(
                 Recommendation(
                     user_id=event.user_id,
-                    items=tuple(ScoredItem(ids[row - 1], score) for row, score in zip(r, s) if row > 0),
+                    items=items,
                     model_version=self.model_version,
                     source_event_id=event.event_id,
                     event_ts=event.ts,
@@ -206,6 +222,20 @@ class Recommender:
         self.times.encode += t1 - t0
         self.times.search += t2 - t1
         self.times.sessions += len(snapshots)
+        return out
+
+    def _explain(self, snapshots: Sequence[tuple[Event, SessionState]], rows: np.ndarray) -> list[list[int]]:
+        """Per recommended row, the session's known item row most similar to it (0 if none)."""
+        assert self.item_vectors is not None
+        out = []
+        for (_, state), rec_rows in zip(snapshots, rows):
+            seen = self.vocab.rows_for_hashes(state.seen_item_hashes()[-self.max_len:])
+            seen = np.unique(seen[seen > 0])
+            if not len(seen):
+                out.append([0] * len(rec_rows))
+                continue
+            sims = self.item_vectors[rec_rows] @ self.item_vectors[seen].T  # (k, n_seen)
+            out.append(seen[np.argmax(sims, axis=1)].tolist())
         return out
 
     def _knows_any(self, state: SessionState) -> bool:

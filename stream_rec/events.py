@@ -147,6 +147,7 @@ def encode_event(event: Event) -> bytes:
 class ScoredItem:
     item_id: str
     score: float
+    because: str | None = None  # the session's item that most supports this one (--explain)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +166,12 @@ def encode_recommendation(rec: Recommendation) -> bytes:
     return orjson.dumps(
         {
             "user_id": rec.user_id,
-            "items": [{"item_id": s.item_id, "score": round(s.score, 6)} for s in rec.items],
+            "items": [
+                {"item_id": s.item_id, "score": round(s.score, 6)}
+                if s.because is None
+                else {"item_id": s.item_id, "score": round(s.score, 6), "because": s.because}
+                for s in rec.items
+            ],
             "model_version": rec.model_version,
             "source_event_id": rec.source_event_id,
             "event_ts": rec.event_ts,
@@ -178,7 +184,7 @@ def decode_recommendation(raw: bytes) -> Recommendation:
     obj = orjson.loads(raw)
     return Recommendation(
         user_id=obj["user_id"],
-        items=tuple(ScoredItem(i["item_id"], float(i["score"])) for i in obj["items"]),
+        items=tuple(ScoredItem(i["item_id"], float(i["score"]), i.get("because")) for i in obj["items"]),
         model_version=obj["model_version"],
         source_event_id=obj["source_event_id"],
         event_ts=int(obj["event_ts"]),

@@ -56,6 +56,7 @@ class Settings:
     filter_clicked: bool = _f(False, "Never recommend items already clicked in the session.")
     coalesce: bool = _f(True, "Under load, answer several events of one user in a batch with one recommendation (for its last event).")
     cold_start_trending: bool = _f(True, "Sessions with no item the model knows get trending items (decayed counts kept in the stream).")
+    explain: bool = _f(False, "Attach to each recommended item the session item that most supports it (`because`).")
     batch_max: int = _f(256, "Most events taken from the stream into one micro-batch.", min=1)
     batch_wait_ms: float = _f(5.0, "Longest wait (ms) for a micro-batch to fill before it is processed.", min=0)
     worker_host: str = _f("127.0.0.1", "Address of the worker's status web server.")

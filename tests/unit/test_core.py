@@ -149,3 +149,19 @@ def test_trending_decays_and_respects_exclusions():
     assert rows[0].tolist() == [3, 1] and scores[0, 0] > scores[0, 1]
     rows, _ = t.top(2, [np.array([3])], batch=1)
     assert rows[0].tolist() == [1, 2]
+
+
+def test_explanations_point_at_the_most_similar_session_item():
+    base = make()
+    rec = Recommender(base.encoder, base.index, base.vocab, model_version="t", max_len=50, query_buckets=64,
+                      config=ServingConfig(top_k=5, explain=True), item_vectors=base.encoder.vectors)
+    events = [Event("e1", "u", "click", 1, item_id="i3"), Event("e2", "u", "click", 2, item_id="i11")]
+    (r,) = rec.step({}, events).recommendations
+    v = base.encoder.vectors
+    for item in r.items:
+        row = base.vocab.row(item.item_id)
+        best = max(["i3", "i11"], key=lambda s: float(v[row] @ v[base.vocab.row(s)]))
+        assert item.because == best
+    plain = make().step({}, events).recommendations[0]
+    assert [i.item_id for i in plain.items] == [i.item_id for i in r.items]
+    assert all(i.because is None for i in plain.items)

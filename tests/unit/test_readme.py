@@ -16,7 +16,7 @@ README = (ROOT / "README.md").read_text()
 def test_settings_table_lists_every_setting_with_its_env_var_and_default():
     for name, env, default, _help in Settings.describe():
         row = f"| `--{name.replace('_', '-')}` | `{env}` | `{default!r}` |"
-        assert row in README, f"README settings table is missing or stale for {name}"
+        assert row in README, f"README settings table is stale for {name}: run scripts/settings_table.py"
 
 
 def test_every_documented_command_exists():
