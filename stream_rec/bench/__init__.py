@@ -1,0 +1,303 @@
+"""`stream-rec bench`: throughput, latency and cost of the whole pipeline, on one machine.
+
+One invocation runs, against an embedded broker (or ``--bootstrap-servers``):
+
+1. the relay baseline (:mod:`.relay`): a plain aiokafka consume-and-produce relay over
+   its own copy of the same records, before and after the pipeline (machine load drifts);
+2. the pipeline (:mod:`.pipeline`): N worker processes; saturation on a preloaded
+   backlog, latency at a fixed offered load and flat out, per-stage time, CPU, RSS;
+3. state size per user and RocksDB size for 1M users, and the encoder and index
+   microbenchmarks (:mod:`.micro`).
+
+Progress goes to stderr; :func:`run_bench` returns the summary that the CLI prints as
+one JSON object on its last line. Absolute numbers on a shared machine are noisy:
+compare ``ratio`` (pipeline / relay, measured in the same run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import platform
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..settings import Settings
+
+__all__ = ["BenchOptions", "run_bench", "ensure_bench_bundle", "parse_int_list"]
+
+MICRO_BATCHES = (1, 16, 64, 256, 1024)
+MICRO_EFS = (16, 32, 64, 128, 256)
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """'1,16,64' -> (1, 16, 64); every value a positive integer (argparse type)."""
+    import argparse
+
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers; got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers; got {text!r}")
+    return values
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `stream-rec bench` was asked for (serving settings come from :class:`Settings`)."""
+
+    events: int = 50_000  # saturation backlog, and the flat-out phase's count
+    rate: float = 5_000.0  # fixed offered load, events/s
+    rate_seconds: float = 10.0  # duration of the fixed load (0 = skip it)
+    workers: int = 1
+    partitions: int | None = None  # None: max(settings.partitions, workers)
+    warmup: int | None = None  # events excluded at the start of saturation; None: 10%
+    users: int = 10_000  # generated shoppers
+    items: int = 45_000  # generated catalogue = the model's vocabulary
+    seed: int = 7
+    train_events: int = 60_000  # for the benchmark model, when no bundle is given
+    epochs: int = 1
+    micro: bool = True
+    micro_batches: tuple[int, ...] = MICRO_BATCHES
+    micro_efs: tuple[int, ...] = MICRO_EFS
+    micro_seconds: float = 1.0
+    micro_queries: int = 2_000
+    state_users: int = 1_000_000  # users written to RocksDB for the size figure
+    profile: bool = False
+    timeout_s: float = 300.0
+    run_root: str = "var/bench"
+
+    @property
+    def warmup_events(self) -> int:
+        return self.events // 10 if self.warmup is None else self.warmup
+
+    def validated(self) -> BenchOptions:
+        if self.events < 100:
+            raise ConfigError(f"--events must be >= 100 (a measurable backlog); got {self.events}")
+        if not 0 <= self.warmup_events < self.events:
+            raise ConfigError(f"--warmup must be >= 0 and below --events ({self.events}); got {self.warmup_events}")
+        if self.rate <= 0:
+            raise ConfigError(f"--rate must be > 0 events/s; got {self.rate:g}")
+        if self.partitions is not None and self.partitions < self.workers:
+            raise ConfigError(f"--workers {self.workers} needs --partitions >= {self.workers} "
+                              f"(a worker without a partition idles); got --partitions {self.partitions}")
+        return self
+
+
+# ------------------------------------------------------------------------------- bundle
+def ensure_bench_bundle(settings: Settings, opts: BenchOptions) -> Path:
+    """--bundle/--model-version if given, else the benchmark model (trained once, cached).
+
+    The benchmark model's vocabulary is the whole generated catalogue (``opts.items`` rows),
+    so the embedding table and the HNSW index have the catalogue's size whatever the
+    training stream happened to touch. Cached under ``<bundles_dir>/bench/`` by data tag,
+    out of the way of the newest-bundle lookup of workers and the demo.
+    """
+    import json
+
+    from ..bundle import resolve_bundle
+    from .pipeline import say
+
+    if settings.bundle or settings.model_version:
+        return resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
+    tag = (f"bench:generated:users={opts.users}:items={opts.items}:seed={opts.seed}"
+           f":events={opts.train_events}:epochs={opts.epochs}:vocab=catalogue")
+    root = Path(settings.bundles_dir) / "bench"
+    if root.is_dir():
+        for d in sorted(root.iterdir(), reverse=True):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                if not d.name.startswith(".") and json.loads((d / "manifest.json").read_text())["training"]["data"] == tag:
+                    say(f"using benchmark model {d}")
+                    return d
+    say(f"training the benchmark model ({opts.items:,} items, {opts.epochs} epoch(s); cached in {root}/)")
+    from ..build import TrainOptions, session_arrays, train_sessions_to_bundle
+    from ..generate import EventGenerator, GeneratorConfig
+
+    gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed))
+    sessions_events = gen.sessions_for_training(opts.train_events)
+    items = [[e.item_id for e in s if e.item_id is not None] for s in sessions_events]
+    return train_sessions_to_bundle(
+        settings.with_(bundles_dir=str(root)),
+        [session_arrays(s) for s in sessions_events],
+        [*items, list(gen.catalogue.item_ids)],  # every catalogue item gets a row
+        data_tag=tag,
+        opts=TrainOptions(events=opts.train_events, users=opts.users, items=opts.items, seed=opts.seed,
+                          epochs=opts.epochs),
+        n_events=sum(map(len, sessions_events)),
+        default_epochs=opts.epochs,
+    )
+
+
+# ------------------------------------------------------------------------------- run
+@contextlib.contextmanager
+def _kafka(settings: Settings) -> Iterator[tuple[Settings, int | None]]:
+    """(settings with bootstrap servers, broker pid when embedded)."""
+    if settings.bootstrap_servers:
+        yield settings, None
+        return
+    from ..broker import EmbeddedBroker
+    from .pipeline import say
+
+    with EmbeddedBroker() as broker:
+        say(f"embedded broker (Tansu) on {broker.bootstrap_servers}")
+        # Tansu 0.6 needs the changelog barrier for exact recovery (see Settings).
+        yield settings.with_(bootstrap_servers=broker.bootstrap_servers, changelog_barrier=True), broker.pid
+
+
+def _record(key: bytes, value: bytes) -> tuple[bytes, bytes, str, str]:
+    import orjson
+
+    obj = orjson.loads(value)
+    return key, value, str(obj["event_id"]), str(obj["user_id"])
+
+
+def _machine(settings: Settings) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "onnxruntime": ort.__version__,
+        "onnxruntime_providers_available": ort.get_available_providers(),
+        "providers_setting": settings.providers,
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+async def _run_kafka_phases(
+    s: Settings, opts: BenchOptions, broker_pid: int | None, gen: Any, partitions: int, run_dir: Path,
+) -> dict[str, Any]:
+    from ..broker import ensure_topics
+    from .pipeline import run_pipeline, say
+    from .relay import measure_relay
+
+    rate_n = int(opts.rate * opts.rate_seconds)
+    stream = (_record(k, v) for k, v, _ in gen.records(2 * opts.events + rate_n, now_ms=int(time.time() * 1000)))
+    preload = list(itertools.islice(stream, opts.events))
+
+    async def relay() -> dict[str, Any]:
+        return await measure_relay(
+            s.bootstrap_servers, preload, partitions=partitions, warmup=opts.warmup_events,
+            batch_max=s.batch_max, session_timeout_s=s.session_timeout_s, run_dir=run_dir,
+            timeout_s=opts.timeout_s)
+
+    say("relay baseline (before the pipeline)")
+    before = await relay()
+    await ensure_topics(s.bootstrap_servers, {s.events_topic: partitions, s.recs_topic: partitions, s.dlq_topic: 1})
+    result = await run_pipeline(
+        s, workers=opts.workers, preload=preload, warmup=opts.warmup_events,
+        offered=itertools.islice(stream, rate_n), rate=opts.rate if rate_n else 0.0,
+        flat=lambda: list(itertools.islice(stream, opts.events)), run_dir=run_dir,
+        broker_pid=broker_pid, profile=opts.profile, timeout_s=opts.timeout_s,
+    )
+    say("relay baseline (after the pipeline)")
+    after = await relay()
+    return {"pipeline": result, "relay": [before, after]}
+
+
+def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
+    """The whole benchmark; returns the summary (see docs/benchmarks.md for each field)."""
+    from ..bundle import ModelBundle
+    from ..generate import EventGenerator, GeneratorConfig
+    from ..session import SessionPolicy
+    from . import micro
+    from .pipeline import say
+
+    opts = opts.validated()
+    partitions = opts.partitions or max(settings.partitions, opts.workers)
+    t_start = time.perf_counter()
+    machine = _machine(settings)
+    tag = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_dir = Path(opts.run_root) / f"run-{tag}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    bundle_path = ensure_bench_bundle(settings, opts)
+    bundle = ModelBundle.load(bundle_path)
+    arch = bundle.manifest.get("architecture", {})
+    gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed + 1))
+
+    with _kafka(settings) as (s, broker_pid):
+        s = s.with_(
+            events_topic=f"{s.events_topic}-bench-{tag}", recs_topic=f"{s.recs_topic}-bench-{tag}",
+            dlq_topic=f"{s.dlq_topic}-bench-{tag}", app_id=f"{s.app_id}-bench-{tag}", partitions=partitions,
+            bundle=str(bundle_path), model_poll_s=0,
+        )
+        kafka = asyncio.run(_run_kafka_phases(s, opts, broker_pid, gen, partitions, run_dir))
+    pipe, relays = kafka["pipeline"], kafka["relay"]
+
+    say("state: folding the run's events into per-user states")
+    policy = SessionPolicy(max_len=bundle.max_len, max_purchased=s.max_purchased,
+                           session_gap_ms=s.session_gap_s * 1000)
+    states = micro.fold_states(gen.events(pipe.events_sent), policy)
+    state = micro.state_sizes(states)
+    say(f"state: RocksDB size of {opts.state_users:,} users")
+    rocks = micro.rocksdb_size(list(states.values()), opts.state_users, workdir=run_dir)
+
+    micro_out: dict[str, Any] | None = None
+    if opts.micro:
+        say("micro: encoder and index")
+        encoder = bundle.encoder(providers=s.providers, intra_op_threads=s.intra_op_threads,  # type: ignore[arg-type]
+                                 inter_op_threads=s.inter_op_threads)
+        sequences = [st.sequence() for st in states.values()]
+        micro_out = {
+            "encoder": micro.encoder_micro(bundle, encoder, sequences, opts.micro_batches, opts.micro_seconds),
+            "index": micro.index_micro(
+                bundle, micro.session_vectors(bundle, encoder, sequences, opts.micro_queries),
+                opts.micro_efs, k=s.top_k, batch=s.batch_max, threads=s.index_threads, seconds=opts.micro_seconds),
+        }
+    for d in run_dir.glob("worker-*/state"):
+        shutil.rmtree(d, ignore_errors=True)
+
+    baseline = sum(r["events_per_s"] for r in relays) / len(relays)
+    sat = pipe.saturation
+    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    summary: dict[str, Any] = {
+        "events_per_s": sat["events_per_s"],
+        "baseline_events_per_s": round(baseline, 1),
+        "ratio": round(sat["events_per_s"] / baseline, 4) if baseline else None,
+        "recs_per_s": sat["recs_per_s"],
+        "latency_ms": pipe.flat_out["latency_ms"],
+        "latency_ms_at_rate": pipe.fixed_load["latency_ms"] if pipe.fixed_load else None,
+        "cpu_s_per_1k_events": sat["cpu_s_per_1k_events"],
+        "rss_mb": pipe.rss.get("max_mb"),
+        "state_bytes_per_user": state.get("mean_bytes"),
+        "state_bytes_per_user_max": state.get("max_bytes"),
+        "rocksdb_bytes_per_1m_users": rocks.get("bytes_per_1m_users"),
+        "saturation": sat,
+        "fixed_load": pipe.fixed_load,
+        "flat_out": pipe.flat_out,
+        "baseline": {"runs": relays, "method": "aiokafka relay, same records, partitions and batch size"},
+        "rss": pipe.rss,
+        "state": state,
+        "rocksdb": rocks,
+        "micro": micro_out,
+        "profile": pipe.profile,
+        "notes": pipe.notes,
+        "config": {
+            "events": opts.events, "warmup_events": opts.warmup_events, "rate": opts.rate,
+            "rate_seconds": opts.rate_seconds, "workers": opts.workers, "partitions": partitions,
+            "users": opts.users, "items": len(bundle.vocab), "dim": bundle.dim,
+            "n_layers": arch.get("n_layers"), "max_len": bundle.max_len, "engine": s.engine,
+            "batch_max": s.batch_max, "batch_wait_ms": s.batch_wait_ms, "coalesce": s.coalesce,
+            "top_k": s.top_k, "index": s.index, "ef": s.hnsw_ef, "index_threads": s.index_threads,
+            "intra_op_threads": s.intra_op_threads, "inter_op_threads": s.inter_op_threads,
+            "changelog_barrier": s.changelog_barrier, "broker": "embedded" if broker_pid else "external",
+            "model_version": pipe.model_version or bundle.version, "profiled": opts.profile,
+        },
+        "machine": {**machine, "gpu": "not measured"},
+        "options": asdict(opts),
+        "run_dir": str(run_dir),
+        "total_s": round(time.perf_counter() - t_start, 1),
+    }
+    if micro_out:
+        summary["machine"]["providers_used"] = micro_out["encoder"]["providers"]
+    return summary
