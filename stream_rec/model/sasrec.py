@@ -54,16 +54,19 @@ class CausalSelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.attn_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        # x: (B, L, D); allowed: (B, L, L) bool, query i may attend to key j
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        # x: (B, L, D); allowed: (B, L, L) bool, query i may attend to key j.
+        # last_only: only the last position queries (Lq = 1), which is all a session vector needs.
         b, length, d = x.shape
         qkv = self.qkv(x).view(b, length, 3, self.n_heads, self.head_dim)  # (B, L, 3, H, Dh)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, L, Dh)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, L, Dh) each
-        scores = q @ k.transpose(-2, -1) / self.head_dim**0.5  # (B, H, L, L)
+        if last_only:
+            q, allowed = q[:, :, -1:], allowed[:, -1:]  # (B, H, 1, Dh), (B, 1, L)
+        scores = q @ k.transpose(-2, -1) / self.head_dim**0.5  # (B, H, Lq, L)
         scores = scores.masked_fill(~allowed.unsqueeze(1), _MASKED)
-        weights = self.attn_dropout(torch.softmax(scores, dim=-1))  # (B, H, L, L)
-        y = (weights @ v).transpose(1, 2).reshape(b, length, d)  # (B, L, D)
+        weights = self.attn_dropout(torch.softmax(scores, dim=-1))  # (B, H, Lq, L)
+        y = (weights @ v).transpose(1, 2).reshape(b, -1, d)  # (B, Lq, D)
         return self.out(y)
 
 
@@ -80,9 +83,10 @@ class Block(nn.Module):
         )
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.ln1(x), allowed))  # (B, L, D)
-        return x + self.dropout(self.ffn(self.ln2(x)))  # (B, L, D)
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        y = self.attn(self.ln1(x), allowed, last_only)  # (B, Lq, D)
+        x = (x[:, -1:] if last_only else x) + self.dropout(y)  # (B, Lq, D)
+        return x + self.dropout(self.ffn(self.ln2(x)))  # (B, Lq, D)
 
 
 class SessionTransformer(nn.Module):
@@ -105,10 +109,13 @@ class SessionTransformer(nn.Module):
                 with torch.no_grad():
                     emb.weight[emb.padding_idx].zero_()
 
-    def hidden(self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    def hidden(
+        self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor, last_only: bool = False
+    ) -> torch.Tensor:
         """(B, L) items, (B, L) types, (B, L, Q) queries -> (B, L, D) per-position outputs.
 
-        Position t sees events 0..t only (causal), never padding.
+        Position t sees events 0..t only (causal), never padding. With ``last_only`` the
+        last block computes the last position only and the result is (B, 1, D).
         """
         length = items.shape[1]
         idx = torch.arange(length, device=items.device)  # (L,)
@@ -124,9 +131,9 @@ class SessionTransformer(nn.Module):
         is_self = idx.unsqueeze(0) == idx.unsqueeze(1)  # (L, L)
         # A padding row may attend only to itself, so its softmax is never empty.
         allowed = (causal & (types != PAD).unsqueeze(1)) | is_self  # (B, L, L)
-        for block in self.blocks:
-            x = block(x, allowed)  # (B, L, D)
-        return self.ln_out(x)  # (B, L, D)
+        for i, block in enumerate(self.blocks):
+            x = block(x, allowed, last_only and i == len(self.blocks) - 1)  # (B, L or 1, D)
+        return self.ln_out(x)  # (B, L or 1, D)
 
     def position_vectors(
         self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor
@@ -139,7 +146,8 @@ class SessionTransformer(nn.Module):
         self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor
     ) -> torch.Tensor:
         """(B, D) session vectors: the readout at the last (most recent) position."""
-        return self.position_vectors(items, types, queries)[:, -1, :]
+        h = self.hidden(items, types, queries, last_only=True)[:, -1, :]  # (B, D)
+        return F.normalize(h, dim=-1) if self.config.normalize else h
 
     forward = session_vector
 

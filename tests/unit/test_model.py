@@ -97,6 +97,17 @@ def test_padding_rows_are_finite_and_real_positions_never_see_padding():
     torch.testing.assert_close(h[0, 2:], short[0], atol=1e-6, rtol=0)
 
 
+def test_session_vector_is_the_last_position_of_the_all_positions_pass():
+    from stream_rec.model.export import random_inputs
+
+    torch.manual_seed(0)
+    model = SessionTransformer(SASRecConfig(n_items=50, **{**SMALL, "n_layers": 2})).eval()
+    x = random_inputs(50, SMALL["query_buckets"], batch=8, length=12, seed=0)
+    args = [torch.from_numpy(a) for a in (x.items, x.types, x.queries)]
+    with torch.no_grad():
+        torch.testing.assert_close(model.session_vector(*args), model.position_vectors(*args)[:, -1])
+
+
 def test_item_vectors_are_tied_normalised_and_row0_is_zero():
     torch.manual_seed(0)
     model = SessionTransformer(SASRecConfig(n_items=10, **SMALL))
