@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from .errors import BundleError, ConfigError, DataError
 from .features import ItemVocab
 
 if TYPE_CHECKING:
-    from .encoder import OnnxEncoder, Providers
+    from .encoder import OnnxEncoder
     from .index import CandidateIndex
     from .model.sasrec import SessionTransformer
     from .model.train import TrainMetrics
@@ -269,8 +269,9 @@ class ModelBundle:
         return int(self.manifest["query_buckets"])
 
     def encoder(
-        self, providers: Providers = "auto", intra_op_threads: int = 0, inter_op_threads: int = 0
+        self, providers: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 0
     ) -> OnnxEncoder:
+        """The bundle's ONNX encoder; ``providers`` is "auto", "cpu" or "cuda" (see OnnxEncoder)."""
         from .encoder import OnnxEncoder
 
         enc = OnnxEncoder(
@@ -283,9 +284,7 @@ class ModelBundle:
             raise BundleError(f"{self.path / ENCODER} outputs dim {enc.dim}; the manifest says {self.dim}")
         return enc
 
-    def index(
-        self, kind: Literal["hnsw", "exact"] = "hnsw", ef: int | None = None, threads: int = 1
-    ) -> CandidateIndex:
+    def index(self, kind: str = "hnsw", ef: int | None = None, threads: int = 1) -> CandidateIndex:
         """The candidate index over this bundle's item vectors (HNSW, or exact as the reference)."""
         from .index import ExactIndex, HnswIndex
 

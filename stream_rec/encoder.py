@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from .errors import BundleError, ConfigError
 from .features import MAX_QUERY_TOKENS, ModelInputs
 
-__all__ = ["SessionEncoder", "OnnxEncoder", "Providers"]
+__all__ = ["SessionEncoder", "OnnxEncoder", "PROVIDERS"]
 
 log = logging.getLogger("stream_rec.encoder")
 
-Providers = Literal["auto", "cpu", "cuda"]
+PROVIDERS = ("auto", "cpu", "cuda")
 _CUDA, _CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 # onnxruntime's own logger: 2 = warning is its default, 4 = fatal only.
 _ORT_DEFAULT_SEVERITY, _ORT_FATAL = 2, 4
@@ -50,13 +50,13 @@ class OnnxEncoder:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        providers: Providers = "auto",
+        providers: str = "auto",
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
     ):
         import onnxruntime as ort  # not needed to import this module
 
-        if providers not in ("auto", "cpu", "cuda"):
+        if providers not in PROVIDERS:
             raise ConfigError(f"encoder providers must be 'auto', 'cpu' or 'cuda'; got {providers!r}")
         if not os.path.isfile(path):
             raise BundleError(f"ONNX encoder file {os.fspath(path)!r} does not exist")
