@@ -42,11 +42,14 @@ _SORT_POOL = 50  # batches whose sessions are sorted by length together (less pa
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Defaults measured on 60k generated events (2.9k items): batch 64 beat 128 by ~4 points
+    HR@20 (more steps on small data) and decaying at epoch 5 beat epoch 3 by ~3 points."""
+
     epochs: int = 8
-    batch_size: int = 128  # sessions (windows of at most max_len events) per step
+    batch_size: int = 64  # sessions (windows of at most max_len events) per step
     lr: float = 1e-3
     weight_decay: float = 1e-5  # Adam's L2 penalty
-    lr_decay_every: int = 3  # epochs between learning-rate decays; 0 = constant
+    lr_decay_every: int = 5  # epochs between learning-rate decays; 0 = constant
     lr_decay_gamma: float = 0.1
     seed: int = 0
     threads: int | None = None  # torch intra-op threads while training; None/0 = torch's default
