@@ -85,7 +85,7 @@ class Pipeline:
         finally:
             await p.stop()
 
-    async def collect(self, topic: str, until, timeout: float = 90.0) -> list[bytes]:
+    async def collect(self, topic: str, until, timeout: float = 180.0) -> list[bytes]:
         """Read `topic` from the beginning until `until(values)` is true or the timeout."""
         from aiokafka import AIOKafkaConsumer
 
@@ -105,7 +105,7 @@ class Pipeline:
             await c.stop()
         return values
 
-    async def recommendations(self, until, timeout: float = 90.0):
+    async def recommendations(self, until, timeout: float = 180.0):
         raw = await self.collect(self.settings.recs_topic, lambda vs: until([decode_recommendation(v) for v in vs]), timeout)
         return [decode_recommendation(v) for v in raw]
 

@@ -74,6 +74,9 @@ def _answers_match(live, expected):
 def test_state_survives_restart_and_moving_host(pipeline, tiny_bundle):
     """Live answers after a restart (local RocksDB) and after losing the disk (changelog
     recovery) equal a replay of the user's whole history through the pure core."""
+    # Trending items (the cold-start answer) depend on which events a worker has seen
+    # since it started; exact live-vs-replay equality is a property of the model path.
+    pipeline.settings = pipeline.settings.with_(cold_start_trending=False)
     records = [r for r in _generated(900) if r[2]]
     events = [parse_event(v, k) for k, v, _ in records]
     assert all(isinstance(e, Event) for e in events)
