@@ -87,7 +87,7 @@ def run_ablation(
                                vocab, model.config.query_buckets, model.config.max_len)
             scores = encoder.encode(inputs) @ item_vectors[1:].T  # (B, n_items)
             top = np.argsort(-scores, axis=1)[:, : options.k] + 1
-            for (s, t, target), r in zip(chunk, top):
+            for (_, t, target), r in zip(chunk, top):
                 acc.add([vocab.item_id(int(x)) for x in r], target, prefix_length=t)
         for s, t, target in cases:
             if not any(e.type in types for e in s[:t]):
