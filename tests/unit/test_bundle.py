@@ -29,6 +29,15 @@ from stream_rec.model import (  # noqa: E402
 FILES = ("manifest.json", "encoder.onnx", "item_vectors.npy", "item_ids.txt", "popularity.npy", "hnsw.bin")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: fast and steady on a shared CPU (no OpenMP spin-waiting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def successor_corpus(n_sessions: int, n_items: int, seed: int):
     """Click sessions in which item i is followed by item i+1 (mod n_items)."""
     rng = np.random.default_rng(seed)

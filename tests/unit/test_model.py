@@ -23,6 +23,15 @@ N_ITEMS = 120
 SMALL = dict(dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_len=12, query_buckets=64)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: fast and steady on a shared CPU (no OpenMP spin-waiting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def successor_corpus(n_sessions: int, n_items: int = N_ITEMS, seed: int = 0):
     """Sessions where item i is followed by item i+1 (mod n), with searches mixed in.
 
