@@ -208,7 +208,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     opts = BenchOptions(
         events=args.events, rate=args.rate, rate_seconds=args.rate_seconds, workers=args.workers,
-        partitions=args.partitions, warmup=args.warmup, users=args.users, items=args.items,
+        partitions=args.partitions, warmup=args.warmup, users=args.users,
+        visit_gap_days=args.visit_gap_days, items=args.items,
         seed=args.seed, train_events=args.train_events, epochs=args.epochs, micro=not args.no_micro,
         micro_batches=args.micro_batches, micro_efs=args.micro_efs, micro_seconds=args.micro_seconds,
         micro_queries=args.micro_queries, state_users=args.state_users, profile=args.profile,
@@ -345,6 +346,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
     p.add_argument("--warmup", type=int, default=None,
                    help="events excluded at the start of saturation (default: 10%% of --events)")
+    p.add_argument("--visit-gap-days", type=_non_negative_float, default=0.01,
+                   help="mean days between one shopper's visits in the generated stream: 0.01 keeps a "
+                   "micro-batch's events from distinct shoppers, as on a live site; the generator's "
+                   "default 1.5 makes coalescing answer ~4 events at once (default 0.01)")
     p.add_argument("--train-events", type=_positive_int, default=60_000,
                    help="generated events the benchmark model trains on, when no bundle is given (default 60000)")
     p.add_argument("--epochs", type=_positive_int, default=1, help="training epochs of the benchmark model (default 1)")

@@ -106,6 +106,15 @@ class ProcStats:
         return None
 
 
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine since boot, all cores (/proc/stat)."""
+    with open("/proc/stat", "rb") as f:
+        cpu = [int(x) for x in f.readline().split()[1:]]
+    idle = cpu[3] + (cpu[4] if len(cpu) > 4 else 0)  # idle + iowait
+    busy = sum(cpu[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / ProcStats._TICK, idle / ProcStats._TICK  # noqa: SLF001
+
+
 # ------------------------------------------------------------------------------- produce
 async def produce(
     bootstrap: str,
@@ -160,7 +169,12 @@ class Sample:
     cpu_s: float
     rss_mb: float
     broker_cpu_s: float | None
+    bench_cpu_s: float  # this process: our producer, consumer and sampler
+    machine_busy_s: float  # every process on the machine, ours and others'
     active_workers: int  # workers that have processed at least one event
+
+
+_SELF = ProcStats(os.getpid())
 
 
 class Fleet:
@@ -218,7 +232,7 @@ class Fleet:
         cpu = sum(p.cpu_s() or 0.0 for p in self.procs)
         rss = sum(p.rss_mb() or 0.0 for p in self.procs)
         return Sample(t, events, recs, (stages[0], stages[1], stages[2]), cpu, rss,
-                      broker.cpu_s() if broker else None, active)
+                      broker.cpu_s() if broker else None, _SELF.cpu_s() or 0.0, machine_cpu_s()[0], active)
 
 
 class Monitor:
@@ -253,16 +267,23 @@ class Monitor:
     def last(self) -> Sample | None:
         return self.samples[-1] if self.samples else None
 
-    async def wait_for(self, done: Callable[[Sample], bool], timeout: float, what: str) -> Sample:
+    async def wait_for(
+        self, done: Callable[[Sample], bool], timeout: float, what: str, partial: bool = False
+    ) -> tuple[Sample, bool]:
+        """The first sample that is ``done``, and False; on timeout the last sample and True
+        when ``partial`` (a phase that overran reports what it got), else an error."""
         deadline = time.perf_counter() + timeout
         while True:
             s = self.last
             if s is not None and done(s):
-                return s
+                return s, False
             self.fleet.check_alive()
             if self._task is not None and self._task.done():
                 self._task.result()  # re-raise what stopped the sampler
             if time.perf_counter() > deadline:
+                if partial and s is not None:
+                    say(f"timed out after {timeout:.0f}s waiting for {what}: reporting what was measured")
+                    return s, True
                 got = f"{s.events:,} events, {s.recs:,} recommendations" if s else "no /stats answer"
                 raise StreamRecError(f"timed out after {timeout:.0f}s waiting for {what} ({got}); "
                                      f"worker 0's log ends with:\n{self.fleet.workers[0].log_tail()}")
@@ -290,6 +311,7 @@ def _window(a: Sample, b: Sample, workers: int) -> dict[str, Any]:
         "window_s": round(dt, 3),
         "events_per_s": round(ev / dt, 1),
         "recs_per_s": round((b.recs - a.recs) / dt, 1),
+        "events_per_rec": round(ev / max(b.recs - a.recs, 1), 3),  # > 1: coalescing at work
         "cpu_s_per_1k_events": round(cpu / k, 4),
         "worker_cpu_utilisation": round(cpu / dt / workers, 3),  # 1.0 = one core per worker, busy
         # Wall milliseconds per 1k events (per worker: with N workers each handles 1/N of them).
@@ -300,8 +322,20 @@ def _window(a: Sample, b: Sample, workers: int) -> dict[str, Any]:
             "worker_not_on_cpu": round(max(wall_ms * workers - cpu * 1000 / k, 0.0), 2),
         },
     }
+    broker = None
     if a.broker_cpu_s is not None and b.broker_cpu_s is not None:
-        out["broker_cpu_s_per_1k_events"] = round((b.broker_cpu_s - a.broker_cpu_s) / k, 4)
+        broker = b.broker_cpu_s - a.broker_cpu_s
+        out["broker_cpu_s_per_1k_events"] = round(broker / k, 4)
+    # Where the machine's cores went during the window (cores busy on average).
+    bench = b.bench_cpu_s - a.bench_cpu_s
+    busy = b.machine_busy_s - a.machine_busy_s
+    out["cores_busy"] = {
+        "workers": round(cpu / dt, 2),
+        "broker": round(broker / dt, 2) if broker is not None else None,
+        "bench_process": round(bench / dt, 2),
+        "everything_else": round(max(busy - cpu - (broker or 0.0) - bench, 0.0) / dt, 2),
+        "machine_cores": os.cpu_count(),
+    }
     return out
 
 
@@ -325,7 +359,10 @@ class _Answers:
         self.waiting.add(user)
 
     def reset(self) -> None:
+        """A new phase: forget the previous phase's events and latencies."""
         self.sent_at.clear()
+        self.last_sent.clear()
+        self.waiting.clear()
         self.latencies = []
         self.recs = 0
 
@@ -360,18 +397,20 @@ class _Answers:
                     if self.last_sent.get(user) == eid:
                         self.waiting.discard(user)
 
-    async def wait_answered(self, monitor: Monitor, timeout: float) -> float:
-        """Until every user's last sent event is answered; returns that time (perf_counter)."""
+    async def wait_answered(self, monitor: Monitor, timeout: float) -> tuple[float, bool]:
+        """Until every user's last sent event is answered: (that time, False), or at the
+        timeout (the time, True): an overloaded phase reports the answers it got."""
         deadline = time.perf_counter() + timeout
         while self.waiting:
             monitor.fleet.check_alive()
             if self._task is not None and self._task.done():
                 self._task.result()
             if time.perf_counter() > deadline:
-                raise StreamRecError(f"timed out after {timeout:.0f}s: {len(self.waiting):,} users' last "
-                                     "events have no recommendation")
+                say(f"timed out after {timeout:.0f}s: {len(self.waiting):,} users' last events have no "
+                    "recommendation yet; reporting the answers received")
+                return time.perf_counter(), True
             await asyncio.sleep(0.005)
-        return time.perf_counter()
+        return time.perf_counter(), False
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -448,7 +487,7 @@ def top_frames(collapsed: Path, n: int = 15) -> dict[str, Any]:
 class PipelineResult:
     saturation: dict[str, Any]
     fixed_load: dict[str, Any] | None
-    flat_out: dict[str, Any]
+    flat_out: dict[str, Any] | None
     rss: dict[str, Any]
     profile: dict[str, Any] | None = None
     engine: str = ""
@@ -480,14 +519,18 @@ async def run_pipeline(
     answers = _Answers()
     fleet.start()
     notes: list[str] = []
+    fixed: dict[str, Any] | None = None
+    flat_out: dict[str, Any] | None = None
+    total = n
     try:
         async with Monitor(fleet, broker_pid) as mon:
             # -- 1. saturation: drain the backlog
-            first = await mon.wait_for(lambda s: s.events > 0, timeout_s, "the first processed event")
+            first, _ = await mon.wait_for(lambda s: s.events > 0, timeout_s, "the first processed event")
             profiler = _Profiler(fleet.procs[0].pid, run_dir / "profile-worker-0.txt") if profile else None
             say(f"pipeline: worker(s) processing (first events {first.t - mon.samples[0].t:.1f}s after start)")
             try:
-                end = await mon.wait_for(lambda s: s.events >= n, timeout_s, f"{n:,} processed events")
+                end, overran = await mon.wait_for(lambda s: s.events >= n, timeout_s, f"{n:,} processed events",
+                                                  partial=True)
             finally:
                 if profiler is not None:
                     profiler.stop()
@@ -495,7 +538,7 @@ async def run_pipeline(
             if start is None or start.t >= end.t:
                 start = first
                 notes.append("saturation window began at the first processed event (warm-up mark not sampled)")
-            sat = {"events": n, "warmup_events": start.events, **_window(start, end, workers)}
+            sat = {"events": n, "warmup_events": start.events, "timed_out": overran, **_window(start, end, workers)}
             if workers > 1 and sum(1 for s in mon.samples if s.t <= end.t and s.active_workers == workers) < 3:
                 notes.append("not every worker was busy during the saturation window (late join?)")
             say(f"pipeline: saturation {sat['events_per_s']:,.0f} events/s, {sat['recs_per_s']:,.0f} recs/s "
@@ -506,49 +549,75 @@ async def run_pipeline(
             elif profiler is not None:
                 notes.append(f"py-spy wrote no profile; see {profiler.out.with_suffix('.log')}")
             sat_end = mon.last or end
+            drained = not overran
 
             # -- 2. fixed offered load
             await answers.start(settings)
-            fixed: dict[str, Any] | None = None
-            if rate > 0:
-                before = mon.last or end
-                say(f"pipeline: offering {rate:,.0f} events/s")
-                sent, secs = await produce(settings.bootstrap_servers, settings.events_topic, offered,
-                                           rate=rate, on_send=answers.on_send)
-                if sent:
-                    done = await answers.wait_answered(mon, timeout_s)
-                    after = mon.at(done)
-                    fixed = {"offered_per_s": rate, "sent": sent, "sent_per_s": round(sent / secs, 1),
-                             **{k: v for k, v in _window(before, after, workers).items()
-                                if k in ("events_per_s", "recs_per_s", "cpu_s_per_1k_events")},
-                             "latency_ms": percentiles(answers.latencies)}
-                    lat = fixed["latency_ms"]
-                    say(f"pipeline: at {sent / secs:,.0f}/s offered: latency p50 {lat['p50']} ms, "
-                        f"p99 {lat['p99']} ms, max {lat['max']} ms")
+            if rate > 0 and drained:
+                if rate >= 0.95 * sat["events_per_s"]:
+                    notes.append(f"the offered {rate:g}/s is at or above the measured capacity "
+                                 f"({sat['events_per_s']:,.0f}/s): latency at that load is queueing")
+                fixed, drained = await _offered_phase(settings, mon, answers, offered, rate, workers, timeout_s)
+                total += fixed["sent"]
             fixed_end = mon.last or sat_end
 
             # -- 3. flat out while serving
-            records = flat()
-            answers.reset()
-            before = mon.last or fixed_end
-            target = before.events + len(records)
-            sent, secs = await produce(settings.bootstrap_servers, settings.events_topic, records,
-                                       on_send=answers.on_send)
-            done = await answers.wait_answered(mon, timeout_s)
-            after = await mon.wait_for(lambda s: s.events >= target, timeout_s, "the flat-out events")
-            t0 = before.t
-            flat_out: dict[str, Any] = {"sent": sent, "produce_per_s": round(sent / secs, 1),
-                        "events_per_s": round((after.events - before.events) / max(done - t0, 1e-9), 1),
-                        "latency_ms": percentiles(answers.latencies)}
-            say(f"pipeline: flat out {flat_out['events_per_s']:,.0f} events/s (producer {flat_out['produce_per_s']:,.0f}/s); "
-                f"latency p50 {flat_out['latency_ms']['p50']} ms, p99 {flat_out['latency_ms']['p99']} ms")
+            if drained:
+                records = flat()
+                flat_out = await _flat_phase(settings, mon, answers, records, timeout_s)
+                total += flat_out["sent"]
+            else:
+                notes.append("skipped the flat-out phase: the backlog of the previous phase did not drain")
             rss = _rss_summary(mon.samples, first.t, sat_end.t, fixed_end.t)
             version = await _model_version(fleet)
     finally:
         await answers.stop()
         fleet.stop()
-    return PipelineResult(sat, fixed, flat_out, rss, prof, settings.engine, version,
-                          n + (fixed["sent"] if fixed else 0) + flat_out["sent"], notes)
+    return PipelineResult(sat, fixed, flat_out, rss, prof, settings.engine, version, total, notes)
+
+
+async def _offered_phase(
+    settings: Settings, mon: Monitor, answers: _Answers, records: Iterable[Record], rate: float,
+    workers: int, timeout_s: float,
+) -> tuple[dict[str, Any], bool]:
+    """Offer ``records`` at ``rate``; (result, whether everything was answered in time)."""
+    answers.reset()
+    before = mon.last
+    assert before is not None
+    say(f"pipeline: offering {rate:,.0f} events/s")
+    sent, secs = await produce(settings.bootstrap_servers, settings.events_topic, records, rate=rate,
+                               on_send=answers.on_send)
+    done, overran = await answers.wait_answered(mon, timeout_s)
+    after = mon.at(done)
+    window = _window(before, after, workers)
+    out: dict[str, Any] = {"offered_per_s": rate, "sent": sent, "sent_per_s": round(sent / max(secs, 1e-9), 1),
+           "timed_out": overran,
+           **{k: window[k] for k in ("events_per_s", "recs_per_s", "cpu_s_per_1k_events")},
+           "latency_ms": percentiles(answers.latencies)}
+    lat = out["latency_ms"]
+    say(f"pipeline: at {out['sent_per_s']:,.0f}/s offered: latency p50 {lat['p50']} ms, "
+        f"p99 {lat['p99']} ms, max {lat['max']} ms")
+    return out, not overran
+
+
+async def _flat_phase(
+    settings: Settings, mon: Monitor, answers: _Answers, records: Sequence[Record], timeout_s: float,
+) -> dict[str, Any]:
+    """Produce ``records`` flat out while the workers serve: latency at saturation."""
+    answers.reset()
+    before = mon.last
+    assert before is not None
+    target = before.events + len(records)
+    sent, secs = await produce(settings.bootstrap_servers, settings.events_topic, records,
+                               on_send=answers.on_send)
+    done, overran = await answers.wait_answered(mon, timeout_s)
+    after, late = await mon.wait_for(lambda s: s.events >= target, 10.0, "the flat-out events", partial=True)
+    out: dict[str, Any] = {"sent": sent, "produce_per_s": round(sent / max(secs, 1e-9), 1), "timed_out": overran or late,
+           "events_per_s": round((after.events - before.events) / max(max(done, after.t) - before.t, 1e-9), 1),
+           "latency_ms": percentiles(answers.latencies)}
+    say(f"pipeline: flat out {out['events_per_s']:,.0f} events/s (producer {out['produce_per_s']:,.0f}/s); "
+        f"latency p50 {out['latency_ms']['p50']} ms, p99 {out['latency_ms']['p99']} ms")
+    return out
 
 
 def _rss_summary(samples: Sequence[Sample], start: float, sat_end: float, fixed_end: float) -> dict[str, Any]:
