@@ -248,7 +248,7 @@ class Recommender:
             return
         from .features import item_hash
 
-        rows = self.vocab.rows_for_hashes(np.array([item_hash(e.item_id) for e in with_items], np.int64))
+        rows = self.vocab.rows_for_hashes(np.array([item_hash(e.item_id or "") for e in with_items], np.int64))
         purchases = np.array([e.type == "purchase" for e in with_items])
         self.trending.update(rows, max(e.ts for e in with_items), purchases)
 

@@ -86,7 +86,8 @@ def ensure_bundle(settings: Settings, opts: DemoOptions) -> Path:
             _say(f"no model bundle in {settings.bundles_dir}/ yet: training one (first run only)")
     return train_bundle(
         settings,
-        TrainOptions(events=opts.train_events, users=opts.users, items=opts.items, seed=opts.seed, epochs=4),
+        TrainOptions(events=opts.train_events, users=opts.users, items=opts.items, seed=opts.seed, epochs=4,
+                     threads=1),
     )
 
 

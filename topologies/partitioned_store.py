@@ -59,7 +59,7 @@ class PartitionedSessionDB:
         return -1 if raw is None else _OFFSET.unpack(raw)[0]
 
     def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
-        return self.open(partition).get(list(keys))
+        return self.open(partition).get(list(keys))  # type: ignore[no-any-return]
 
     def write(self, partition: int, items: Iterable[tuple[bytes, bytes | None]], changelog_offset: int | None = None) -> None:
         """Apply (key, value or None to delete) atomically, with the new changelog offset."""
@@ -75,6 +75,3 @@ class PartitionedSessionDB:
 
     def set_changelog_offset(self, partition: int, offset: int) -> None:
         self.open(partition)[OFFSET_KEY] = _OFFSET.pack(offset)
-
-    def users(self, partition: int) -> int:
-        return sum(1 for k in self.open(partition).keys() if not k.startswith(b"\x00"))

@@ -180,7 +180,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
     @app.agent(events_topic, name="recommend")
     async def recommend(stream: faust.StreamT) -> None:
         wait = settings.batch_wait_ms / 1000.0
-        async for batch in stream.take_events(settings.batch_max, wait):
+        async for batch in stream.take_events(settings.batch_max, wait):  # type: ignore[attr-defined]
             await handle(list(batch))
 
     if settings.model_poll_s > 0 and not holder.pinned:

@@ -43,10 +43,10 @@ class AblationOptions:
 def _cases(sessions: Sequence[Sequence[Event]]) -> list[tuple[Sequence[Event], int, str]]:
     """(session, position t, target item id) for every item event with something before it."""
     return [
-        (s, t, s[t].item_id)
+        (s, t, item)
         for s in sessions
         for t in range(1, len(s))
-        if s[t].item_id is not None
+        if (item := s[t].item_id) is not None
     ]
 
 
