@@ -95,7 +95,7 @@ class RocksDictStore:
         return sum(1 for _ in self._db.keys())
 
     def users(self) -> Iterator[str]:
-        return (bytes(k).decode() for k in self._db.keys())  # raw mode: keys are bytes
+        return (k.decode() for k in self._db.keys())  # type: ignore[union-attr]  # raw mode: bytes
 
     def close(self) -> None:
         self._db.close()

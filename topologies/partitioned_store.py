@@ -59,7 +59,7 @@ class PartitionedSessionDB:
         return -1 if raw is None else _OFFSET.unpack(raw)[0]
 
     def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
-        return self.open(partition).get(list(keys))  # type: ignore[no-any-return]
+        return self.open(partition).get(list(keys))  # type: ignore[return-value]
 
     def write(self, partition: int, items: Iterable[tuple[bytes, bytes | None]], changelog_offset: int | None = None) -> None:
         """Apply (key, value or None to delete) atomically, with the new changelog offset."""
