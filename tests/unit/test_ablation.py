@@ -1,4 +1,9 @@
-from stream_rec.evaluation.ablation import VARIANTS, AblationOptions, generated_sessions, run_ablation
+from stream_rec.evaluation.ablation import (
+    VARIANTS,
+    AblationOptions,
+    generated_sessions,
+    run_ablation,
+)
 
 
 def test_every_variant_is_scored_on_the_same_targets():
