@@ -43,7 +43,7 @@ class OnnxEncoder:
 
     ``providers``: "cuda" requires a usable CUDA provider (else :class:`ConfigError`);
     "cpu" uses the CPU provider; "auto" tries CUDA when onnxruntime lists it and falls
-    back to CPU with one info line. ``.providers`` lists the providers actually active.
+    back to CPU with one warning line. ``.providers`` lists the providers actually active.
     Thread counts of 0 let onnxruntime choose.
     """
 
