@@ -168,6 +168,20 @@ def _record(key: bytes, value: bytes) -> tuple[bytes, bytes, str, str]:
     return key, value, str(obj["event_id"]), str(obj["user_id"])
 
 
+def _git() -> dict[str, Any]:
+    """The commit measured, and the files that differed from it (others edit this checkout)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "--short", "HEAD"),
+                "modified": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]}
+    except (OSError, subprocess.SubprocessError):
+        return {}
+
+
 def _machine(settings: Settings) -> dict[str, Any]:
     import onnxruntime as ort
 
@@ -179,6 +193,7 @@ def _machine(settings: Settings) -> dict[str, Any]:
         "onnxruntime_providers_available": ort.get_available_providers(),
         "providers_setting": settings.providers,
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        "git": _git(),
     }
 
 
@@ -311,4 +326,29 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     }
     if micro_out:
         summary["machine"]["providers_used"] = micro_out["encoder"]["providers"]
+    _print_summary(summary)
     return summary
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    """The headline numbers, the stage split and the profile's top frames, on stderr."""
+    from .pipeline import say
+
+    sat = r["saturation"]
+    say(f"events/s {r['events_per_s']:,.0f} | relay {r['baseline_events_per_s']:,.0f} | ratio {r['ratio']} | "
+        f"recs/s {r['recs_per_s']:,.0f} | CPU {r['cpu_s_per_1k_events']} s/1k events | RSS {r['rss_mb']} MB")
+    ms = sat["ms_per_1k_events"]
+    say("ms per 1k events (saturation): " + ", ".join(f"{k} {v}" for k, v in ms.items()))
+    for name, key in (("fixed load", "latency_ms_at_rate"), ("flat out", "latency_ms")):
+        lat = r.get(key)
+        if lat:
+            say(f"latency {name}: p50 {lat['p50']} p95 {lat['p95']} p99 {lat['p99']} max {lat['max']} ms")
+    say(f"state {r['state_bytes_per_user']} B/user (max {r['state_bytes_per_user_max']}); "
+        f"RocksDB {r['rocksdb_bytes_per_1m_users'] / 1e6:,.0f} MB per 1M users")
+    prof = r.get("profile")
+    if prof:
+        say(f"profile of worker 0 at saturation ({prof['samples']} samples, {prof['file']}):")
+        for title, rows in (("own", prof["own"]), ("inclusive", prof["inclusive"])):
+            say(f"  top by {title} time:")
+            for row in rows[:12]:
+                say(f"    {row['share'] * 100:5.1f}%  {row['frame']}")

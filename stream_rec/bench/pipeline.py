@@ -457,6 +457,12 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({path})" if path else name
 
 
+# Frames that wrap everything below them (thread and event-loop plumbing, the CLI entry):
+# left out of the inclusive ranking, where they would sit on top and say nothing.
+_WRAPPERS = ("threading.py", "concurrent/futures/", "asyncio/runners.py", "asyncio/base_events.py",
+             "asyncio/events.py", "<frozen runpy>", "stream_rec/cli.py")
+
+
 def top_frames(collapsed: Path, n: int = 15) -> dict[str, Any]:
     """Top functions by own samples and by inclusive samples from py-spy's raw output."""
     own: dict[str, int] = {}
@@ -473,7 +479,8 @@ def top_frames(collapsed: Path, n: int = 15) -> dict[str, Any]:
             continue
         own[frames[-1]] = own.get(frames[-1], 0) + c
         for f in set(frames):
-            incl[f] = incl.get(f, 0) + c
+            if not any(w in f for w in _WRAPPERS):
+                incl[f] = incl.get(f, 0) + c
 
     def top(d: dict[str, int]) -> list[dict[str, Any]]:
         best = sorted(d.items(), key=lambda kv: -kv[1])[:n]
