@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_positive_int, default=None, help="port on 127.0.0.1 (default: a free one)")
     p.set_defaults(func=_cmd_broker)
 
-    p = sub.add_parser("worker", help="run a worker (faust app): events in, recommendations out")
+    p = sub.add_parser("worker", help="run a worker (--engine faust or direct): events in, recommendations out")
     _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + _WORKER)
     p.set_defaults(func=_cmd_worker)
 
