@@ -377,10 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
     p.add_argument("--warmup", type=int, default=None,
                    help="events excluded at the start of saturation (default: 10%% of --events)")
-    p.add_argument("--visit-gap-days", type=_non_negative_float, default=0.01,
-                   help="mean days between one shopper's visits in the generated stream: 0.01 keeps a "
+    p.add_argument("--visit-gap-days", type=_non_negative_float, default=0.001,
+                   help="mean days between one shopper's visits in the generated stream: 0.001 keeps a "
                    "micro-batch's events from distinct shoppers, as on a live site; the generator's "
-                   "default 1.5 makes coalescing answer ~4 events at once (default 0.01)")
+                   "default 1.5 lets coalescing answer several events at once (default 0.001)")
     p.add_argument("--train-events", type=_positive_int, default=60_000,
                    help="generated events the benchmark model trains on, when no bundle is given (default 60000)")
     p.add_argument("--epochs", type=_positive_int, default=1, help="training epochs of the benchmark model (default 1)")

@@ -64,10 +64,10 @@ class BenchOptions:
     users: int = 10_000  # generated shoppers
     # Mean days between one shopper's visits in the generated stream. The generator's own
     # default (1.5) leaves ~14 of 10k shoppers active at a time: replayed in seconds, a
-    # 256-event batch then holds ~4 events per shopper, which coalescing answers once. A
-    # live site at thousands of events/s has far more shoppers active than a batch holds:
-    # 0.01 keeps ~99% of a batch's events from distinct shoppers.
-    visit_gap_days: float = 0.01
+    # 256-event batch of one partition then holds several events per shopper, which
+    # coalescing answers once. On a live site at thousands of events/s far more shoppers are
+    # active than a batch holds: 0.001 keeps 99% of a partition's 256-event batch distinct.
+    visit_gap_days: float = 0.001
     items: int = 45_000  # generated catalogue = the model's vocabulary
     seed: int = 7
     train_events: int = 60_000  # for the benchmark model, when no bundle is given
@@ -173,10 +173,10 @@ def _git() -> dict[str, Any]:
     import subprocess
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10).stdout
 
     try:
-        return {"commit": git("rev-parse", "--short", "HEAD"),
+        return {"commit": git("rev-parse", "--short", "HEAD").strip(),
                 "modified": [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]}
     except (OSError, subprocess.SubprocessError):
         return {}
