@@ -248,7 +248,8 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     bundle_path = ensure_bench_bundle(settings, opts)
     bundle = ModelBundle.load(bundle_path)
     arch = bundle.manifest.get("architecture", {})
-    gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed + 1))
+    gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed + 1,
+                                         mean_days_between_sessions=opts.visit_gap_days))
 
     try:
         with _kafka(settings) as (s, broker_pid):
