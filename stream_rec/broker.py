@@ -51,14 +51,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .errors import BrokerError, ConfigError
 
-__all__ = ["EmbeddedBroker", "ensure_topics", "wait_for_kafka", "parse_bootstrap"]
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = ["EmbeddedBroker", "ensure_topics", "wait_for_kafka", "parse_bootstrap", "kafka_or_embedded", "free_port"]
 
 _LIVE: set[EmbeddedBroker] = set()  # brokers to stop at interpreter exit
 _LIVE_LOCK = threading.Lock()
@@ -86,10 +89,32 @@ def _loopback(host: str) -> str:
     return host
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (for a broker or a worker's web server)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+_free_port = free_port
+
+
+@contextlib.contextmanager
+def kafka_or_embedded(
+    settings: Settings, say: Callable[[str], None] | None = None
+) -> Iterator[tuple[Settings, EmbeddedBroker | None]]:
+    """``settings`` as given when they name a Kafka; else an embedded broker for the block.
+
+    Yields (settings with bootstrap servers, the embedded broker or None). On the
+    embedded broker (Tansu 0.6) workers need the changelog barrier, so it is set.
+    """
+    if settings.bootstrap_servers:
+        yield settings, None
+        return
+    with EmbeddedBroker() as broker:
+        if say is not None:
+            say(f"embedded broker (Tansu) on {broker.bootstrap_servers}")
+        yield settings.with_(bootstrap_servers=broker.bootstrap_servers, changelog_barrier=True), broker
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -8,7 +8,6 @@ Headless (`--json`) runs the same pipeline and ends with one JSON summary line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
@@ -16,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -56,14 +54,6 @@ class DemoOptions:
 
 def _say(msg: str, quiet: bool = False) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------- bundle
@@ -371,20 +361,8 @@ async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, 
 
 
 # ------------------------------------------------------------------------------- entry
-@contextlib.contextmanager
-def _kafka(settings: Settings) -> Iterator[Settings]:
-    if settings.bootstrap_servers:
-        yield settings
-        return
-    from .broker import EmbeddedBroker
-
-    with EmbeddedBroker() as broker:
-        _say(f"embedded broker (Tansu) on {broker.bootstrap_servers}")
-        yield settings.with_(bootstrap_servers=broker.bootstrap_servers, changelog_barrier=True)
-
-
 def run_demo(settings: Settings, opts: DemoOptions, out: TextIO | None = None) -> dict[str, Any]:
-    from .broker import ensure_topics
+    from .broker import ensure_topics, free_port, kafka_or_embedded
 
     out = out or sys.stdout
     run_root = Path(opts.run_root)
@@ -394,10 +372,10 @@ def run_demo(settings: Settings, opts: DemoOptions, out: TextIO | None = None) -
     t0 = time.perf_counter()
     bundle = ensure_bundle(settings, opts)
     summary: dict[str, Any] = {}
-    with _kafka(settings) as s:
+    with kafka_or_embedded(settings, _say) as (s, _broker):
         asyncio.run(ensure_topics(s.bootstrap_servers, {s.events_topic: s.partitions,
                                                         s.recs_topic: s.partitions, s.dlq_topic: 1}))
-        s = s.with_(bundle=str(bundle), data_dir=str(run_dir / "state"), worker_port=_free_port(),
+        s = s.with_(bundle=str(bundle), data_dir=str(run_dir / "state"), worker_port=free_port(),
                     log_level="warning", model_poll_s=0)
         _say(f"starting worker (log: {run_dir / 'worker.log'})")
         with WorkerProcess(s, run_dir) as worker:

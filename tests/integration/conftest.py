@@ -7,7 +7,6 @@ every test gets its own topics, consumer group (app id) and state directory.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from stream_rec.broker import free_port
 from stream_rec.build import TrainOptions, train_bundle
 from stream_rec.demo import WorkerProcess
 from stream_rec.events import decode_recommendation
@@ -29,12 +29,6 @@ def tiny_bundle(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bundles")
     settings = Settings.from_env({}, bundles_dir=str(root))
     return train_bundle(settings, TrainOptions(events=6000, epochs=2, threads=1, **TINY))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Pipeline:
@@ -52,7 +46,7 @@ class Pipeline:
             partitions=2,
             bundle=str(bundle),
             data_dir=str(tmp / "state"),
-            worker_port=_free_port(),
+            worker_port=free_port(),
             model_poll_s=0,
             changelog_barrier=True,  # the embedded broker is Tansu 0.6
             **overrides,
