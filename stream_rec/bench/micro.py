@@ -1,8 +1,8 @@
 """Microbenchmarks: the encoder alone, the index alone, and the size of session state.
 
 - :func:`encoder_micro`: sessions/s of ``SessionEncoder.encode`` by batch size, at the
-  model's full length (L = max_len) and at realistic lengths (real sessions of the run,
-  a batch padded to its longest); latency of a batch of one; featurize cost per session.
+  model's full length, at the run's mean session length, and for real sessions padded to
+  the longest of their batch; latency of a batch of one; featurize cost per session.
 - :func:`index_micro`: batched queries/s and recall@k against the exact index by ``ef``,
   on real session vectors.
 - :func:`state_sizes`: bytes per user of the states a stream of events folds into
@@ -43,13 +43,17 @@ def _timed(fn: Any, min_seconds: float, min_calls: int = 3) -> list[float]:
     return times
 
 
-def _full_length_inputs(b: int, max_len: int, n_items: int, query_buckets: int, seed: int) -> ModelInputs:
-    """b sessions of exactly max_len events: random items, types and query buckets."""
+def _inputs_of_length(b: int, length: int, n_items: int, query_buckets: int, seed: int) -> ModelInputs:
+    """b sessions of exactly ``length`` events: random items, types and query buckets."""
     rng = np.random.default_rng(seed)
-    types = rng.integers(1, 4, (b, max_len))
-    items = np.where(types == 2, 0, rng.integers(1, n_items + 1, (b, max_len)))
-    queries = np.where((types == 2)[..., None], rng.integers(1, query_buckets, (b, max_len, MAX_QUERY_TOKENS)), 0)
+    types = rng.integers(1, 4, (b, length))
+    items = np.where(types == 2, 0, rng.integers(1, n_items + 1, (b, length)))
+    queries = np.where((types == 2)[..., None], rng.integers(1, query_buckets, (b, length, MAX_QUERY_TOKENS)), 0)
     return ModelInputs(items=items.astype(np.int64), types=types.astype(np.int64), queries=queries.astype(np.int64))
+
+
+def _ms(times: Sequence[float], q: float) -> float:
+    return round(float(np.percentile(times, q)) * 1000, 3)
 
 
 def encoder_micro(
@@ -60,43 +64,49 @@ def encoder_micro(
     seconds: float = 1.0,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Sessions/s by batch size at L = max_len and at realistic lengths; batch-of-1 latency."""
+    """Sessions/s of ``encoder.encode`` by batch size, at three shapes of batch:
+
+    - ``L_max``: every session at the model's full length (the worst case);
+    - ``L_mean``: every session at the mean length of the run's real sessions (a batch
+      of similar lengths, as length-sorted chunks give);
+    - ``mixed``: real sessions drawn at random, padded to the longest of the batch (what a
+      batch costs without sorting).
+
+    Also the latency of a batch of one, and featurize's cost per session.
+    """
     rng = np.random.default_rng(seed)
     max_len, n_items, qb = bundle.max_len, len(bundle.vocab), bundle.query_buckets
-    lengths = np.array([min(len(s[0]), max_len) for s in sequences]) if len(sequences) else np.array([1])
+    lengths = np.array([min(len(s[0]), max_len) for s in sequences]) if len(sequences) else np.array([max_len])
+    mean_len = max(1, int(round(float(lengths.mean()))))
     rows: list[dict[str, Any]] = []
     for b in batches:
-        full = _full_length_inputs(b, max_len, n_items, qb, seed)
-        pick = rng.integers(0, len(sequences), b) if len(sequences) else np.zeros(0, np.int64)
-        real_seqs = [sequences[i] for i in pick]
-        real = featurize(real_seqs, bundle.vocab, qb, max_len) if real_seqs else full
-        t_full = _timed(lambda x=full: encoder.encode(x), seconds)
-        t_real = _timed(lambda x=real: encoder.encode(x), seconds)
-        rows.append({
-            "batch": b,
-            "sessions_per_s_L_max": round(b / float(np.median(t_full)), 1),
-            "sessions_per_s_realistic": round(b / float(np.median(t_real)), 1),
-            "realistic_padded_len": int(real.items.shape[1]),
-            "ms_per_batch_L_max": round(float(np.median(t_full)) * 1000, 3),
-        })
-    one_full = _timed(lambda: encoder.encode(_full_length_inputs(1, max_len, n_items, qb, seed)), seconds)
-    seq1 = [sequences[int(np.argmin(np.abs(lengths - np.median(lengths))))]] if len(sequences) else []
-    one_real = _timed(lambda: encoder.encode(featurize(seq1, bundle.vocab, qb, max_len)), seconds) if seq1 else one_full
-    feat_b = min(256, max(len(sequences), 1))
-    feat_seqs = [sequences[i % max(len(sequences), 1)] for i in range(feat_b)] if len(sequences) else []
+        shapes = {"L_max": _inputs_of_length(b, max_len, n_items, qb, seed),
+                  "L_mean": _inputs_of_length(b, mean_len, n_items, qb, seed)}
+        if len(sequences):
+            shapes["mixed"] = featurize([sequences[i] for i in rng.integers(0, len(sequences), b)],
+                                        bundle.vocab, qb, max_len)
+        row: dict[str, Any] = {"batch": b}
+        for name, inputs in shapes.items():
+            t = _timed(lambda x=inputs: encoder.encode(x), seconds)
+            row[f"sessions_per_s_{name}"] = round(b / float(np.median(t)), 1)
+        if "mixed" in shapes:
+            row["mixed_padded_len"] = int(shapes["mixed"].items.shape[1])
+        rows.append(row)
+    one_max = _inputs_of_length(1, max_len, n_items, qb, seed)
+    one_mean = _inputs_of_length(1, mean_len, n_items, qb, seed)
+    t_max = _timed(lambda: encoder.encode(one_max), seconds)
+    t_mean = _timed(lambda: encoder.encode(one_mean), seconds)
+    feat_seqs = [sequences[i] for i in rng.integers(0, len(sequences), 256)] if len(sequences) else []
     feat = _timed(lambda: featurize(feat_seqs, bundle.vocab, qb, max_len), seconds / 2) if feat_seqs else [0.0]
     return {
         "by_batch": rows,
-        "batch1_latency_ms": {
-            "L_max": {"p50": round(float(np.percentile(one_full, 50)) * 1000, 3),
-                      "p99": round(float(np.percentile(one_full, 99)) * 1000, 3)},
-            "realistic": {"p50": round(float(np.percentile(one_real, 50)) * 1000, 3),
-                          "p99": round(float(np.percentile(one_real, 99)) * 1000, 3),
-                          "length": int(len(seq1[0][0])) if seq1 else max_len},
-        },
+        "batch1_latency_ms": {"L_max": {"p50": _ms(t_max, 50), "p99": _ms(t_max, 99)},
+                              "L_mean": {"p50": _ms(t_mean, 50), "p99": _ms(t_mean, 99)}},
         "featurize_us_per_session": round(float(np.median(feat)) / max(len(feat_seqs), 1) * 1e6, 2),
-        "realistic_length": {"mean": round(float(lengths.mean()), 2), "p50": float(np.median(lengths)),
-                             "p99": float(np.percentile(lengths, 99)), "max": int(lengths.max())},
+        "real_length": {"mean": round(float(lengths.mean()), 2), "p50": float(np.median(lengths)),
+                        "p99": float(np.percentile(lengths, 99)), "max": int(lengths.max())},
+        "L_max": max_len,
+        "L_mean": mean_len,
         "providers": list(getattr(encoder, "providers", [])),
     }
 

@@ -349,6 +349,9 @@ class _Answers:
         self.waiting: set[str] = set()  # users whose last sent event is not answered yet
         self.latencies: list[float] = []
         self.recs = 0
+        self.received = 0  # records read from the topic, all phases
+        self.arrivals: list[tuple[float, int]] = []  # (time, received so far) per fetch
+        self.parse = False  # saturation only counts; the latency phases parse each record
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
 
@@ -359,7 +362,8 @@ class _Answers:
         self.waiting.add(user)
 
     def reset(self) -> None:
-        """A new phase: forget the previous phase's events and latencies."""
+        """A new latency phase: forget the previous phase's events and latencies."""
+        self.parse = True
         self.sent_at.clear()
         self.last_sent.clear()
         self.waiting.clear()
@@ -386,6 +390,13 @@ class _Answers:
         while True:
             batch = await self._consumer.getmany(timeout_ms=50, max_records=5000)
             now = time.perf_counter()
+            n = sum(len(msgs) for msgs in batch.values())
+            if not n:
+                continue
+            self.received += n
+            self.arrivals.append((now, self.received))
+            if not self.parse:
+                continue
             for msgs in batch.values():
                 for msg in msgs:
                     obj = orjson.loads(msg.value)
@@ -396,6 +407,21 @@ class _Answers:
                         self.latencies.append((now - sent) * 1000.0)
                     if self.last_sent.get(user) == eid:
                         self.waiting.discard(user)
+
+    async def wait_received(self, count: int, monitor: Monitor, timeout: float) -> tuple[float, bool]:
+        """Until ``count`` records have arrived: (the arrival time, False), or (now, True) at
+        the timeout. /stats counts a recommendation when the worker hands it to its producer;
+        this is when it reached us."""
+        deadline = time.perf_counter() + timeout
+        while self.received < count:
+            monitor.fleet.check_alive()
+            if self._task is not None and self._task.done():
+                self._task.result()
+            if time.perf_counter() > deadline:
+                say(f"timed out after {timeout:.0f}s: {self.received:,} of {count:,} recommendations arrived")
+                return time.perf_counter(), True
+            await asyncio.sleep(0.005)
+        return next(t for t, c in self.arrivals if c >= count), False
 
     async def wait_answered(self, monitor: Monitor, timeout: float) -> tuple[float, bool]:
         """Until every user's last sent event is answered: (that time, False), or at the
@@ -524,12 +550,13 @@ async def run_pipeline(
     say(f"pipeline: preloaded in {secs:.1f}s; starting {workers} worker(s), engine {settings.engine}")
     fleet = Fleet(settings, workers, run_dir)
     answers = _Answers()
-    fleet.start()
     notes: list[str] = []
     fixed: dict[str, Any] | None = None
     flat_out: dict[str, Any] | None = None
     total = n
     try:
+        await answers.start(settings)  # counts recommendations as they arrive, from the first
+        fleet.start()
         async with Monitor(fleet, broker_pid) as mon:
             # -- 1. saturation: drain the backlog
             first, _ = await mon.wait_for(lambda s: s.events > 0, timeout_s, "the first processed event")
@@ -538,18 +565,26 @@ async def run_pipeline(
             try:
                 end, overran = await mon.wait_for(lambda s: s.events >= n, timeout_s, f"{n:,} processed events",
                                                   partial=True)
+                # The window ends when the backlog's recommendations have reached our consumer.
+                t_done, late = await answers.wait_received(end.recs, mon, timeout_s)
+                overran = overran or late
             finally:
                 if profiler is not None:
                     profiler.stop()
+            await asyncio.sleep(2 * POLL_S)  # a sample after t_done
+            done = mon.at(t_done)
             start = next((s for s in mon.samples if s.events >= warmup and s.active_workers == workers), None)
             if start is None or start.t >= end.t:
                 start = first
                 notes.append("saturation window began at the first processed event (warm-up mark not sampled)")
-            sat = {"events": n, "warmup_events": start.events, "timed_out": overran, **_window(start, end, workers)}
+            sat = {"events": n, "warmup_events": start.events, "timed_out": overran, **_window(start, done, workers),
+                   "delivery_lag_s": round(max(t_done - end.t, 0.0), 3),
+                   "events_per_s_by_stats_alone": _window(start, end, workers)["events_per_s"]}
             if workers > 1 and sum(1 for s in mon.samples if s.t <= end.t and s.active_workers == workers) < 3:
                 notes.append("not every worker was busy during the saturation window (late join?)")
             say(f"pipeline: saturation {sat['events_per_s']:,.0f} events/s, {sat['recs_per_s']:,.0f} recs/s "
-                f"over {sat['window_events']:,} events")
+                f"over {sat['window_events']:,} events (last recommendation {sat['delivery_lag_s']}s after "
+                "the last event was taken)")
             prof = None
             if profiler is not None and profiler.out.exists():
                 prof = {"file": str(profiler.out), "worker": 0, **top_frames(profiler.out)}
@@ -559,7 +594,6 @@ async def run_pipeline(
             drained = not overran
 
             # -- 2. fixed offered load
-            await answers.start(settings)
             if rate > 0 and drained:
                 if rate >= 0.95 * sat["events_per_s"]:
                     notes.append(f"the offered {rate:g}/s is at or above the measured capacity "
@@ -568,9 +602,10 @@ async def run_pipeline(
                 # after a while, then let the backlog drain before the flat-out phase.
                 fixed = await _offered_phase(settings, mon, answers, offered, rate, workers, timeout_s)
                 total += fixed["sent"]
-                _, overran = await mon.wait_for(lambda s: s.events >= total, timeout_s,
-                                                "the offered events' backlog", partial=True)
-                drained = not overran
+                if fixed["timed_out"]:
+                    say("pipeline: waiting for the offered load's backlog to drain")
+                    _, overran = await answers.wait_answered(mon, timeout_s)
+                    drained = not overran
             fixed_end = mon.last or sat_end
 
             # -- 3. flat out while serving
