@@ -57,7 +57,8 @@ def _free_port() -> int:
 
 
 def replay_settings(settings: Settings, bundle: str | Path, run_dir: Path) -> Settings:
-    """The worker's settings for a replay: this bundle pinned, every event answered, no filters,
+    """The worker's settings for a replay: this bundle pinned, every event answered, no filters
+    and no trending cold-start answers (both change what is shown, not what the model ranks),
     HNSW at ``settings.hnsw_ef``, and topics, consumer group and state that no other run uses."""
     tag = uuid.uuid4().hex[:8]
     return settings.with_(
@@ -67,6 +68,8 @@ def replay_settings(settings: Settings, bundle: str | Path, run_dir: Path) -> Se
         coalesce=False,
         filter_purchased=False,
         filter_clicked=False,
+        cold_start_trending=False,
+        explain=False,
         index="hnsw",
         events_topic=f"eval-events-{tag}",
         recs_topic=f"eval-recs-{tag}",
