@@ -242,6 +242,8 @@ class Monitor:
         self.fleet = fleet
         self.broker = ProcStats(broker_pid) if broker_pid else None
         self.samples: list[Sample] = []
+        self.stalls: list[str] = []  # spans where the workers took no event while some waited
+        self._progress_t = time.perf_counter()  # when the event count last went up
         self._task: asyncio.Task[None] | None = None
         self._http: Any = None
 
@@ -260,8 +262,23 @@ class Monitor:
 
     async def _run(self) -> None:
         while True:
-            self.samples.append(await self.fleet.sample(self._http, self.broker))
+            sample = await self.fleet.sample(self._http, self.broker)
+            if not self.samples or sample.events > self.samples[-1].events:
+                self._progress_t = sample.t
+            self.samples.append(sample)
             await asyncio.sleep(POLL_S)
+
+    def check_stalled(self, waiting: int, after_s: float = 30.0) -> None:
+        """Note (once per stall) that no event was taken for ``after_s`` while ``waiting`` > 0."""
+        idle = time.perf_counter() - self._progress_t
+        if waiting and idle > after_s:
+            last = self.samples[-1] if self.samples else None
+            msg = (f"the worker(s) took no event for {after_s:.0f}+ s at {last.events if last else 0:,} events "
+                   f"while {waiting:,} users waited for an answer (stalled consumer?)")
+            if not self.stalls or self.stalls[-1] != msg:
+                say(msg)
+                self.stalls.append(msg)
+            self._progress_t = time.perf_counter()  # report a long stall once per span
 
     @property
     def last(self) -> Sample | None:
@@ -413,6 +430,7 @@ class _Answers:
         deadline = time.perf_counter() + timeout
         while self.received < count:
             monitor.fleet.check_alive()
+            monitor.check_stalled(count - self.received)
             if self._task is not None and self._task.done():
                 self._task.result()
             if time.perf_counter() > deadline:
@@ -427,6 +445,7 @@ class _Answers:
         deadline = time.perf_counter() + timeout
         while self.waiting:
             monitor.fleet.check_alive()
+            monitor.check_stalled(len(self.waiting))
             if self._task is not None and self._task.done():
                 self._task.result()
             if time.perf_counter() > deadline:
@@ -620,6 +639,7 @@ async def run_pipeline(
             else:
                 notes.append("skipped the flat-out phase: the backlog of the previous phase did not drain")
             rss = _rss_summary(mon.samples, first.t, sat_end.t, fixed_end.t)
+            notes.extend(mon.stalls)
             version = await _model_version(fleet)
     finally:
         await answers.stop()
