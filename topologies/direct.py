@@ -32,6 +32,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
 from stream_rec.events import Event, InvalidEvent, dead_letter, encode_recommendation, parse_event
+from stream_rec.fetch_wait import AdaptiveFetchWait
 from stream_rec.session import SessionState, StateDecodeError
 from stream_rec.settings import Settings
 
@@ -76,6 +77,7 @@ class DirectWorker:
         self._inflight: deque[asyncio.Future[dict[TopicPartition, int]]] = deque()
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
+        self.fetch_wait: AdaptiveFetchWait | None = None
 
     # --------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -102,6 +104,7 @@ class DirectWorker:
             fetch_max_wait_ms=max(1, int(s.batch_wait_ms)),
             max_partition_fetch_bytes=4 << 20,
         )
+        self.fetch_wait = AdaptiveFetchWait(self.consumer, short_ms=s.batch_wait_ms)
         await self.producer.start()
         web = await self._start_web()
         try:
@@ -131,6 +134,8 @@ class DirectWorker:
         wait_ms = max(1, int(self.settings.batch_wait_ms))
         while not self._stopping.is_set():
             batch = await self.consumer.getmany(timeout_ms=wait_ms, max_records=self.settings.batch_max)
+            if self.fetch_wait is not None:
+                self.fetch_wait.update(sum(len(m) for m in batch.values()))
             async with self._lock:
                 if batch:
                     self._inflight.append(await self._process(batch))
@@ -300,6 +305,8 @@ class DirectWorker:
             t = self.holder.recommender.times
             return web.json_response({
                 **asdict(self.stats), "engine": "direct",
+                "fetch_wait_ms": self.fetch_wait.wait_ms if self.fetch_wait else None,
+                "fetch_wait_raises": self.fetch_wait.raises if self.fetch_wait else 0,
                 "model_version": self.holder.recommender.model_version,
                 "stage_seconds": {"state": t.state, "encode": t.encode, "search": t.search},
             })
@@ -313,6 +320,29 @@ class DirectWorker:
         return runner
 
 
+def dump_tasks(worker: DirectWorker) -> None:
+    """Log every asyncio task's stack (``kill -USR1 <worker pid>``): what a stuck worker awaits."""
+    import io
+
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=out)
+    c = worker.consumer
+    if c is not None:
+        sub = c._subscription.subscription
+        fetcher = c._fetcher
+        out.write(f"in flight batches {len(worker._inflight)}; fetcher records {list(fetcher._records)}; "
+                  f"in flight nodes {fetcher._in_flight}\n")
+        if sub is not None and sub.assignment is not None:
+            for tp in sub.assignment.tps:
+                st = sub.assignment.state_value(tp)
+                out.write(f"{tp}: position {st.position if st.has_valid_position else None} "
+                          f"highwater {st.highwater} paused {st.paused}\n")
+    log.warning("asyncio tasks (SIGUSR1):\n%s", out.getvalue())
+    logging.getLogger("aiokafka").setLevel(logging.DEBUG)
+    asyncio.get_running_loop().call_later(3, logging.getLogger("aiokafka").setLevel, logging.WARNING)
+
+
 def run_direct_worker(settings: Settings) -> None:
     """Run until SIGINT/SIGTERM (blocking)."""
 
@@ -321,6 +351,7 @@ def run_direct_worker(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, worker.stop)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: dump_tasks(worker))
         await worker.run()
 
     asyncio.run(main())

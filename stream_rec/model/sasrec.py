@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..features import MAX_QUERY_TOKENS, PAD, TYPE_CODES, ModelInputs
+from .loss import softmax_cross_entropy
 
 __all__ = ["SASRecConfig", "SessionTransformer", "TorchEncoder"]
 
@@ -156,6 +157,17 @@ class SessionTransformer(nn.Module):
         w = self.item_emb.weight
         w = F.normalize(w, dim=-1) if self.config.normalize else w
         return torch.cat((torch.zeros_like(w[:1]), w[1:]), dim=0)
+
+    def loss(self, session: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Full-softmax cross-entropy of (N, D) session vectors against (N,) target columns.
+
+        Equal to ``F.cross_entropy(self.logits(session), targets)``, computed in fewer
+        passes over the (N, n_items) logits (see :mod:`.loss`).
+        """
+        items = self.item_vectors()[1:]  # (n_items, D)
+        if self.config.normalize:
+            return softmax_cross_entropy(session * self.config.scale, items, targets, bound=self.config.scale)
+        return softmax_cross_entropy(session, items, targets)
 
     def logits(self, session: torch.Tensor) -> torch.Tensor:
         """(N, D) session vectors -> (N, n_items) logits over rows 1..n_items (column c = row c+1)."""

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
 from ..features import MAX_QUERY_TOKENS, ItemVocab, featurize
@@ -315,8 +314,7 @@ def _fit(
             items, types, queries, targets = _pad(batch)
             h = model.position_vectors(items, types, queries)  # (B, L, D)
             mask = targets >= 0  # (B, L)
-            logits = model.logits(h[mask])  # (N, n_items)
-            loss = F.cross_entropy(logits, targets[mask])
+            loss = model.loss(h[mask], targets[mask])  # full softmax over all items
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
