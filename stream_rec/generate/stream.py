@@ -1,4 +1,4 @@
-"""A seeded shopper event stream with structure a session model can learn, and JSONL files.
+"""A seeded shopper event stream with structure a session model can learn.
 
 The world: a catalogue of items in categories (category popularity is skewed; item popularity
 within a category is Zipf), each category with a few query words ("boots", "leather") so that
@@ -15,183 +15,29 @@ shop, new shoppers.
 
 from __future__ import annotations
 
-import gzip
 import heapq
 import math
 import random
 import time
 from bisect import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
-from pathlib import Path
-from typing import IO
 
 import numpy as np
-import orjson
 
-from .errors import ConfigError, DataError
-from .events import Event, encode_event, event_to_dict
+from ..errors import ConfigError
+from ..events import Event, encode_event
+from .catalogue import Catalogue
+from .config import GeneratorConfig
+from .invalid import INVALID_KINDS, invalid_record
 
-__all__ = [
-    "GeneratorConfig",
-    "Catalogue",
-    "EventGenerator",
-    "INVALID_KINDS",
-    "invalid_record",
-    "write_jsonl",
-    "read_jsonl",
-]
+__all__ = ["EventGenerator"]
 
-# Query words per category: two nouns, then two modifiers. Past these, made-up words.
-_THEMES = (
-    ("boots", "chelsea", "leather", "waterproof"), ("jacket", "parka", "down", "hooded"),
-    ("dress", "gown", "floral", "maxi"), ("jeans", "denim", "slim", "bootcut"),
-    ("sneakers", "trainers", "running", "mesh"), ("watch", "chronograph", "steel", "analog"),
-    ("headphones", "earbuds", "wireless", "bluetooth"), ("phone", "smartphone", "unlocked", "5g"),
-    ("laptop", "notebook", "ultrabook", "touchscreen"), ("lamp", "lantern", "led", "dimmable"),
-    ("sofa", "couch", "velvet", "sectional"), ("mattress", "pillow", "memory", "foam"),
-    ("skillet", "pan", "nonstick", "castiron"), ("knife", "cleaver", "santoku", "forged"),
-    ("espresso", "grinder", "barista", "burr"), ("tea", "kettle", "loose", "matcha"),
-    ("tent", "tarp", "ultralight", "camping"), ("backpack", "rucksack", "hiking", "daypack"),
-    ("bicycle", "bike", "gravel", "tubeless"), ("helmet", "visor", "mips", "vented"),
-    ("perfume", "cologne", "eau", "musk"), ("lipstick", "gloss", "matte", "nude"),
-    ("serum", "moisturizer", "retinol", "hyaluronic"), ("shampoo", "conditioner", "sulfate", "keratin"),
-    ("drill", "driver", "cordless", "brushless"), ("saw", "jigsaw", "circular", "blade"),
-    ("stroller", "pram", "toddler", "foldable"), ("diapers", "wipes", "newborn", "hypoallergenic"),
-    ("lego", "blocks", "bricks", "buildable"), ("puzzle", "jigsawpuzzle", "1000", "pieces"),
-    ("novel", "paperback", "thriller", "bestseller"), ("cookbook", "recipes", "vegan", "baking"),
-    ("guitar", "ukulele", "acoustic", "strings"), ("keyboard", "piano", "midi", "weighted"),
-    ("yoga", "mat", "cork", "nonslip"), ("dumbbell", "kettlebell", "adjustable", "weights"),
-    ("collar", "leash", "puppy", "reflective"), ("litter", "scratcher", "kitten", "clumping"),
-    ("monitor", "display", "ultrawide", "144hz"), ("mouse", "trackball", "ergonomic", "gaming"),
-)  # fmt: skip
 _MODIFIERS = ("cheap", "new", "sale", "best", "men", "women", "kids", "black", "white", "gift")
 _GAP_TABLE = 4096
 _MIN_SESSION_GAP_MS = 35 * 60_000  # longer than SessionPolicy's 30 min inactivity gap
 _Step = tuple[int, str, str | None, str | None]  # (ts, type, item_id, query) of one event
-_SYLLABLES = ("ka", "lo", "mi", "ren", "to", "sa", "vel", "dor", "ni", "bra", "qui", "zen")
-
-# Invalid records, each rejected by `events.parse_event` for a different reason.
-INVALID_KINDS = (
-    "bad_json",
-    "truncated_json",
-    "bad_utf8",
-    "not_an_object",
-    "missing_field",
-    "unknown_type",
-    "wrong_field_type",
-    "click_without_item",
-    "empty_query",
-    "key_mismatch",
-)
-
-
-@dataclass(frozen=True)
-class GeneratorConfig:
-    """How big the shop is and how its shoppers behave. Every field has a sane default."""
-
-    n_users: int = 10_000
-    n_items: int = 5_000
-    n_categories: int = 24
-    seed: int = 7  # the shoppers: preferences, sessions, timing
-    catalogue_seed: int = 0  # the shop: categories, popularity, related items, words
-    mean_session_len: float = 8.0  # events per session, mean (at least 1)
-    max_session_len: int = 60
-    search_rate: float = 0.6  # sessions that start with a search
-    purchase_rate: float = 0.15  # sessions with a purchase
-    related_per_item: int = 4
-    follow_related: float = 0.6  # next click follows a related item of the last click
-    revisit_rate: float = 0.25  # a returning shopper opens with an item seen before
-    mean_days_between_sessions: float = 1.5  # per shopper, mean; shoppers vary around it
-    start_ts: int = 1_700_000_000_000  # epoch ms of the simulated clock's start
-
-    def __post_init__(self) -> None:
-        for name in ("n_users", "n_items", "n_categories", "max_session_len", "related_per_item"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}")
-        if self.n_categories > self.n_items:
-            raise ConfigError(
-                f"n_categories ({self.n_categories}) must not exceed n_items ({self.n_items})"
-            )
-        if not 1.0 <= self.mean_session_len <= self.max_session_len:
-            raise ConfigError(
-                f"mean_session_len must be in [1, max_session_len={self.max_session_len}]; "
-                f"got {self.mean_session_len}"
-            )
-        for name in ("search_rate", "purchase_rate", "follow_related", "revisit_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
-        if self.mean_days_between_sessions <= 0:
-            raise ConfigError(
-                f"mean_days_between_sessions must be > 0; got {self.mean_days_between_sessions}"
-            )
-        if self.start_ts < 0:
-            raise ConfigError(f"start_ts must be >= 0 (epoch ms); got {self.start_ts}")
-
-
-def _made_up_word(rng: np.random.Generator) -> str:
-    return "".join(_SYLLABLES[i] for i in rng.integers(0, len(_SYLLABLES), 3))
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    """The shop. Item index j (0-based) is item id ``item_ids[j]``."""
-
-    item_ids: tuple[str, ...]
-    item_category: np.ndarray  # (n_items,) int category of each item
-    category_items: tuple[np.ndarray, ...]  # per category: its items, most popular first
-    category_weight: np.ndarray  # (n_categories,) share of shopper interest, sums to 1
-    item_weight: np.ndarray  # (n_items,) popularity within its category, sums to 1 per category
-    related: np.ndarray  # (n_items, related_per_item) related item indices
-    words: tuple[tuple[str, ...], ...]  # per category: query words, nouns first
-
-    @classmethod
-    def build(cls, n_items: int, n_categories: int, related_per_item: int, seed: int) -> Catalogue:
-        rng = np.random.default_rng(seed)
-        width = max(5, len(str(n_items)))
-        item_ids = tuple(f"i{j:0{width}d}" for j in range(1, n_items + 1))
-        cat_weight = 1.0 / np.arange(1, n_categories + 1) ** 0.9  # category 0 is the biggest
-        cat_weight /= cat_weight.sum()
-        # Category sizes follow interest loosely; every category has at least one item.
-        sizes = 1 + rng.multinomial(n_items - n_categories, 0.5 * cat_weight + 0.5 / n_categories)
-        item_category = rng.permutation(np.repeat(np.arange(n_categories), sizes))
-        item_weight = np.zeros(n_items)
-        category_items = []
-        for c in range(n_categories):
-            members = rng.permutation(np.flatnonzero(item_category == c))  # by popularity rank
-            item_weight[members] = 1.0 / np.arange(1, len(members) + 1) ** 1.1  # Zipf
-            item_weight[members] /= item_weight[members].sum()
-            category_items.append(members)
-        related = np.empty((n_items, related_per_item), np.int64)
-        for c in range(n_categories):
-            members = category_items[c]
-            neighbour = category_items[(c + 1) % n_categories]  # a complementary category
-            p_in = np.sqrt(item_weight[members])
-            p_in /= p_in.sum()
-            for j in members:
-                picks = rng.choice(members, size=related_per_item, p=p_in)
-                across = rng.random(related_per_item) < 0.1
-                picks[across] = rng.choice(neighbour, size=int(across.sum()))
-                picks[picks == j] = members[0] if j != members[0] else neighbour[0]
-                related[j] = picks
-        words = []
-        seen: set[str] = set()
-        for c in range(n_categories):
-            theme = list(_THEMES[c]) if c < len(_THEMES) else []
-            while len(theme) < 4:
-                w = _made_up_word(rng)
-                if w not in seen:
-                    theme.append(w)
-            seen.update(theme)
-            words.append(tuple(theme))
-        return cls(
-            item_ids, item_category, tuple(category_items), cat_weight, item_weight, related,
-            tuple(words),
-        )  # fmt: skip
-
-    def category_of(self, item_id: str) -> int:
-        return int(self.item_category[int(item_id[1:]) - 1])
 
 
 @dataclass
@@ -411,96 +257,3 @@ class EventGenerator:
         shopper.seen = (shopper.seen + clicked[-3:])[-12:]
         out.reverse()
         return out
-
-
-# --------------------------------------------------------------------------- invalid records
-def invalid_record(
-    event: Event, kind: str, rng: random.Random | None = None
-) -> tuple[bytes, bytes]:
-    """``(key, value)`` of ``event`` made invalid in one of :data:`INVALID_KINDS`.
-
-    ``rng`` picks among a kind's variants (which field goes missing, ...); without it, the first.
-    """
-    if kind not in INVALID_KINDS:
-        raise ConfigError(
-            f"unknown kind of invalid record {kind!r}; expected one of {INVALID_KINDS}"
-        )
-    pick = rng.randrange if rng is not None else (lambda n: 0)
-    key = event.user_id.encode()
-    obj = event_to_dict(event)
-    if kind == "bad_json":
-        return key, orjson.dumps(obj).replace(b'"', b"'")
-    if kind == "truncated_json":
-        raw = orjson.dumps(obj)
-        return key, raw[: max(1, len(raw) * (2 + pick(7)) // 10)]
-    if kind == "bad_utf8":
-        return key, orjson.dumps(obj).replace(b'"type"', b'"t\xffpe"')
-    if kind == "not_an_object":
-        return key, orjson.dumps([obj])
-    if kind == "missing_field":
-        del obj[("event_id", "user_id", "type", "ts")[pick(4)]]
-    elif kind == "unknown_type":
-        obj["type"] = ("view", "add_to_cart", "CLICK", "")[pick(4)]
-    elif kind == "wrong_field_type":
-        field, value = (
-            ("ts", str(event.ts)),
-            ("ts", event.ts / 1000.0),
-            ("ts", -1),
-            ("user_id", [event.user_id]),
-            ("event_id", {"id": event.event_id}),
-            ("item_id", True),
-        )[pick(6)]
-        if field == "item_id":
-            obj["type"] = "click"
-        obj[field] = value
-    elif kind == "click_without_item":
-        obj["type"] = "click"
-        obj.pop("item_id", None)
-        obj.pop("query", None)
-    elif kind == "empty_query":
-        obj["type"] = "search"
-        obj.pop("item_id", None)
-        obj["query"] = ("", "   ", "\t")[pick(3)]
-    elif kind == "key_mismatch":
-        key = (event.user_id + "x").encode()
-    return key, orjson.dumps(obj)
-
-
-# --------------------------------------------------------------------------- JSONL files
-def _open(path: Path, mode: str) -> IO[bytes]:
-    if path.suffix == ".gz":
-        return gzip.open(path, mode + "b")  # type: ignore[return-value]
-    return open(path, mode + "b")
-
-
-def write_jsonl(events: Iterable[Event], path: str | Path) -> int:
-    """One JSON event per line (gzip when the name ends in .gz); returns the number written."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with _open(target, "w") as f:
-        for event in events:
-            f.write(encode_event(event) + b"\n")
-            n += 1
-    return n
-
-
-def read_jsonl(path: str | Path) -> Iterator[bytes]:
-    """The non-blank lines of a JSONL file (gzip when it starts with gzip's magic), as bytes.
-
-    Lines are not parsed: pass them to ``parse_event`` so bad lines become dead letters.
-    """
-    source = Path(path)
-    if not source.is_file():
-        raise DataError(f"events file {str(source)!r} does not exist")
-    with open(source, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gzipped else open
-    try:
-        with opener(source, "rb") as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    yield line
-    except (OSError, EOFError) as exc:  # a corrupt or truncated gzip stream
-        raise DataError(f"cannot read events file {str(source)!r}: {exc}") from exc
