@@ -15,48 +15,27 @@ torch = pytest.importorskip("torch")
 
 from stream_rec.bundle import HnswParams, ModelBundle, resolve_bundle, write_bundle  # noqa: E402
 from stream_rec.errors import BundleError, ConfigError  # noqa: E402
-from stream_rec.features import CLICK, MAX_QUERY_TOKENS, featurize, item_hash  # noqa: E402
+from stream_rec.features import featurize  # noqa: E402
 from stream_rec.index import CandidateIndex, ExactIndex, HnswIndex  # noqa: E402
 from stream_rec.model import (  # noqa: E402
-    SASRecConfig,
     TorchEncoder,
-    TrainConfig,
     build_vocab,
     item_popularity,
-    train_model,
 )
+
+from .tiny_model import successor_corpus, train_tiny  # noqa: E402
 
 FILES = ("manifest.json", "encoder.onnx", "item_vectors.npy", "item_ids.txt", "popularity.npy", "hnsw.bin")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: fast and steady on a shared CPU (no OpenMP spin-waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def successor_corpus(n_sessions: int, n_items: int, seed: int):
-    """Click sessions in which item i is followed by item i+1 (mod n_items)."""
-    rng = np.random.default_rng(seed)
-    sessions, ids = [], []
-    for _ in range(n_sessions):
-        start, n = int(rng.integers(n_items)), int(rng.integers(3, 9))
-        names = [f"i{(start + k) % n_items}" for k in range(n)]
-        hashes = np.array([item_hash(i) for i in names], np.int64)
-        sessions.append((hashes, np.full(n, CLICK, np.uint8), np.zeros((n, MAX_QUERY_TOKENS), np.uint32)))
-        ids.append(names)
-    return sessions, ids
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def trained():
     sessions, ids = successor_corpus(900, n_items=800, seed=1)
     vocab = build_vocab(ids)
-    cfg = SASRecConfig(n_items=len(vocab), dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_len=12, query_buckets=64)
-    model, metrics = train_model(sessions, vocab, cfg, TrainConfig(epochs=4, batch_size=16, lr=3e-3, lr_decay_every=0, threads=1))
+    model, metrics = train_tiny(sessions, vocab, batch_size=16, lr_decay_every=0)
     return sessions, vocab, model, metrics
 
 

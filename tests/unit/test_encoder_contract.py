@@ -19,13 +19,7 @@ CONFIG = SASRecConfig(n_items=300, dim=64, n_layers=2, n_heads=2, ffn_dim=128, m
 PARITY_ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: fast and steady on a shared CPU (no OpenMP spin-waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

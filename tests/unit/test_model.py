@@ -8,9 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from stream_rec.errors import ConfigError  # noqa: E402
-from stream_rec.features import CLICK, MAX_QUERY_TOKENS, PURCHASE, SEARCH, item_hash  # noqa: E402
+from stream_rec.features import CLICK, MAX_QUERY_TOKENS, item_hash  # noqa: E402
 from stream_rec.model import (  # noqa: E402
-    SASRecConfig,
     SessionTransformer,
     TrainConfig,
     build_vocab,
@@ -19,72 +18,23 @@ from stream_rec.model import (  # noqa: E402
 )
 from stream_rec.model.train import _next_item_targets  # noqa: E402
 
+from .tiny_model import TINY, successor_corpus, tiny_config, train_tiny  # noqa: E402
+
 N_ITEMS = 120
-SMALL = dict(dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_len=12, query_buckets=64)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: fast and steady on a shared CPU (no OpenMP spin-waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def successor_corpus(n_sessions: int, n_items: int = N_ITEMS, seed: int = 0):
-    """Sessions where item i is followed by item i+1 (mod n), with searches mixed in.
-
-    Item 0..9 are extra-popular distractors clicked at random, so popularity is a real baseline.
-    """
-    rng = np.random.default_rng(seed)
-    sessions, ids = [], []
-    for _ in range(n_sessions):
-        cur, length = int(rng.integers(n_items)), int(rng.integers(3, 9))
-        items, types = [], []
-        for _ in range(length):
-            if rng.random() < 0.1:
-                items.append(None)
-                types.append(SEARCH)
-                continue
-            items.append(f"i{cur}")
-            types.append(PURCHASE if rng.random() < 0.05 else CLICK)
-            cur = (cur + 1) % n_items
-        n = len(items)
-        queries = np.zeros((n, MAX_QUERY_TOKENS), np.uint32)
-        queries[np.array(types) == SEARCH, 0] = 12345
-        sessions.append(
-            (
-                np.array([item_hash(i) if i else 0 for i in items], np.int64),
-                np.array(types, np.uint8),
-                queries,
-            )
-        )
-        ids.append([i for i in items if i])
-    return sessions, ids
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    sessions, ids = successor_corpus(700)
+    sessions, ids = successor_corpus(700, N_ITEMS, mixed=True)
     return sessions, build_vocab(ids)
-
-
-def _train(corpus, seed: int = 0, epochs: int = 4):
-    sessions, vocab = corpus
-    cfg = SASRecConfig(n_items=len(vocab), **SMALL)
-    return train_model(
-        sessions, vocab, cfg, TrainConfig(epochs=epochs, batch_size=32, lr=3e-3, seed=seed, threads=1)
-    )
 
 
 @pytest.fixture(scope="module")
 def trained(corpus):
     lines: list[str] = []
-    sessions, vocab = corpus
-    cfg = SASRecConfig(n_items=len(vocab), **SMALL)
-    tc = TrainConfig(epochs=4, batch_size=32, lr=3e-3, seed=0, threads=1)
-    model, metrics = train_model(sessions, vocab, cfg, tc, progress=lines.append)
+    model, metrics = train_tiny(*corpus, progress=lines.append)
     return model, metrics, lines
 
 
@@ -95,7 +45,7 @@ def test_targets_are_the_next_known_item_skipping_searches_and_unknown_items():
 
 def test_padding_rows_are_finite_and_real_positions_never_see_padding():
     torch.manual_seed(0)
-    model = SessionTransformer(SASRecConfig(n_items=10, **SMALL)).eval()
+    model = SessionTransformer(tiny_config(10)).eval()
     items = torch.tensor([[0, 0, 3, 4], [0, 0, 0, 0]])
     types = torch.tensor([[0, 0, CLICK, CLICK], [0, 0, 0, 0]])
     queries = torch.zeros(2, 4, MAX_QUERY_TOKENS, dtype=torch.long)
@@ -110,8 +60,8 @@ def test_session_vector_is_the_last_position_of_the_all_positions_pass():
     from stream_rec.model.export import random_inputs
 
     torch.manual_seed(0)
-    model = SessionTransformer(SASRecConfig(n_items=50, **{**SMALL, "n_layers": 2})).eval()
-    x = random_inputs(50, SMALL["query_buckets"], batch=8, length=12, seed=0)
+    model = SessionTransformer(tiny_config(50, n_layers=2)).eval()
+    x = random_inputs(50, TINY["query_buckets"], batch=8, length=12, seed=0)
     args = [torch.from_numpy(a) for a in (x.items, x.types, x.queries)]
     with torch.no_grad():
         torch.testing.assert_close(model.session_vector(*args), model.position_vectors(*args)[:, -1])
@@ -119,12 +69,12 @@ def test_session_vector_is_the_last_position_of_the_all_positions_pass():
 
 def test_item_vectors_are_tied_normalised_and_row0_is_zero():
     torch.manual_seed(0)
-    model = SessionTransformer(SASRecConfig(n_items=10, **SMALL))
+    model = SessionTransformer(tiny_config(10))
     v = model.item_vectors()
-    assert v.shape == (11, SMALL["dim"])
+    assert v.shape == (11, TINY["dim"])
     assert torch.all(v[0] == 0)
     torch.testing.assert_close(v[1:].norm(dim=1), torch.ones(10))
-    s = torch.nn.functional.normalize(torch.randn(3, SMALL["dim"]), dim=-1)
+    s = torch.nn.functional.normalize(torch.randn(3, TINY["dim"]), dim=-1)
     torch.testing.assert_close(model.logits(s), 16.0 * s @ v[1:].T)
 
 
@@ -140,7 +90,7 @@ def test_training_learns_the_successor_pattern_and_beats_popularity(trained):
 
 def test_training_is_deterministic_for_a_seed(corpus, trained):
     model, metrics, _ = trained
-    again, metrics2 = _train(corpus, seed=0)
+    again, metrics2 = train_tiny(*corpus, seed=0)
     def curve(m):
         return [(h["loss"], h["hr@20"], h["mrr@20"]) for h in m.history]
 
@@ -151,15 +101,14 @@ def test_training_is_deterministic_for_a_seed(corpus, trained):
 
 def test_time_budget_stops_training_early(corpus):
     sessions, vocab = corpus
-    cfg = SASRecConfig(n_items=len(vocab), **SMALL)
-    _, metrics = train_model(sessions, vocab, cfg, TrainConfig(epochs=5, max_seconds=0.0, threads=1))
+    _, metrics = train_model(sessions, vocab, tiny_config(len(vocab)), TrainConfig(epochs=5, max_seconds=0.0, threads=1))
     assert metrics.epochs_run == 1
 
 
 def test_model_size_must_match_the_vocabulary(corpus):
     sessions, vocab = corpus
     with pytest.raises(ConfigError, match="vocabulary size"):
-        train_model(sessions, vocab, SASRecConfig(n_items=len(vocab) + 1, **SMALL))
+        train_model(sessions, vocab, tiny_config(len(vocab) + 1))
 
 
 def test_build_vocab_orders_by_count_and_popularity_counts_rows():
