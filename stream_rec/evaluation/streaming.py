@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -193,7 +193,7 @@ class StreamingResult:
     lists: dict[str, list[str]]
 
     def agreement(
-        self, cases: Sequence[EvalCase], ranks: Sequence[int], lists: Sequence[Sequence[str]]
+        self, cases: Sequence[EvalCase], ranks: Iterable[int], lists: Sequence[Sequence[str]]
     ) -> dict[str, int]:
         """How many of the (offline) ``cases`` got the same rank / the same top-k list here."""
         same_rank = sum(int(self.ranks.get(c.event_id, -1) == r) for c, r in zip(cases, ranks))
