@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=_non_negative_float, default=None,
                    help="cosine -> logit scale of the softmax (default: per data set)")
     p.add_argument("--max-minutes", type=_non_negative_float, default=None,
-                   help="stop training after this long, 0 = no limit (default: per data set; diginetica 44)")
+                   help="stop training after this long, 0 = no limit (default: per data set; diginetica 42)")
     p.add_argument("--max-sessions", type=_positive_int, default=None,
                    help="train on the last N training sessions only (quick runs)")
     _add_protocol_args(p)

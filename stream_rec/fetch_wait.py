@@ -30,7 +30,7 @@ class AdaptiveFetchWait:
     """Call :meth:`update` after each ``getmany`` with the number of records it returned."""
 
     def __init__(
-        self, consumer: Any, short_ms: int, long_ms: int = 500, decay_s: float = 30.0,
+        self, consumer: Any, short_ms: float, long_ms: float = 500, decay_s: float = 30.0,
         clock: Any = time.monotonic,
     ) -> None:
         self.consumer = consumer
