@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -143,8 +143,10 @@ def encode_event(event: Event) -> bytes:
     return orjson.dumps(event_to_dict(event))
 
 
-@dataclass(frozen=True, slots=True)
-class ScoredItem:
+class ScoredItem(NamedTuple):
+    """One recommended item. A named tuple: 20 per answer are built on the hot path, and a
+    tuple builds ~2x faster than a frozen dataclass (measured in the rec-output path)."""
+
     item_id: str
     score: float
     because: str | None = None  # the session's item that most supports this one (--explain)
@@ -167,10 +169,10 @@ def encode_recommendation(rec: Recommendation) -> bytes:
         {
             "user_id": rec.user_id,
             "items": [
-                {"item_id": s.item_id, "score": round(s.score, 6)}
-                if s.because is None
-                else {"item_id": s.item_id, "score": round(s.score, 6), "because": s.because}
-                for s in rec.items
+                {"item_id": item_id, "score": round(score, 6)}
+                if because is None
+                else {"item_id": item_id, "score": round(score, 6), "because": because}
+                for item_id, score, because in rec.items
             ],
             "model_version": rec.model_version,
             "source_event_id": rec.source_event_id,
