@@ -37,6 +37,7 @@ Session = tuple[np.ndarray, np.ndarray, np.ndarray]  # item hashes (n,), types (
 _Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # item rows (n,), types (n,), query buckets (n, Q)
 K = 20
 _SORT_POOL = 50  # batches whose sessions are sorted by length together (less padding)
+_PROGRESS_EVERY_S = 60.0  # a progress line within long epochs
 
 
 @dataclass(frozen=True)
@@ -310,7 +311,9 @@ def _fit(
     for epoch in range(1, tc.epochs + 1):
         model.train()
         t_epoch, loss_sum, n_pos = time.perf_counter(), 0.0, 0
-        for batch in _batches(examples, tc.batch_size, rng):
+        batches = _batches(examples, tc.batch_size, rng)
+        t_note = t_epoch
+        for step, batch in enumerate(batches, 1):
             items, types, queries, targets = _pad(batch)
             h = model.position_vectors(items, types, queries)  # (B, L, D)
             mask = targets >= 0  # (B, L)
@@ -320,7 +323,13 @@ def _fit(
             optimizer.step()
             n = int(mask.sum())
             loss_sum, n_pos = loss_sum + loss.item() * n, n_pos + n
-            if tc.max_seconds is not None and time.perf_counter() - t0 > tc.max_seconds:
+            now = time.perf_counter()
+            if progress is not None and now - t_note > _PROGRESS_EVERY_S:
+                t_note = now
+                eta = (now - t_epoch) / step * (len(batches) - step)
+                progress(f"epoch {epoch}/{tc.epochs}: step {step:,}/{len(batches):,}, loss {loss_sum / max(n_pos, 1):.4f}, "
+                         f"~{eta / 60:.1f} min left in this epoch")
+            if tc.max_seconds is not None and now - t0 > tc.max_seconds:
                 out_of_time = True
                 break
         if scheduler is not None:
