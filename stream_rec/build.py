@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,10 @@ from .errors import ConfigError
 from .events import Event
 from .session import SessionPolicy, SessionState, apply_event
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .cooccurrence import SessionNeighbours
+    from .features import ItemVocab
 
 __all__ = [
     "Recipe",
@@ -67,6 +71,7 @@ class Recipe:
     lr: float = 1e-3
     lr_decay_every: int = 3
     valid_fraction: float = 0.1  # last share of training sessions held out to pick the epoch
+    cooccurrence_weight: float = 0.0  # V-SKNN blended into serving scores; 0 = not in the bundle
     batch_size: int = 128
     max_minutes: float | None = None  # stop training (mid-epoch) after this long; 0/None = never
 
@@ -76,7 +81,8 @@ class Recipe:
 # and the time cap keeps the run (plus export) inside the 45-minute budget when cores are shared.
 RECIPES: dict[str, Recipe] = {
     "generated": Recipe(epochs=8),
-    "diginetica": Recipe(epochs=10, batch_size=128, lr_decay_every=4, valid_fraction=0.05, max_minutes=42.0),
+    "diginetica": Recipe(epochs=10, batch_size=128, lr_decay_every=4, valid_fraction=0.05, max_minutes=42.0,
+                         cooccurrence_weight=0.6),
     "events": Recipe(epochs=8),
 }
 
@@ -283,6 +289,9 @@ def train_sessions_to_bundle(
     t0, c0 = time.perf_counter(), time.process_time()
     model, metrics = train_model(sessions, vocab, model_cfg, train_cfg, progress=_progress)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    cooccurrence = None
+    if recipe.cooccurrence_weight > 0:  # weight chosen on the validation slice (docs/evaluation.md)
+        cooccurrence = (neighbours_for(vocab, session_items), recipe.cooccurrence_weight)
     path = write_bundle(
         settings.bundles_dir,
         model,
@@ -312,8 +321,46 @@ def train_sessions_to_bundle(
         },
         metrics=metrics,
         version=opts.version,
+        cooccurrence=cooccurrence,
     )
     _progress(f"bundle written to {path} (training {seconds:.0f}s wall, {cpu_seconds:.0f}s CPU; "
               f"valid hr@20 {metrics.valid_hr20:.4f} mrr@20 {metrics.valid_mrr20:.4f} "
               f"at epoch {metrics.best_epoch})")
+    return path
+
+
+def neighbours_for(vocab: ItemVocab, session_items: Sequence[Sequence[str]]) -> SessionNeighbours:
+    """The co-occurrence index of training sessions (item ids) over ``vocab``'s rows."""
+    from .cooccurrence import SessionNeighbours
+
+    return SessionNeighbours.build(
+        [np.fromiter((vocab.row(i) for i in s), np.int64, len(s)) for s in session_items], len(vocab))
+
+
+def add_cooccurrence(settings: Settings, opts: TrainOptions, bundle_path: str, weight: float) -> Path:
+    """A new bundle version: ``bundle_path``'s model plus co-occurrence over the data set's
+    training sessions (all of them: unlike the model, V-SKNN needs no held-out slice)."""
+    from .bundle import ModelBundle, with_cooccurrence
+
+    bundle = ModelBundle.load(bundle_path)
+    if opts.dataset == "diginetica":
+        from .datasets.diginetica import diginetica_dir, load_standard_split
+
+        sessions = load_standard_split(diginetica_dir(opts.data_root)).train_sessions
+    elif opts.dataset == "events":
+        from .datasets.eventlog import ProtocolOptions, split_event_log
+
+        if not opts.events_file:
+            raise ConfigError("--dataset events needs --events-file FILE (JSONL, .gz too)")
+        protocol = ProtocolOptions(min_item_count=opts.min_item_count, test_days=opts.test_days)
+        sessions = split_event_log(opts.events_file, protocol)[0].train_sessions
+    else:
+        raise ConfigError(f"co-occurrence needs the training sessions of --dataset diginetica or events; "
+                          f"got {opts.dataset!r}")
+    t0 = time.perf_counter()
+    neighbours = neighbours_for(bundle.vocab, sessions)
+    path = with_cooccurrence(bundle, settings.bundles_dir, neighbours, weight,
+                             note=f"{opts.dataset} training sessions: {len(sessions):,}")
+    _progress(f"co-occurrence of {len(sessions):,} training sessions ({time.perf_counter() - t0:.1f}s), "
+              f"weight {weight}: bundle written to {path}")
     return path

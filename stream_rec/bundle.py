@@ -35,12 +35,13 @@ from .errors import BundleError, ConfigError, DataError
 from .features import ItemVocab
 
 if TYPE_CHECKING:
+    from .cooccurrence import SessionNeighbours
     from .encoder import OnnxEncoder
     from .index import CandidateIndex
     from .model.sasrec import SessionTransformer
     from .model.train import TrainMetrics
 
-__all__ = ["FORMAT", "HnswParams", "ModelBundle", "write_bundle", "resolve_bundle"]
+__all__ = ["FORMAT", "HnswParams", "ModelBundle", "write_bundle", "with_cooccurrence", "resolve_bundle"]
 
 FORMAT = 1
 MANIFEST, ENCODER, ITEM_VECTORS, ITEM_IDS, POPULARITY, HNSW = (
@@ -52,6 +53,7 @@ MANIFEST, ENCODER, ITEM_VECTORS, ITEM_IDS, POPULARITY, HNSW = (
     "hnsw.bin",
 )
 _FILES = (ENCODER, ITEM_VECTORS, ITEM_IDS, POPULARITY, HNSW)
+COOCCURRENCE = "cooccurrence.npz"  # optional: training sessions for the co-occurrence blend
 _REQUIRED_KEYS = ("format", "version", "created", "dim", "max_len", "query_buckets", "n_items", "normalized")
 _TMP_PREFIX = ".tmp-"
 
@@ -104,6 +106,7 @@ def write_bundle(
     metrics: TrainMetrics | Mapping[str, Any],
     hnsw: HnswParams = HnswParams(),
     version: str | None = None,
+    cooccurrence: tuple[SessionNeighbours, float] | None = None,
 ) -> Path:
     """Export ``model``, build its HNSW index and write a complete bundle; returns its path.
 
@@ -144,6 +147,9 @@ def write_bundle(
             vectors, M=hnsw.M, ef_construction=hnsw.ef_construction, ef=hnsw.ef, seed=hnsw.seed
         ).save(tmp / HNSW)
         summary = metrics if isinstance(metrics, Mapping) else metrics.summary()
+        extra: dict[str, Any] = {}
+        if cooccurrence is not None:
+            extra["cooccurrence"] = _save_cooccurrence(tmp, *cooccurrence)
         manifest = {
             "format": FORMAT,
             "version": version,
@@ -172,12 +178,52 @@ def write_bundle(
             "training": dict(training_info),
             "metrics": dict(summary),
             "hnsw": asdict(hnsw),
+            **extra,
         }
         (tmp / MANIFEST).write_text(json.dumps(_json_safe(manifest), indent=2, allow_nan=False) + "\n")
-        for name in (*_FILES, MANIFEST):
+        for name in (*_FILES, *((COOCCURRENCE,) if extra else ()), MANIFEST):
             _fsync(tmp / name)
         tmp.chmod(0o755)  # mkdtemp makes it 0700
         os.rename(tmp, final)  # atomic on one filesystem: the bundle appears complete or not at all
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _save_cooccurrence(directory: Path, neighbours: SessionNeighbours, weight: float) -> dict[str, Any]:
+    if not 0.0 <= weight <= 1.0:
+        raise BundleError(f"co-occurrence weight must be in [0, 1]; got {weight}")
+    neighbours.save(directory / COOCCURRENCE)
+    return {"file": COOCCURRENCE, "weight": weight, "sessions": len(neighbours.s_indptr) - 1,
+            "k_sessions": neighbours.k_sessions, "sample_size": neighbours.sample_size}
+
+
+def with_cooccurrence(
+    bundle: ModelBundle, bundles_dir: str | os.PathLike[str], neighbours: SessionNeighbours, weight: float,
+    note: str = "",
+) -> Path:
+    """A new bundle version: ``bundle``'s model plus a co-occurrence blend (same atomic write).
+
+    The model files are copied unchanged; the manifest records where the new version came from.
+    """
+    now = _utc_now()
+    data = str(bundle.manifest.get("training", {}).get("data", "model"))
+    version = _version_name(f"{data}-cooc", now)
+    root = Path(bundles_dir)
+    final = root / version
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-", dir=root))
+    try:
+        for name in _FILES:
+            shutil.copyfile(bundle.path / name, tmp / name)
+        manifest = dict(bundle.manifest, version=version, created=now.isoformat(timespec="milliseconds"),
+                        derived_from=bundle.version, cooccurrence={**_save_cooccurrence(tmp, neighbours, weight),
+                                                                   "note": note})
+        (tmp / MANIFEST).write_text(json.dumps(_json_safe(manifest), indent=2, allow_nan=False) + "\n")
+        for name in (*_FILES, COOCCURRENCE, MANIFEST):
+            _fsync(tmp / name)
+        tmp.chmod(0o755)
+        os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -283,6 +329,24 @@ class ModelBundle:
         if enc.dim != self.dim:
             raise BundleError(f"{self.path / ENCODER} outputs dim {enc.dim}; the manifest says {self.dim}")
         return enc
+
+    @property
+    def cooccurrence_weight(self) -> float:
+        """The blend weight tuned at training (0 when the bundle has no co-occurrence data)."""
+        return float(self.manifest.get("cooccurrence", {}).get("weight", 0.0))
+
+    def neighbours(self) -> SessionNeighbours | None:
+        """The training sessions for the co-occurrence blend, or None when the bundle has none."""
+        from .cooccurrence import SessionNeighbours
+
+        info = self.manifest.get("cooccurrence")
+        if not info:
+            return None
+        try:
+            return SessionNeighbours.load(self.path / COOCCURRENCE, k_sessions=int(info.get("k_sessions", 100)),
+                                          sample_size=int(info.get("sample_size", 1000)))
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"cannot read {self.path / COOCCURRENCE}: {exc}") from exc
 
     def index(self, kind: str = "hnsw", ef: int | None = None, threads: int = 1) -> CandidateIndex:
         """The candidate index over this bundle's item vectors (HNSW, or exact as the reference)."""

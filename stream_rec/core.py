@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .cooccurrence import SessionNeighbours, blend_args, blended_search
 from .encoder import SessionEncoder
 from .events import Event, Recommendation, ScoredItem
 from .features import ItemVocab, featurize
@@ -83,6 +84,9 @@ class Recommender:
         config: ServingConfig | None = None,
         popularity: np.ndarray | None = None,
         item_vectors: np.ndarray | None = None,
+        neighbours: SessionNeighbours | None = None,
+        blend_weight: float = 0.0,
+        scale: float = 1.0,
     ) -> None:
         self.encoder = encoder
         self.index = index
@@ -97,6 +101,11 @@ class Recommender:
         self.item_vectors = item_vectors
         if self.config.explain and item_vectors is None:
             raise ValueError("explanations need the bundle's item vectors")
+        # Session co-occurrence blended into the scores (cooccurrence.py); None = model only.
+        self.neighbours = neighbours if blend_weight > 0 else None
+        self.blend_weight, self.scale = blend_weight, scale
+        if self.neighbours is not None and item_vectors is None:
+            raise ValueError("the co-occurrence blend needs the bundle's item vectors")
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle, settings: Settings) -> Recommender:
@@ -126,6 +135,7 @@ class Recommender:
             ),
             popularity=bundle.popularity,
             item_vectors=bundle.item_vectors,
+            **blend_args(bundle, settings),
         )
 
     # ---------------------------------------------------------------------------------
@@ -189,7 +199,13 @@ class Recommender:
         queries = vectors
         t1 = time.perf_counter()
         exclude = self._exclusions([s for _, s in snapshots])
-        rows, scores = self.index.search(queries, self.config.top_k, exclude)
+        if self.neighbours is not None:
+            assert self.item_vectors is not None
+            sessions = [self.vocab.rows_for_hashes(s.seen_item_hashes()) for _, s in snapshots]
+            rows, scores = blended_search(self.index, queries, sessions, self.config.top_k, self.neighbours,
+                                          self.item_vectors, self.scale, self.blend_weight, exclude)
+        else:
+            rows, scores = self.index.search(queries, self.config.top_k, exclude)
         if self.config.cold_start_trending:
             cold = [i for i, (_, s) in enumerate(snapshots) if not self._knows_any(s)]
             if cold:
@@ -288,3 +304,4 @@ def _length_chunks(sorted_lengths: np.ndarray, max_batch: int, max_waste: float 
         chunks.append(slice(start, end))
         start = end
     return chunks
+

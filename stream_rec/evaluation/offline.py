@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..cooccurrence import blend_args, blended_search
 from ..datasets.eventlog import ProtocolOptions, SessionSplit
 from ..errors import ConfigError, DataError
 from ..events import Event
@@ -172,15 +173,25 @@ def rank_cases(
     vocab: ItemVocab,
     k: int = 20,
     batch_size: int = 4096,
+    blend: dict[str, Any] | None = None,
+    sessions: Sequence[np.ndarray] | None = None,
 ) -> tuple[RankingAccumulator, np.ndarray, list[list[str]]]:
     """Search ``index`` for each vector: the metrics accumulator, each case's rank (0 = miss)
-    and each case's recommended item ids, best first."""
+    and each case's recommended item ids, best first. With ``blend`` (see
+    :func:`stream_rec.cooccurrence.blend_args`) co-occurrence is blended in as in serving;
+    ``sessions`` then holds each case's session item rows."""
     acc = RankingAccumulator(k, catalogue_size=len(vocab))
     ranks = np.zeros(len(cases), np.int64)
     lists: list[list[str]] = []
     ids = vocab.item_ids
     for lo in range(0, len(cases), batch_size):
-        rows, _ = index.search(vectors[lo : lo + batch_size], k)
+        if blend:
+            assert sessions is not None
+            rows, _ = blended_search(index, vectors[lo : lo + batch_size], sessions[lo : lo + batch_size], k,
+                                     blend["neighbours"], item_vectors=blend["item_vectors"],
+                                     scale=blend["scale"], weight=blend["blend_weight"])
+        else:
+            rows, _ = index.search(vectors[lo : lo + batch_size], k)
         for n, (case, r) in enumerate(zip(cases[lo : lo + batch_size], rows.tolist())):
             items = [ids[row - 1] for row in r if row > 0]
             ranks[lo + n] = acc.add(items, case.target, case.prefix_length)
@@ -241,13 +252,20 @@ def evaluate_bundle(
     encode_s = time.perf_counter() - t1
     say(f"encoded {len(cases):,} prefixes with the ONNX encoder ({encode_s:.1f}s)")
     k = settings.top_k
+    blend = blend_args(bundle, settings)
+    sessions_rows = None
+    if blend:
+        blend["item_vectors"] = bundle.item_vectors
+        sessions_rows = [bundle.vocab.rows_for_hashes(s.seen_item_hashes()) for s in states]
+        say(f"blending session co-occurrence into the scores (weight {blend['blend_weight']})")
     results: dict[str, Any] = {}
     ranks: dict[str, np.ndarray] = {}
     lists: dict[str, list[list[str]]] = {}
     for kind in indexes:
         index = bundle.index(kind=kind, ef=settings.hnsw_ef, threads=settings.index_threads)  # type: ignore[arg-type]
         t2 = time.perf_counter()
-        acc, ranks[kind], lists[kind] = rank_cases(index, vectors, cases, bundle.vocab, k)
+        acc, ranks[kind], lists[kind] = rank_cases(index, vectors, cases, bundle.vocab, k, blend=blend,
+                                                   sessions=sessions_rows)
         summary = acc.summary(percent=True)
         summary["search_seconds"] = round(time.perf_counter() - t2, 2)
         if kind == "hnsw":
@@ -262,6 +280,7 @@ def evaluate_bundle(
         "test_sessions": len(sessions),
         "k": k,
         "ef": settings.hnsw_ef,
+        "cooccurrence_weight": blend.get("blend_weight", 0.0),
         "index": results,
         "encode_seconds": round(encode_s, 2),
         "seconds": round(time.perf_counter() - t0, 2),

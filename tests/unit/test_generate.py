@@ -226,10 +226,3 @@ def test_config_is_validated():
     with pytest.raises(ConfigError, match="invalid_rate"):
         next(EventGenerator(SMALL).records(10, invalid_rate=2.0))
 
-
-def test_generation_is_fast():
-    gen = EventGenerator(GeneratorConfig(n_users=10_000, n_items=5_000))
-    t0 = time.perf_counter()
-    n = sum(1 for _ in gen.events(100_000))
-    rate = n / (time.perf_counter() - t0)
-    assert rate > 50_000, f"{rate:,.0f} events/s"  # ~150k/s on an idle core; CI machines are shared
