@@ -24,6 +24,7 @@ import orjson
 
 from .errors import BundleError, StreamRecError
 from .events import decode_recommendation
+from .fetch_wait import AdaptiveFetchWait
 from .settings import Settings
 
 __all__ = ["DemoOptions", "run_demo", "WorkerProcess"]
@@ -218,8 +219,10 @@ async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, 
 
     async def read_recs() -> None:
         last_print = 0.0
+        fetch_wait = AdaptiveFetchWait(recs_c, short_ms=20)  # Tansu: empty short fetches on long logs
         while not stop.is_set():
             batch = await recs_c.getmany(timeout_ms=100, max_records=2000)
+            fetch_wait.update(sum(len(m) for m in batch.values()))
             now = time.perf_counter()
             for msgs in batch.values():
                 for msg in msgs:
@@ -241,8 +244,10 @@ async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, 
                         _print_rec(out, rec, t.history.get(rec.user_id), latency)
 
     async def read_dlq() -> None:
+        fetch_wait = AdaptiveFetchWait(dlq_c, short_ms=20)
         while not stop.is_set():
             batch = await dlq_c.getmany(timeout_ms=200, max_records=2000)
+            fetch_wait.update(sum(len(m) for m in batch.values()))
             t.dead_letters += sum(len(m) for m in batch.values())
 
     async def probe() -> None:

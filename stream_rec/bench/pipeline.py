@@ -402,10 +402,14 @@ class _Answers:
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
+        from ..fetch_wait import AdaptiveFetchWait
+
+        fetch_wait = AdaptiveFetchWait(self._consumer, short_ms=self._consumer._fetcher._fetch_max_wait_ms)
         while True:
             batch = await self._consumer.getmany(timeout_ms=50, max_records=5000)
             now = time.perf_counter()
             n = sum(len(msgs) for msgs in batch.values())
+            fetch_wait.update(n)  # Tansu answers short fetches with nothing on long logs
             if not n:
                 continue
             self.received += n

@@ -24,6 +24,7 @@ from typing import Any
 from ..datasets.eventlog import SessionSplit
 from ..errors import DataError, StreamRecError
 from ..events import Event, Recommendation, decode_recommendation, encode_event
+from ..fetch_wait import AdaptiveFetchWait
 from ..settings import Settings
 from .metrics import RankingAccumulator
 from .offline import EvalCase, prefix_states, split_test_events
@@ -128,10 +129,12 @@ async def _replay(
         say(f"sent {len(wanted):,} events ({time.perf_counter() - t0:.1f}s)")
         deadline = time.monotonic() + options.timeout_s
         last_report = time.monotonic()
+        fetch_wait = AdaptiveFetchWait(consumer, short_ms=50)
         while len(got) < len(wanted) and time.monotonic() < deadline:
             if not alive():
                 raise StreamRecError(f"the worker exited; its log ends with:\n{log_tail()}")
             batch = await consumer.getmany(timeout_ms=200, max_records=5000)
+            fetch_wait.update(sum(len(m) for m in batch.values()))  # Tansu: see fetch_wait.py
             for msgs in batch.values():
                 for m in msgs:
                     rec = decode_recommendation(m.value)
