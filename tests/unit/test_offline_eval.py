@@ -192,3 +192,27 @@ def test_train_and_evaluate_an_event_log_from_the_cli(tmp_path, capsys):
     assert set(report["baselines"]) == {"POP", "Item-KNN", "V-SKNN"}
     # Three items in the catalogue: every list holds all of them, every target is found.
     assert report["hr@20"] == 100.0 and report["baselines"]["POP"]["hr@20"] == 100.0
+
+
+def test_a_cooccurrence_bundle_blends_alike_in_serving_and_offline(synthetic, tmp_path):
+    from stream_rec.build import neighbours_for
+    from stream_rec.bundle import with_cooccurrence
+    from stream_rec.core import Recommender
+
+    split, path, _ = synthetic
+    base = ModelBundle.load(path)
+    bundle = ModelBundle.load(with_cooccurrence(base, tmp_path, neighbours_for(base.vocab, split.train_sessions), 0.6))
+    assert bundle.cooccurrence_weight == 0.6 and bundle.manifest["derived_from"] == base.version
+    settings = Settings.from_env({}, index="exact", filter_purchased=False, cold_start_trending=False)
+    blended = evaluate_bundle(bundle, split, settings, indexes=("exact",), progress=None)
+    plain = evaluate_bundle(bundle, split, settings.with_(cooccurrence_weight=0.0), indexes=("exact",), progress=None)
+    assert blended.lists["exact"] != plain.lists["exact"]  # the blend changes rankings
+    assert plain.lists["exact"] == evaluate_bundle(base, split, settings, indexes=("exact",),
+                                                   progress=None).lists["exact"]
+    # The serving core, fed the same prefix states, answers with the offline lists.
+    core = Recommender.from_bundle(bundle, settings)
+    assert core.neighbours is not None
+    _, states = prefix_states(split_test_events(split), SessionPolicy(max_len=bundle.max_len))
+    events = [Event(f"e{i}", "u", "click", 1000 + i, item_id="x") for i in range(len(states))]
+    recs = core.recommend(list(zip(events, states)), now_ms=0)
+    assert [[s.item_id for s in r.items] for r in recs] == blended.lists["exact"]
