@@ -274,7 +274,8 @@ class Monitor:
         if waiting and idle > after_s:
             last = self.samples[-1] if self.samples else None
             msg = (f"the worker(s) took no event for {after_s:.0f}+ s at {last.events if last else 0:,} events "
-                   f"while {waiting:,} users waited for an answer (stalled consumer?)")
+                   f"while {waiting:,} users waited for an answer (a stalled worker, or every event taken and "
+                   "the answers slow to reach us)")
             if not self.stalls or self.stalls[-1] != msg:
                 say(msg)
                 self.stalls.append(msg)
