@@ -39,8 +39,8 @@ class PartitionedSessionDB:
         if db is None:
             opts = Options(raw_mode=True)
             opts.create_if_missing(True)
-            # Bounded memtables: RocksDB's default (64 MB, per partition database) let a worker's
-            # RSS grow by ~54 MB in 10 minutes of writes before any flush (docs/benchmarks.md).
+            # Bounded memtables: RocksDB's default is 64 MB per memtable and partition database,
+            # so four partitions could hold ~0.5 GB before flushing; 8 MB x 2 keeps it predictable.
             opts.set_write_buffer_size(_WRITE_BUFFER_BYTES)
             opts.set_max_write_buffer_number(2)
             db = self._dbs[partition] = Rdict(str(self.path(partition)), options=opts)
