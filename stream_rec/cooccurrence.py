@@ -68,9 +68,10 @@ class SessionNeighbours:
         with np.load(path) as z:
             return cls(z["s_indptr"], z["s_items"], z["i_indptr"], z["i_sessions"], **kw)
 
-    def scores(self, rows: np.ndarray, n: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    def scores(self, rows: np.ndarray, n: int = 100, normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """The session's item rows in order (0 = unknown) -> the ``n`` best item rows and their
-        V-SKNN scores normalised to sum 1 (both empty when no item is known)."""
+        V-SKNN scores, normalised to sum 1 unless ``normalise`` is False (both empty when no
+        item is known). Ties go to the lower row."""
         rows = np.asarray(rows, np.int64)
         length = float(len(rows))
         pos = np.flatnonzero(rows > 0)
@@ -103,7 +104,7 @@ class SessionNeighbours:
         totals = np.bincount(item_inv, weights=np.repeat(weights, hi - lo), minlength=item_rows.size)
         top = np.argsort(-totals, kind="stable")[:n]
         out = totals[top]
-        return item_rows[top].astype(np.int64), out / out.sum()
+        return item_rows[top].astype(np.int64), (out / out.sum() if normalise else out)
 
 
 def blend(

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..cooccurrence import SessionNeighbours
 from .metrics import RankingAccumulator, top_k
 
 __all__ = ["Recommender", "Popularity", "ItemKNN", "SessionKNN", "evaluate"]
@@ -168,6 +169,7 @@ class SessionKNN:
         self.position_weights = position_weights
         self.n_items = 0
         self._vocab: _Vocab | None = None
+        self._neighbours: SessionNeighbours | None = None  # V-SKNN (position_weights)
 
     def fit(self, train_sessions: Sequence[Sequence[str]]) -> SessionKNN:
         vocab = _Vocab(train_sessions)
@@ -185,43 +187,37 @@ class SessionKNN:
         self._i_indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(self._s_items, minlength=n), out=self._i_indptr[1:])
         self._vocab, self.n_items = vocab, n
+        # V-SKNN itself is the serving blend's SessionNeighbours (rows shifted by one: 0 = unknown).
+        self._neighbours = SessionNeighbours(
+            self._s_indptr, self._s_items + 1, np.concatenate(([0], self._i_indptr)), self._i_sessions,
+            k_sessions=self.k_sessions, sample_size=self.sample_size,
+        ) if self.position_weights else None
         return self
 
     def recommend(self, prefix: Sequence[str], k: int = 20) -> list[tuple[str, float]]:
         if self._vocab is None:
             raise _not_fitted("SessionKNN")
         row = self._vocab.row
-        last_pos: dict[int, int] = {}  # item row -> last 1-based position in the prefix
-        for pos, item in enumerate(prefix, 1):
-            r = row.get(item)
-            if r is not None:
-                last_pos[r] = pos
-        if not last_pos:
+        if self._neighbours is not None:
+            rows, scores = self._neighbours.scores(np.array([row.get(i, -1) + 1 for i in prefix], np.int64), k,
+                                                   normalise=False)
+            return [(self._vocab.ids[r - 1], float(sc)) for r, sc in zip(rows.tolist(), scores.tolist())]
+        # Plain SKNN (V-SKNN is SessionNeighbours above): cosine of shared items, no decay.
+        items = np.unique([row[i] for i in prefix if i in row]).astype(np.int64)
+        if not len(items):
             return []
-        items = np.fromiter(last_pos.keys(), dtype=np.int64, count=len(last_pos))
-        positions = np.fromiter(last_pos.values(), dtype=np.float64, count=len(last_pos))
         starts, ends = self._i_indptr[items], self._i_indptr[items + 1]
-        counts = ends - starts
         cand = np.concatenate([self._i_sessions[s:e] for s, e in zip(starts, ends, strict=True)])
-        cand_pos = np.repeat(positions, counts)
         sessions, inverse = np.unique(cand, return_inverse=True)
         if sessions.size > self.sample_size:  # keep the most recent ones
             cutoff = sessions.size - self.sample_size
             keep = inverse >= cutoff
-            sessions, inverse, cand_pos = sessions[cutoff:], inverse[keep] - cutoff, cand_pos[keep]
-        n_prefix = float(len(prefix))
-        if self.position_weights:
-            sims = np.bincount(inverse, weights=cand_pos / n_prefix, minlength=sessions.size)
-            latest = np.zeros(sessions.size)
-            np.maximum.at(latest, inverse, cand_pos)
-            decay = 1.0 / (n_prefix - latest + 1.0)
-        else:
-            shared = np.bincount(inverse, minlength=sessions.size).astype(np.float64)
-            sims = shared / np.sqrt(len(last_pos) * self._s_len[sessions])
-            decay = np.ones(sessions.size)
+            sessions, inverse = sessions[cutoff:], inverse[keep] - cutoff
+        shared = np.bincount(inverse, minlength=sessions.size).astype(np.float64)
+        sims = shared / np.sqrt(len(items) * self._s_len[sessions])
         # The k most similar; ties go to the more recent session.
         best = np.lexsort((-sessions, -sims))[: self.k_sessions]
-        neighbors, weights = sessions[best], sims[best] * decay[best]
+        neighbors, weights = sessions[best], sims[best]
         lo, hi = self._s_indptr[neighbors], self._s_indptr[neighbors + 1]
         scored = np.concatenate([self._s_items[a:b] for a, b in zip(lo, hi, strict=True)])
         item_rows, item_inv = np.unique(scored, return_inverse=True)
