@@ -16,6 +16,7 @@ numpy, onnxruntime and hnswlib only (never torch).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -130,13 +131,7 @@ def write_bundle(
 
     now = _utc_now()
     version = version or _version_name(str(training_info.get("data", "model")), now)
-    root = Path(bundles_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / version
-    if final.exists():
-        raise BundleError(f"bundle {final} already exists")
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-", dir=root))
-    try:
+    with _atomic_bundle_dir(Path(bundles_dir), version) as tmp:
         export_onnx(model, tmp / ENCODER)
         parity = check_onnx_parity(model, tmp / ENCODER)
         vectors = model.item_vectors().detach().cpu().numpy().astype(np.float32)  # (n + 1, D)
@@ -181,14 +176,27 @@ def write_bundle(
             **extra,
         }
         (tmp / MANIFEST).write_text(json.dumps(_json_safe(manifest), indent=2, allow_nan=False) + "\n")
-        for name in (*_FILES, *((COOCCURRENCE,) if extra else ()), MANIFEST):
-            _fsync(tmp / name)
+    return Path(bundles_dir) / version
+
+
+@contextlib.contextmanager
+def _atomic_bundle_dir(root: Path, version: str) -> Iterator[Path]:
+    """A temporary directory to fill; on success its files are fsynced and it is renamed to
+    ``root/version`` (atomic on one filesystem: a bundle appears complete or not at all)."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / version
+    if final.exists():
+        raise BundleError(f"bundle {final} already exists")
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-", dir=root))
+    try:
+        yield tmp
+        for file in tmp.iterdir():
+            _fsync(file)
         tmp.chmod(0o755)  # mkdtemp makes it 0700
-        os.rename(tmp, final)  # atomic on one filesystem: the bundle appears complete or not at all
+        os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
 
 
 def _save_cooccurrence(directory: Path, neighbours: SessionNeighbours, weight: float) -> dict[str, Any]:
@@ -210,24 +218,14 @@ def with_cooccurrence(
     now = _utc_now()
     data = str(bundle.manifest.get("training", {}).get("data", "model"))
     version = _version_name(f"{data}-cooc", now)
-    root = Path(bundles_dir)
-    final = root / version
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{version}-", dir=root))
-    try:
+    with _atomic_bundle_dir(Path(bundles_dir), version) as tmp:
         for name in _FILES:
             shutil.copyfile(bundle.path / name, tmp / name)
         manifest = dict(bundle.manifest, version=version, created=now.isoformat(timespec="milliseconds"),
                         derived_from=bundle.version, cooccurrence={**_save_cooccurrence(tmp, neighbours, weight),
                                                                    "note": note})
         (tmp / MANIFEST).write_text(json.dumps(_json_safe(manifest), indent=2, allow_nan=False) + "\n")
-        for name in (*_FILES, COOCCURRENCE, MANIFEST):
-            _fsync(tmp / name)
-        tmp.chmod(0o755)
-        os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    return Path(bundles_dir) / version
 
 
 # ------------------------------------------------------------------------------------- load

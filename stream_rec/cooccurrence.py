@@ -40,10 +40,6 @@ class SessionNeighbours:
         self.i_indptr, self.i_sessions = i_indptr, i_sessions  # item row -> sessions (ascending)
         self.k_sessions, self.sample_size = k_sessions, sample_size
 
-    @property
-    def n_items(self) -> int:
-        return len(self.i_indptr) - 2  # rows 0..n_items
-
     @classmethod
     def build(cls, sessions: Sequence[np.ndarray], n_items: int, **kw: int) -> SessionNeighbours:
         """From training sessions (arrays of item rows, in time order)."""

@@ -304,4 +304,3 @@ def _length_chunks(sorted_lengths: np.ndarray, max_batch: int, max_waste: float 
         chunks.append(slice(start, end))
         start = end
     return chunks
-

@@ -399,13 +399,13 @@ class _Answers:
         await c.seek_to_end(*tps)
         for tp in tps:  # resolve positions now: nothing produced from here on is missed
             await c.position(tp)
-        self._consumer = c
+        self._consumer, self._fetch_max_wait_ms = c, fetch_max_wait_ms
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         from ..fetch_wait import AdaptiveFetchWait
 
-        fetch_wait = AdaptiveFetchWait(self._consumer, short_ms=self._consumer._fetcher._fetch_max_wait_ms)
+        fetch_wait = AdaptiveFetchWait(self._consumer, short_ms=self._fetch_max_wait_ms)
         while True:
             batch = await self._consumer.getmany(timeout_ms=50, max_records=5000)
             now = time.perf_counter()
