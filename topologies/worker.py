@@ -35,6 +35,8 @@ from stream_rec.events import (
 from stream_rec.session import SessionState, StateDecodeError
 from stream_rec.settings import Settings
 
+from .faust_recovery import install as _install_recovery_fix
+
 __all__ = ["create_app", "run_worker", "WorkerStats"]
 
 log = logging.getLogger("stream_rec.worker")
@@ -94,9 +96,25 @@ class ModelHolder:
         return True
 
 
+def faust_rocksdb_options(settings: Settings) -> dict[str, int]:
+    """faust's per-partition RocksDB options inside ``state_memory_mb`` for the whole worker.
+
+    faust's defaults (a 2 GB block cache and 3 x 64 MB memtables per partition database)
+    let memory grow with the data; faust cannot share one cache between its databases,
+    so the budget is split evenly: half to block caches, half to memtables.
+    """
+    per_db = (settings.state_memory_mb << 20) // settings.partitions
+    return {
+        "block_cache_size": max(per_db // 2, 1 << 20),
+        "write_buffer_size": max(per_db // 4, 1 << 20),
+        "max_write_buffer_number": 2,
+    }
+
+
 def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.App:
     if not settings.bootstrap_servers:
         raise ValueError("the worker needs bootstrap_servers (--bootstrap-servers or STREAM_REC_BOOTSTRAP_SERVERS)")
+    _install_recovery_fix()
     holder = holder or ModelHolder(settings)
     brokers = ";".join(f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(","))
     app = faust.App(
@@ -120,7 +138,10 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
     events_topic = app.topic(settings.events_topic, partitions=settings.partitions, **raw)
     recs_topic = app.topic(settings.recs_topic, partitions=settings.partitions, **raw)
     dlq_topic = app.topic(settings.dlq_topic, partitions=1, **raw)
-    sessions = app.Table("sessions", partitions=settings.partitions, default=None, key_type=bytes, value_type=bytes)
+    sessions = app.Table(
+        "sessions", partitions=settings.partitions, default=None, key_type=bytes, value_type=bytes,
+        options=faust_rocksdb_options(settings),
+    )
     stats = WorkerStats()
 
     async def handle(batch: list[EventT]) -> None:
