@@ -38,6 +38,7 @@ class Settings:
     app_id: str = _f("stream-rec", "Faust app id: the consumer group and the changelog topics' prefix.")
     # --- state -------------------------------------------------------------------------
     data_dir: str = _f("var/worker", "Worker state directory (RocksDB session tables live under it).")
+    state_memory_mb: int = _f(64, "RocksDB memory budget (MB) of a worker's session tables: block cache and memtables of all its partitions share it, so memory stays flat as users accumulate.", min=4)
     session_gap_s: int = _f(1800, "Inactivity (s) that starts a new session when events carry no session_id.", min=1)
     max_purchased: int = _f(20, "Purchased items remembered per user (for filtering).", min=0)
     # --- model -------------------------------------------------------------------------

@@ -66,7 +66,7 @@ class DirectWorker:
         self.settings = settings
         self.holder = holder or ModelHolder(settings)
         self.stats = WorkerStats()
-        self.db = PartitionedSessionDB(Path(settings.data_dir) / settings.app_id)
+        self.db = PartitionedSessionDB(Path(settings.data_dir) / settings.app_id, settings.state_memory_mb << 20)
         self.changelog = changelog_topic(settings)
         self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self._to_commit: dict[TopicPartition, int] = {}

@@ -14,9 +14,10 @@ import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
 
-_WRITE_BUFFER_BYTES = 8 << 20  # per partition database; at most 2 such memtables each
+_WRITE_BUFFER_BYTES = 8 << 20  # one memtable's most; the budget below caps them all together
+DEFAULT_MEMORY_BYTES = 64 << 20
 
 __all__ = ["PartitionedSessionDB", "OFFSET_KEY"]
 
@@ -26,10 +27,27 @@ _OFFSET = struct.Struct("<q")
 
 
 class PartitionedSessionDB:
-    def __init__(self, root: str | Path) -> None:
+    """One RocksDB per partition, all inside one memory budget.
+
+    RocksDB's own defaults let memory grow with the data: 64 MB memtables per database
+    and a block cache per database. Here every partition's database shares one LRU
+    block cache of ``memory_bytes`` and a write-buffer manager that charges the
+    memtables to that same cache (at most half of it), so the session tables of a
+    worker hold at most about ``memory_bytes`` whatever the number of users or
+    partitions (see docs/benchmarks.md, "Memory over 10 minutes").
+    """
+
+    def __init__(self, root: str | Path, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
+        if memory_bytes < 4 << 20:
+            raise ValueError(f"the state memory budget must be at least 4 MB; got {memory_bytes} bytes")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._dbs: dict[int, Rdict] = {}
+        self.memory_bytes = memory_bytes
+        self._cache = Cache(memory_bytes)
+        self._write_buffers = WriteBufferManager.new_write_buffer_manager_with_cache(
+            memory_bytes // 2, False, self._cache
+        )
 
     def path(self, partition: int) -> Path:
         return self.root / f"sessions-{partition}.rocksdb"
@@ -39,12 +57,19 @@ class PartitionedSessionDB:
         if db is None:
             opts = Options(raw_mode=True)
             opts.create_if_missing(True)
-            # Bounded memtables: RocksDB's default is 64 MB per memtable and partition database,
-            # so four partitions could hold ~0.5 GB before flushing; 8 MB x 2 keeps it predictable.
-            opts.set_write_buffer_size(_WRITE_BUFFER_BYTES)
+            opts.set_write_buffer_size(min(_WRITE_BUFFER_BYTES, self.memory_bytes // 8))
             opts.set_max_write_buffer_number(2)
+            opts.set_write_buffer_manager(self._write_buffers)
+            table = BlockBasedOptions()
+            table.set_block_cache(self._cache)
+            table.set_cache_index_and_filter_blocks(True)
+            opts.set_block_based_table_factory(table)
             db = self._dbs[partition] = Rdict(str(self.path(partition)), options=opts)
         return db
+
+    def memory_usage(self) -> int:
+        """Bytes held by the shared block cache, memtables included (they are charged to it)."""
+        return int(self._cache.get_usage())
 
     def close(self, partition: int) -> None:
         db = self._dbs.pop(partition, None)
