@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cooccurrence import SessionNeighbours, blend_args, blended_search
 from .encoder import SessionEncoder
-from .events import Event, Recommendation, ScoredItem
+from .events import Event, Recommendation, RecommendationBatch
 from .features import ItemVocab, featurize
 from .index import CandidateIndex
 from .session import SessionPolicy, SessionState, apply_event
@@ -65,7 +66,11 @@ class StageTimes:
 @dataclass
 class StepResult:
     states: dict[str, SessionState]  # users whose state changed, new state
-    recommendations: list[Recommendation] = field(default_factory=list)
+    answers: RecommendationBatch  # what to publish: RecommendationBatch.records()
+
+    @cached_property
+    def recommendations(self) -> list[Recommendation]:
+        return self.answers.to_list()
 
 
 class Recommender:
@@ -173,17 +178,19 @@ class Recommender:
         self.times.state += t1 - t0
         self.times.steps += 1
         self.times.events += len(events)
-        return StepResult(states=current, recommendations=recs)
+        return StepResult(states=current, answers=recs)
 
     def recommend(
         self,
         snapshots: Sequence[tuple[Event, SessionState]],
         now_ms: int | None = None,
         _t0: float | None = None,
-    ) -> list[Recommendation]:
+    ) -> RecommendationBatch:
         """Top-k for each (answered event, session state after it), in one encode and one search."""
         if not snapshots:
-            return []
+            emitted = now_ms if now_ms is not None else int(time.time() * 1000)
+            none = np.zeros((0, self.config.top_k))
+            return RecommendationBatch([], [], [], emitted, self.model_version, self.vocab.item_ids, none, none)
         t0 = _t0 if _t0 is not None else time.perf_counter()
         # Encode in length-sorted chunks: padding a 3-event session to the 50 of its
         # batch-mate costs ~10 µs per padded position on one CPU core.
@@ -214,27 +221,18 @@ class Recommender:
                 rows[cold], scores[cold] = t_rows, t_scores
         t2 = time.perf_counter()
         emitted = now_ms if now_ms is not None else int(time.time() * 1000)
-        ids = self.vocab.item_ids
         because = self._explain(snapshots, rows) if self.config.explain else None
-        out = []
-        for b, ((event, _), r, s) in enumerate(zip(snapshots, rows.tolist(), scores.tolist())):
-            if because is None:
-                items = tuple(ScoredItem(ids[row - 1], score) for row, score in zip(r, s) if row > 0)
-            else:
-                items = tuple(
-                    ScoredItem(ids[row - 1], score, ids[why - 1] if why > 0 else None)
-                    for row, score, why in zip(r, s, because[b]) if row > 0
-                )
-            out.append(
-                Recommendation(
-                    user_id=event.user_id,
-                    items=items,
-                    model_version=self.model_version,
-                    source_event_id=event.event_id,
-                    event_ts=event.ts,
-                    emitted_ts=emitted,
-                )
-            )
+        out = RecommendationBatch(
+            users=[e.user_id for e, _ in snapshots],
+            source_event_ids=[e.event_id for e, _ in snapshots],
+            event_ts=[e.ts for e, _ in snapshots],
+            emitted_ts=emitted,
+            model_version=self.model_version,
+            item_ids=self.vocab.item_ids,
+            rows=rows,
+            scores=scores,
+            because=because,
+        )
         self.times.encode += t1 - t0
         self.times.search += t2 - t1
         self.times.sessions += len(snapshots)

@@ -31,7 +31,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from stream_rec.events import Event, InvalidEvent, dead_letter, encode_recommendation, parse_event
+from stream_rec.events import Event, InvalidEvent, dead_letter, parse_event
 from stream_rec.fetch_wait import AdaptiveFetchWait
 from stream_rec.session import SessionState, StateDecodeError
 from stream_rec.settings import Settings
@@ -203,10 +203,9 @@ class DirectWorker:
                 p = partition_of[user]
                 writes[p].append((key, value))
                 futures.append(await self.producer.send(self.changelog, key=key, value=value, partition=p))
-            for rec in result.recommendations:
-                futures.append(await self.producer.send(
-                    s.recs_topic, key=rec.user_id.encode(), value=encode_recommendation(rec)))
-            self.stats.recommendations += len(result.recommendations)
+            for key, value in result.answers.records():
+                futures.append(await self.producer.send(s.recs_topic, key=key, value=value))
+            self.stats.recommendations += len(result.answers)
             for p, items in writes.items():
                 self.db.write(p, items)
         return asyncio.ensure_future(self._delivered(futures, commit))

@@ -29,7 +29,6 @@ from stream_rec.events import (
     Event,
     InvalidEvent,
     dead_letter,
-    encode_recommendation,
     parse_event,
 )
 from stream_rec.session import SessionState, StateDecodeError
@@ -194,9 +193,9 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
             for partition in {context[u].message.partition for u in result.states}:
                 sessions.send_changelog(partition, BARRIER_KEY, b"")
             await app.producer.flush()
-        for rec in result.recommendations:
-            await recs_topic.send(key=rec.user_id.encode(), value=encode_recommendation(rec))
-        stats.recommendations += len(result.recommendations)
+        for key, value in result.answers.records():
+            await recs_topic.send(key=key, value=value)
+        stats.recommendations += len(result.answers)
 
     @app.agent(events_topic, name="recommend")
     async def recommend(stream: faust.StreamT) -> None:

@@ -1,3 +1,4 @@
+import numpy as np
 import orjson
 import pytest
 
@@ -5,6 +6,7 @@ from stream_rec.events import (
     Event,
     InvalidEvent,
     Recommendation,
+    RecommendationBatch,
     ScoredItem,
     dead_letter,
     decode_recommendation,
@@ -68,6 +70,22 @@ def test_recommendation_round_trip_and_fields():
     raw = encode_recommendation(rec)
     assert set(orjson.loads(raw)) == {"user_id", "items", "model_version", "source_event_id", "event_ts", "emitted_ts"}
     assert decode_recommendation(raw) == rec
+
+
+@pytest.mark.parametrize("because", [None, [[2, 0, 1], [0, 0, 0]]])
+def test_a_batch_publishes_the_bytes_of_its_recommendations(because):
+    """Workers publish RecommendationBatch.records() without building the objects: same bytes,
+    rows of 0 (no item) dropped, the supporting item resolved from its row."""
+    batch = RecommendationBatch(
+        users=["u1", "ü2"], source_event_ids=["e1", "e2"], event_ts=[10, 11], emitted_ts=12,
+        model_version="v1", item_ids=["i1", "i2", "i3"], rows=np.array([[3, 1, 2], [2, 0, 0]]),
+        scores=np.array([[0.91234567, 0.5, -0.25], [0.1, 0.0, 0.0]], np.float32), because=because,
+    )
+    recs = batch.to_list()
+    assert [len(r.items) for r in recs] == [3, 1]
+    assert recs[0].items[0] == ScoredItem("i3", 0.912346, "i2" if because else None)  # as published
+    assert batch.records() == [(r.user_id.encode(), encode_recommendation(r)) for r in recs]
+    assert orjson.loads(batch.records()[0][1])["items"][0]["score"] == 0.912346
 
 
 def test_dead_letter_keeps_reason_original_and_origin():

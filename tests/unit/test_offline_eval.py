@@ -214,5 +214,5 @@ def test_a_cooccurrence_bundle_blends_alike_in_serving_and_offline(synthetic, tm
     assert core.neighbours is not None
     _, states = prefix_states(split_test_events(split), SessionPolicy(max_len=bundle.max_len))
     events = [Event(f"e{i}", "u", "click", 1000 + i, item_id="x") for i in range(len(states))]
-    recs = core.recommend(list(zip(events, states)), now_ms=0)
+    recs = core.recommend(list(zip(events, states)), now_ms=0).to_list()
     assert [[s.item_id for s in r.items] for r in recs] == blended.lists["exact"]
