@@ -113,7 +113,7 @@ def ensure_bench_bundle(settings: Settings, opts: BenchOptions) -> Path:
     import json
 
     from ..bundle import resolve_bundle
-    from .pipeline import say
+    from .common import say
 
     if settings.bundle or settings.model_version:
         return resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
@@ -153,7 +153,7 @@ def _kafka(settings: Settings) -> Iterator[tuple[Settings, int | None]]:
         yield settings, None
         return
     from ..broker import EmbeddedBroker
-    from .pipeline import say
+    from .common import say
 
     with EmbeddedBroker() as broker:
         say(f"embedded broker (Tansu) on {broker.bootstrap_servers}")
@@ -201,7 +201,8 @@ async def _run_kafka_phases(
     s: Settings, opts: BenchOptions, broker_pid: int | None, gen: Any, partitions: int, run_dir: Path,
 ) -> dict[str, Any]:
     from ..broker import ensure_topics
-    from .pipeline import run_pipeline, say
+    from .common import say
+    from .pipeline import run_pipeline
     from .relay import measure_relay
 
     rate_n = int(opts.rate * opts.rate_seconds)
@@ -236,7 +237,7 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     from ..generate import EventGenerator, GeneratorConfig
     from ..session import SessionPolicy
     from . import micro
-    from .pipeline import say
+    from .common import say
 
     opts = opts.validated()
     partitions = opts.partitions or max(settings.partitions, opts.workers)
@@ -333,7 +334,7 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
 
 def _print_summary(r: dict[str, Any]) -> None:
     """The headline numbers, the stage split and the profile's top frames, on stderr."""
-    from .pipeline import say
+    from .common import say
 
     sat = r["saturation"]
     say(f"events/s {r['events_per_s']:,.0f} | relay {r['baseline_events_per_s']:,.0f} | ratio {r['ratio']} | "

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StreamRecError
-from .pipeline import ProcStats, Record, produce, say
+from .common import Record, say
+from .monitor import ProcStats
+from .pipeline import produce
 
 __all__ = ["relay", "measure_relay", "main"]
 
