@@ -318,7 +318,7 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
             "batch_max": s.batch_max, "batch_wait_ms": s.batch_wait_ms, "coalesce": s.coalesce,
             "top_k": s.top_k, "index": s.index, "ef": s.hnsw_ef, "index_threads": s.index_threads,
             "intra_op_threads": s.intra_op_threads, "inter_op_threads": s.inter_op_threads,
-            "changelog_barrier": s.changelog_barrier, "broker": "embedded" if broker_pid else "external",
+            "changelog_barrier": s.changelog_barrier, "state_memory_mb": s.state_memory_mb, "broker": "embedded" if broker_pid else "external",
             "model_version": pipe.model_version or bundle.version, "profiled": opts.profile,
         },
         "machine": {**machine, "gpu": "not measured"},
