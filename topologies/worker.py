@@ -16,6 +16,7 @@ import contextlib
 import logging
 import time
 import weakref
+from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -69,16 +70,23 @@ class ModelHolder:
     """The recommender in service, swapped atomically when a newer bundle appears."""
 
     def __init__(self, settings: Settings) -> None:
-        from stream_rec.bundle import ModelBundle, resolve_bundle
+        from stream_rec.bundle import resolve_bundle
 
         self.settings = settings
         self.pinned = bool(settings.bundle or settings.model_version)
         self.path = resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
-        self.recommender = Recommender.from_bundle(ModelBundle.load(self.path), settings)
+        self.recommender = self._load(self.path)
         log.warning("serving model %s from %s", self.recommender.model_version, self.path)
 
+    def _load(self, path: Path) -> Recommender:
+        from stream_rec.bundle import ModelBundle
+
+        recommender = Recommender.from_bundle(ModelBundle.load(path), self.settings)
+        recommender.warm_up()
+        return recommender
+
     async def maybe_swap(self) -> bool:
-        from stream_rec.bundle import ModelBundle, resolve_bundle
+        from stream_rec.bundle import resolve_bundle
 
         if self.pinned:
             return False
@@ -86,9 +94,7 @@ class ModelHolder:
         if newest == self.path:
             return False
         # Load (and warm up) off the event loop; the swap itself is one assignment.
-        new = await asyncio.to_thread(
-            lambda: Recommender.from_bundle(ModelBundle.load(newest), self.settings)
-        )
+        new = await asyncio.to_thread(self._load, newest)
         old = self.recommender.model_version
         self.recommender, self.path = new, newest
         log.warning("model swapped: %s -> %s", old, new.model_version)

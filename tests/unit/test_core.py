@@ -165,3 +165,20 @@ def test_explanations_point_at_the_most_similar_session_item():
     plain = make().step({}, events).recommendations[0]
     assert [i.item_id for i in plain.items] == [i.item_id for i in r.items]
     assert all(i.because is None for i in plain.items)
+
+
+def test_warm_up_runs_the_largest_batch_and_changes_no_answer():
+    seen = []
+
+    class Recording(LastItemsEncoder):
+        def encode(self, inputs):
+            seen.append(inputs.items.shape)
+            return super().encode(inputs)
+
+    cold, warm = make(), make()
+    warm.encoder = Recording(warm.encoder.vectors)
+    warm.warm_up()
+    assert seen == [(warm.config.max_encode_batch, warm.max_len)]
+    events = stream(40)
+    answers = [[(r.source_event_id, r.items) for r in run_events(rec, events)] for rec in (warm, cold)]
+    assert answers[0] == answers[1]
