@@ -92,7 +92,7 @@ class _Exclusions:
             raise DataError(f"exclude must hold one array per query ({batch}); got {len(exclude)}")
         parts = []
         for b, rows in enumerate(exclude):
-            if rows is None:
+            if rows is None or len(rows) == 0:  # most sessions: nothing purchased, nothing to leave out
                 continue
             r = np.unique(np.asarray(rows, dtype=np.int64).ravel())
             r = r[(r >= 1) & (r <= n_items)]  # rows the index does not hold cannot be returned
