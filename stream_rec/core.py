@@ -216,12 +216,14 @@ class Recommender:
         lengths = np.fromiter((min(len(s), self.max_len) for _, s in snapshots), np.int64, len(snapshots))
         order = np.argsort(lengths, kind="stable")
         vectors = np.empty((len(snapshots), self.encoder.dim), np.float32)
+        known = np.empty(len(snapshots), bool)  # the session holds an item the model knows
         for chunk in _length_chunks(lengths[order], self.config.max_encode_batch):
             rows = order[chunk]
             inputs = featurize(
                 [snapshots[i][1].sequence() for i in rows], self.vocab, self.query_buckets, self.max_len
             )
             vectors[rows] = self.encoder.encode(inputs)
+            known[rows] = (inputs.items > 0).any(axis=1)
         queries = vectors
         t1 = time.perf_counter()
         exclude = self._exclusions([s for _, s in snapshots])
@@ -233,7 +235,8 @@ class Recommender:
         else:
             rows, scores = self.index.search(queries, self.config.top_k, exclude)
         if self.config.cold_start_trending:
-            cold = [i for i, (_, s) in enumerate(snapshots) if not self._knows_any(s)]
+            # Sessions with no item the model knows (what it encodes, so no second lookup).
+            cold = np.flatnonzero(~known).tolist()
             if cold:
                 t_rows, t_scores = self.trending.top(
                     self.config.top_k, [exclude[i] for i in cold] if exclude else None, len(cold))
@@ -270,10 +273,6 @@ class Recommender:
             sims = self.item_vectors[rec_rows] @ self.item_vectors[seen].T  # (k, n_seen)
             out.append(seen[np.argmax(sims, axis=1)].tolist())
         return out
-
-    def _knows_any(self, state: SessionState) -> bool:
-        hashes = state.seen_item_hashes()
-        return bool(len(hashes)) and bool(self.vocab.rows_for_hashes(hashes).any())
 
     def _count_trending(self, events: Sequence[Event]) -> None:
         with_items = [e for e in events if e.item_id is not None]
