@@ -109,6 +109,15 @@ class SessionState:
         return cls(items, types, queries, ts, purchased, skey, last_ts, last_off)
 
 
+def _appended(a: np.ndarray, start: int, value: int) -> np.ndarray:
+    """``a[start:]`` with one more row filled with ``value``, in one allocation."""
+    n = a.shape[0] - start
+    out = np.empty((n + 1, *a.shape[1:]), a.dtype)
+    out[:n] = a[start:]
+    out[n] = value
+    return out
+
+
 def _session_key(session_id: str | None) -> int:
     return item_hash(session_id) if session_id else 0
 
@@ -129,28 +138,21 @@ def apply_event(
         else event.ts - state.last_ts > policy.session_gap_ms
     )
     keep = policy.max_len - 1
-    if new_session or keep <= 0:
-        items, types, queries, ts = (
-            state.item_hashes[:0], state.types[:0], state.query_hashes[:0], state.ts[:0]
-        )
-    else:
-        items, types, queries, ts = (
-            state.item_hashes[-keep:], state.types[-keep:], state.query_hashes[-keep:], state.ts[-keep:]
-        )
+    start = len(state) if new_session or keep <= 0 else max(0, len(state) - keep)
     code = TYPE_CODES[event.type]
     ih = item_hash(event.item_id) if event.item_id is not None else 0
-    qrow = np.zeros((1, MAX_QUERY_TOKENS), dtype=np.uint32)
-    if event.query is not None:
-        toks = query_token_hashes(event.query)
-        qrow[0, : len(toks)] = toks
     purchased = state.purchased
     if code == PURCHASE and ih:
         purchased = np.concatenate((purchased[purchased != ih], [ih]))[-policy.max_purchased :]
+    queries = _appended(state.query_hashes, start, 0)
+    if event.query is not None:
+        toks = query_token_hashes(event.query)
+        queries[-1, : len(toks)] = toks
     return SessionState(
-        item_hashes=np.concatenate((items, np.array([ih], np.int64))),
-        types=np.concatenate((types, np.array([code], np.uint8))),
-        query_hashes=np.concatenate((queries, qrow)),
-        ts=np.concatenate((ts, np.array([event.ts], np.int64))),
+        item_hashes=_appended(state.item_hashes, start, ih),
+        types=_appended(state.types, start, code),
+        query_hashes=queries,
+        ts=_appended(state.ts, start, event.ts),
         purchased=purchased.astype(np.int64, copy=False),
         session_key=skey,
         last_ts=max(event.ts, state.last_ts),
