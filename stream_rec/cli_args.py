@@ -1,0 +1,250 @@
+"""The `stream-rec` command line: every subcommand's flags, their types and the settings flags.
+
+What each command does is in :mod:`stream_rec.cli`; this module only describes and checks the
+arguments, so a bad one fails in argparse with one line before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any, NoReturn
+
+from .settings import Settings, env_name
+
+__all__ = ["CliParser", "add_subcommands", "settings_from"]
+
+_KAFKA = ("bootstrap_servers", "events_topic", "recs_topic", "dlq_topic", "partitions")
+_GROUP = ("session_timeout_s", "standby_replicas", "changelog_barrier")
+_MODEL = ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
+          "inter_op_threads", "index", "hnsw_ef", "index_threads")
+_SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "cold_start_trending", "explain", "batch_max",
+            "batch_wait_ms", "session_gap_s", "max_purchased")
+_WORKER = ("engine", "app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level")
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse, but a bad argument gets ONE line: what is wrong and what is expected."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1; got {text!r}")
+    return value
+
+
+def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    """One flag per Settings field, documented with its env var; unset flags stay None."""
+    group = parser.add_argument_group("settings (flag > environment variable > default)")
+    by_name = {f.name: f for f in fields(Settings)}
+    for name in names:
+        f = by_name[name]
+        flag = "--" + name.replace("_", "-")
+        help_ = f"{f.metadata['help']} [env: {env_name(name)}] (default: {f.default!r})"
+        typ = f.type if isinstance(f.type, str) else f.type.__name__
+        if typ == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            continue
+        conv: Any = {"int": int, "float": float}.get(typ, str)
+        kw: dict[str, Any] = {"type": conv, "default": None, "help": help_}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        group.add_argument(flag, **kw)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The environment's settings, overridden by the settings flags given (unset flags are None)."""
+    names = {f.name for f in fields(Settings)}
+    return Settings.from_env(**{k: v for k, v in vars(args).items() if k in names})
+
+
+# ------------------------------------------------------------------------------- subcommands
+def _add_generator_args(p: argparse.ArgumentParser, *, users: int, items: int) -> None:
+    p.add_argument("--users", type=_positive_int, default=users, help=f"generated shoppers (default {users})")
+    p.add_argument("--items", type=_positive_int, default=items, help=f"generated catalogue size (default {items})")
+    p.add_argument("--seed", type=int, default=7, help="seed of the generated shoppers (the catalogue is fixed; default 7)")
+
+
+def _add_protocol_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-item-count", type=_positive_int, default=5,
+                   help="--dataset events: drop items seen fewer times (default 5)")
+    p.add_argument("--test-days", type=_non_negative_float, default=7.0,
+                   help="--dataset events: sessions of the last N days are the test set (default 7)")
+
+
+def add_subcommands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> dict[str, argparse.ArgumentParser]:
+    """Add every subcommand and its flags to `sub`, in `--help` order; returns name -> its parser."""
+    p = sub.add_parser("demo", help="embedded broker + worker + generated shoppers + live recommendations",
+                       description="Start an embedded broker, train a model if none exists, start a worker, "
+                       "stream generated shopper events and show live recommendations. Ctrl-C stops everything.")
+    p.add_argument("--max-events", type=_positive_int, default=None,
+                   help="stop after N events have their recommendations (default: run until Ctrl-C)")
+    p.add_argument("--json", action="store_true", help="headless: no live view; print a JSON summary as the last line")
+    p.add_argument("--rate", type=_non_negative_float, default=None,
+                   help="events per second offered (0 = as fast as possible; default 200 live, 500 headless)")
+    p.add_argument("--invalid-rate", type=_fraction, default=0.0,
+                   help="fraction of generated events made invalid on purpose (they go to the DLQ)")
+    p.add_argument("--train-events", type=_positive_int, default=60_000,
+                   help="generated events to train on when no bundle exists (default 60000)")
+    p.add_argument("--retrain", action="store_true", help="train a new bundle even if one exists")
+    p.add_argument("--timeout", type=_positive_int, default=180,
+                   help="seconds to wait for the last recommendations in headless mode (default 180)")
+    _add_generator_args(p, users=2000, items=3000)
+    _add_settings(p, _KAFKA + _MODEL + _SERVING + ("engine", "log_level"))
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) on loopback")
+    p.add_argument("--port", type=_positive_int, default=None, help="port on 127.0.0.1 (default: a free one)")
+
+    p = sub.add_parser("worker", help="run a worker (--engine faust or direct): events in, recommendations out")
+    _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + _WORKER)
+
+    p = sub.add_parser("produce", help="send generated events or a JSONL file to the events topic")
+    p.add_argument("--file", default=None, help="JSONL file of events (.gz too); default: generated events")
+    p.add_argument("--count", type=_positive_int, default=10_000, help="generated events to send (default 10000)")
+    p.add_argument("--rate", type=_non_negative_float, default=0.0, help="events per second (0 = flat out)")
+    p.add_argument("--invalid-rate", type=_fraction, default=0.0, help="fraction of generated events made invalid")
+    p.add_argument("--keep-time", action="store_true", help="keep generated timestamps instead of shifting them to now")
+    _add_generator_args(p, users=2000, items=3000)
+    _add_settings(p, _KAFKA)
+
+    p = sub.add_parser("train", help="train a session Transformer and write a model bundle")
+    p.add_argument("--dataset", choices=("generated", "diginetica", "events"), default="generated",
+                   help="training data (default generated)")
+    p.add_argument("--events", type=_positive_int, default=60_000, help="generated events to train on (default 60000)")
+    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
+    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: per data set)")
+    p.add_argument("--dim", type=_positive_int, default=None, help="embedding size (default: per data set)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--lr", type=_non_negative_float, default=None, help="Adam learning rate (default: per data set)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="sessions per step (default: per data set)")
+    p.add_argument("--dropout", type=_fraction, default=None, help="dropout inside the blocks (default: per data set)")
+    p.add_argument("--scale", type=_non_negative_float, default=None,
+                   help="cosine -> logit scale of the softmax (default: per data set)")
+    p.add_argument("--max-minutes", type=_non_negative_float, default=None,
+                   help="stop training after this long, 0 = no limit (default: per data set; diginetica 42)")
+    p.add_argument("--max-sessions", type=_positive_int, default=None,
+                   help="train on the last N training sessions only (quick runs)")
+    _add_protocol_args(p)
+    _add_generator_args(p, users=2000, items=3000)
+    _add_settings(p, ("bundles_dir", "log_level"))
+
+    p = sub.add_parser("cooccurrence", help="a new bundle version that blends session co-occurrence "
+                       "(V-SKNN over the training sessions) into the model's scores")
+    p.add_argument("--bundle", required=True, help="the bundle whose model to keep")
+    p.add_argument("--dataset", choices=("diginetica", "events"), default="diginetica",
+                   help="whose training sessions (default diginetica)")
+    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
+    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--weight", type=_fraction, default=0.6,
+                   help="blend weight of co-occurrence, 0-1 (default 0.6: chosen on Diginetica's validation slice)")
+    _add_protocol_args(p)
+    _add_settings(p, ("bundles_dir", "log_level"))
+
+    p = sub.add_parser("evaluate", help="score a bundle on a data set's test prefixes (offline, streaming)",
+                       description="Score a model bundle on every test prefix of the standard Diginetica "
+                       "split or of an event log (SR-GNN protocol): the ONNX encoder with exact search and "
+                       "with the HNSW index, optionally the baselines and a replay through broker and worker. "
+                       "Progress goes to stderr.")
+    p.add_argument("--dataset", choices=("diginetica", "events"), default="diginetica",
+                   help="test data (default diginetica)")
+    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events (.gz too)")
+    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object (the last line)")
+    p.add_argument("--baselines", action="store_true", help="also score POP, Item-KNN and V-SKNN")
+    p.add_argument("--streaming", action="store_true",
+                   help="also replay the test sessions through a broker and a worker process and score "
+                   "the recommendations topic (embedded broker unless --bootstrap-servers)")
+    p.add_argument("--max-sessions", type=_positive_int, default=None,
+                   help="only the first N test sessions (quick runs; default all)")
+    _add_protocol_args(p)
+    _add_settings(p, ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
+                      "inter_op_threads", "hnsw_ef", "index_threads", "top_k", "session_gap_s",
+                      "bootstrap_servers", "partitions", "log_level"))
+
+    p = sub.add_parser("ablation", help="do searches and purchases help? train and score with and without them",
+                       description="Train the session model on the generated stream with clicks only, with "
+                       "clicks + searches and with every event type; score next-item HR@20/MRR@20 on the same "
+                       "held-out targets. The last line is a JSON list of rows.")
+    p.add_argument("--events", type=_positive_int, default=60_000, help="generated events (default 60000)")
+    p.add_argument("--epochs", type=_positive_int, default=4, help="training epochs per variant (default 4)")
+    p.add_argument("--dim", type=_positive_int, default=64, help="embedding size (default 64)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1)")
+    p.add_argument("--json", action="store_true", help="print only the JSON rows")
+    _add_generator_args(p, users=2000, items=3000)
+
+    p = sub.add_parser("tail", help="print recommendations as they arrive (one user or all)")
+    p.add_argument("--user", default=None, help="only this user_id")
+    p.add_argument("--from-beginning", action="store_true", help="start at the oldest retained record")
+    p.add_argument("--max", type=_positive_int, default=None, help="stop after N records")
+    p.add_argument("--json", action="store_true", help="print raw JSON records")
+    _add_settings(p, ("bootstrap_servers", "recs_topic"))
+
+    from .bench import parse_int_list
+
+    p = sub.add_parser("bench", help="benchmark: events/s, latency, cost; relay baseline; micro",
+                       description="Measure the whole pipeline on this machine: an embedded broker (or "
+                       "--bootstrap-servers), a relay baseline over the same records, N workers at "
+                       "saturation (preloaded backlog), at a fixed offered load and flat out; per-stage "
+                       "time, CPU, RSS, state size, RocksDB size; encoder and index microbenchmarks. "
+                       "Progress goes to stderr; the last line is one JSON object (see docs/benchmarks.md).")
+    p.add_argument("--events", type=_positive_int, default=50_000,
+                   help="events in the saturation backlog and in the flat-out phase (default 50000)")
+    p.add_argument("--rate", type=_non_negative_float, default=5_000.0,
+                   help="fixed offered load, events/s (default 5000)")
+    p.add_argument("--rate-seconds", type=_non_negative_float, default=10.0,
+                   help="seconds of fixed offered load (0 = skip; 600 = the 10-minute memory check; default 10)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="events excluded at the start of saturation (default: 10%% of --events)")
+    p.add_argument("--visit-gap-days", type=_non_negative_float, default=0.001,
+                   help="mean days between one shopper's visits in the generated stream: 0.001 keeps a "
+                   "micro-batch's events from distinct shoppers, as on a live site; the generator's "
+                   "default 1.5 lets coalescing answer several events at once (default 0.001)")
+    p.add_argument("--train-events", type=_positive_int, default=60_000,
+                   help="generated events the benchmark model trains on, when no bundle is given (default 60000)")
+    p.add_argument("--epochs", type=_positive_int, default=1, help="training epochs of the benchmark model (default 1)")
+    p.add_argument("--no-micro", action="store_true", help="skip the encoder and index microbenchmarks")
+    p.add_argument("--micro-batches", type=parse_int_list, default=(1, 16, 64, 256, 1024),
+                   help="encoder batch sizes (default 1,16,64,256,1024)")
+    p.add_argument("--micro-efs", type=parse_int_list, default=(16, 32, 64, 128, 256),
+                   help="HNSW ef values (default 16,32,64,128,256)")
+    p.add_argument("--micro-seconds", type=_non_negative_float, default=1.0,
+                   help="seconds per microbenchmark point (default 1)")
+    p.add_argument("--micro-queries", type=_positive_int, default=2_000,
+                   help="real session vectors the index is queried with (default 2000)")
+    p.add_argument("--state-users", type=_positive_int, default=1_000_000,
+                   help="users written to RocksDB for the size figure (default 1000000)")
+    p.add_argument("--profile", action="store_true", help="py-spy worker 0 at saturation; print its top frames")
+    p.add_argument("--timeout", type=_positive_int, default=300,
+                   help="seconds to wait for each phase before giving up (default 300)")
+    _add_generator_args(p, users=10_000, items=45_000)
+    _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + ("engine", "log_level"))
+    return dict(sub.choices)
