@@ -16,9 +16,9 @@ import contextlib
 import logging
 import time
 import weakref
-from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
