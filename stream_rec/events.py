@@ -12,8 +12,8 @@ Events are JSON objects keyed by ``user_id`` on the events topic::
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -168,9 +168,10 @@ class Recommendation:
 
 
 def _item_json(item_id: str, score: float, because: str | None) -> dict[str, Any]:
+    """One item as published; ``score`` already rounded to its 6 decimals."""
     if because is None:
-        return {"item_id": item_id, "score": round(score, 6)}
-    return {"item_id": item_id, "score": round(score, 6), "because": because}
+        return {"item_id": item_id, "score": score}
+    return {"item_id": item_id, "score": score, "because": because}
 
 
 def _recommendation_json(
@@ -191,7 +192,7 @@ def _recommendation_json(
 def encode_recommendation(rec: Recommendation) -> bytes:
     return _recommendation_json(
         rec.user_id,
-        [_item_json(item_id, score, because) for item_id, score, because in rec.items],
+        [_item_json(item_id, round(score, 6), because) for item_id, score, because in rec.items],
         rec.model_version,
         rec.source_event_id,
         rec.event_ts,
@@ -227,17 +228,19 @@ class RecommendationBatch:
     def _lists(self) -> tuple[list[list[int]], list[list[float]]]:
         return self.rows.tolist(), np.round(self.scores.astype(np.float64), 6).tolist()
 
+    def _resolved(self, rows: list[int], scores: list[float], why: list[int]) -> list[tuple[str, float, str | None]]:
+        """(item id, score, supporting item id or None) for one answer's rows; row 0 = no item."""
+        ids = self.item_ids
+        return [(ids[r - 1], s, ids[w - 1] if w > 0 else None) for r, s, w in zip(rows, scores, why) if r > 0]
+
     def records(self) -> list[tuple[bytes, bytes]]:
         """(key, value) per answer, ready to publish on the recommendations topic."""
         ids, (rows, scores), out = self.item_ids, self._lists(), []
         for b, user in enumerate(self.users):
-            why = self.because[b] if self.because is not None else None
-            items = (
-                [{"item_id": ids[r - 1], "score": s} for r, s in zip(rows[b], scores[b]) if r > 0]
-                if why is None
-                else [_item_json(ids[r - 1], s, ids[w - 1] if w > 0 else None)
-                      for r, s, w in zip(rows[b], scores[b], why) if r > 0]
-            )
+            if self.because is None:  # the hot path: one dict per item, nothing else
+                items = [{"item_id": ids[r - 1], "score": s} for r, s in zip(rows[b], scores[b]) if r > 0]
+            else:
+                items = [_item_json(*item) for item in self._resolved(rows[b], scores[b], self.because[b])]
             value = _recommendation_json(
                 user, items, self.model_version, self.source_event_ids[b], self.event_ts[b], self.emitted_ts
             )
@@ -245,14 +248,10 @@ class RecommendationBatch:
         return out
 
     def to_list(self) -> list[Recommendation]:
-        ids, (rows, scores) = self.item_ids, self._lists()
-        out = []
+        (rows, scores), out = self._lists(), []
         for b, user in enumerate(self.users):
             why = self.because[b] if self.because is not None else [0] * len(rows[b])
-            items = tuple(
-                ScoredItem(ids[r - 1], s, ids[w - 1] if w > 0 else None)
-                for r, s, w in zip(rows[b], scores[b], why) if r > 0
-            )
+            items = tuple(ScoredItem(*item) for item in self._resolved(rows[b], scores[b], why))
             out.append(Recommendation(user, items, self.model_version, self.source_event_ids[b],
                                       self.event_ts[b], self.emitted_ts))
         return out
