@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 
-from stream_rec.bundle import ModelBundle
-from stream_rec.cooccurrence import CANDIDATES, blended_search
+from stream_rec.core.cooccurrence import CANDIDATES, blended_search
+from stream_rec.core.features import CLICK, MAX_QUERY_TOKENS, featurize, item_hash
 from stream_rec.datasets.diginetica import load_standard_split
-from stream_rec.features import CLICK, MAX_QUERY_TOKENS, featurize, item_hash
+from stream_rec.serving.bundle import ModelBundle
 
 
 def main() -> None:

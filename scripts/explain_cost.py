@@ -9,12 +9,12 @@ Times ``Recommender.recommend`` on 5,000 prefix states in micro-batches of 256, 
 import sys
 import time
 
-from stream_rec.bundle import ModelBundle
-from stream_rec.core import Recommender
+from stream_rec.core.events import Event
+from stream_rec.core.session import SessionPolicy
 from stream_rec.datasets.diginetica import load_standard_split
-from stream_rec.evaluation.offline import prefix_states, split_test_events
-from stream_rec.events import Event
-from stream_rec.session import SessionPolicy
+from stream_rec.evaluation.cases import prefix_states, split_test_events
+from stream_rec.serving.bundle import ModelBundle
+from stream_rec.serving.compose import build_recommender
 from stream_rec.settings import Settings
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     states = states[:5000]
     snapshots = [(Event(f"e{i}", "u", "click", i, item_id="x"), s) for i, s in enumerate(states)]
     base = Settings.from_env({}, cooccurrence_weight=0.0, providers="cpu", intra_op_threads=1)
-    cores = {flag: Recommender.from_bundle(bundle, base.with_(explain=flag)) for flag in (False, True)}
+    cores = {flag: build_recommender(bundle, base.with_(explain=flag)) for flag in (False, True)}
     for _ in range(2):  # the second round is warm
         out = {}
         for flag, core in cores.items():

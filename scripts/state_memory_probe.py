@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from topologies.partitioned_store import PartitionedSessionDB  # noqa: E402
+from stream_rec.runtime.partitioned_store import PartitionedSessionDB  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -10,7 +10,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from stream_rec.broker import EmbeddedBroker, ensure_topics
+from stream_rec.kafka.admin import ensure_topics
+from stream_rec.kafka.embedded import EmbeddedBroker
 
 
 async def main() -> None:

@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 
-from stream_rec.bundle import ModelBundle
+from stream_rec.core.features import CLICK, MAX_QUERY_TOKENS, featurize, item_hash
 from stream_rec.datasets.diginetica import load_standard_split
 from stream_rec.evaluation.baselines import SessionKNN
-from stream_rec.features import CLICK, MAX_QUERY_TOKENS, featurize, item_hash
+from stream_rec.serving.bundle import ModelBundle
 
 WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 

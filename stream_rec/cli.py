@@ -34,7 +34,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_broker(args: argparse.Namespace) -> int:
-    from .broker import EmbeddedBroker
+    from .kafka.embedded import EmbeddedBroker
 
     with EmbeddedBroker(port=args.port) as broker:
         print("workers on this broker (Tansu 0.6) need --changelog-barrier "
@@ -62,7 +62,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_produce(args: argparse.Namespace) -> int:
-    from .produce import ProduceOptions, produce
+    from .kafka.produce import ProduceOptions, produce
 
     settings = settings_from(args)
     if not settings.bootstrap_servers:
@@ -77,7 +77,7 @@ def _cmd_produce(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .build import TrainOptions, train_bundle
+    from .model.build import TrainOptions, train_bundle
 
     settings = settings_from(args)
     opts = TrainOptions(
@@ -94,7 +94,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_cooccurrence(args: argparse.Namespace) -> int:
-    from .build import TrainOptions, add_cooccurrence
+    from .model.build import TrainOptions, add_cooccurrence
 
     settings = settings_from(args)
     opts = TrainOptions(dataset=args.dataset, data_root=args.data_root, events_file=args.events_file,
@@ -153,7 +153,7 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
 
 
 def _cmd_tail(args: argparse.Namespace) -> int:
-    from .tail import tail
+    from .kafka.tail import tail
 
     settings = settings_from(args)
     if not settings.bootstrap_servers:

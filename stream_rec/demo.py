@@ -8,10 +8,7 @@ Headless (`--json`) runs the same pipeline and ends with one JSON summary line.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections import deque
@@ -22,12 +19,13 @@ from typing import Any, TextIO
 import numpy as np
 import orjson
 
+from .core.events import decode_recommendation
 from .errors import BundleError, StreamRecError
-from .events import decode_recommendation
-from .fetch_wait import AdaptiveFetchWait
+from .kafka.fetch_wait import AdaptiveFetchWait
+from .kafka.worker_process import WorkerProcess
 from .settings import Settings
 
-__all__ = ["DemoOptions", "run_demo", "WorkerProcess"]
+__all__ = ["DemoOptions", "run_demo"]
 
 PROBE_USER = "demo-probe"
 
@@ -60,8 +58,8 @@ def _say(msg: str, quiet: bool = False) -> None:
 # ------------------------------------------------------------------------------- bundle
 def ensure_bundle(settings: Settings, opts: DemoOptions) -> Path:
     """The bundle to serve: --bundle/--model-version, else one trained on this generator, else train."""
-    from .build import TrainOptions, generated_data_tag, train_bundle
-    from .bundle import ModelBundle, resolve_bundle
+    from .model.build import TrainOptions, generated_data_tag, train_bundle
+    from .serving.bundle import ModelBundle, resolve_bundle
 
     if settings.bundle or settings.model_version:
         return resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
@@ -80,56 +78,6 @@ def ensure_bundle(settings: Settings, opts: DemoOptions) -> Path:
         TrainOptions(events=opts.train_events, users=opts.users, items=opts.items, seed=opts.seed, epochs=4,
                      threads=1),
     )
-
-
-# ------------------------------------------------------------------------------- worker
-class WorkerProcess:
-    """`stream-rec worker` as a child process with its own state dir and log file."""
-
-    def __init__(self, settings: Settings, run_dir: Path) -> None:
-        self.settings = settings
-        self.log_path = run_dir / "worker.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_rec.cli", "worker"],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-        return self
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 25) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, grace_s: float = 20.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        self.proc = None
-
-    def __enter__(self) -> WorkerProcess:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 # ------------------------------------------------------------------------------- live view
@@ -271,7 +219,7 @@ async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, 
                 raise StreamRecError(f"the worker did not answer within 120 s; its log ends with:\n{worker.log_tail()}")
 
     async def produce() -> None:
-        from .produce import Pacer
+        from .kafka.produce import Pacer
 
         gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed + 1))
         count = opts.max_events or 10**12
@@ -367,7 +315,9 @@ async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, 
 
 # ------------------------------------------------------------------------------- entry
 def run_demo(settings: Settings, opts: DemoOptions, out: TextIO | None = None) -> dict[str, Any]:
-    from .broker import ensure_topics, free_port, kafka_or_embedded
+    from .kafka.admin import ensure_topics
+    from .kafka.embedded import kafka_or_embedded
+    from .kafka.probe import free_port
 
     out = out or sys.stdout
     run_root = Path(opts.run_root)

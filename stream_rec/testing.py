@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .core import Recommender
-from .events import Event, InvalidEvent, Recommendation, parse_event
-from .stores import MemoryStore, SessionStore
+from .core.events import Event, InvalidEvent, Recommendation
+from .core.intake import take_records
+from .core.recommender import Recommender
+from .core.seams import SessionStore
+from .runtime.stores import MemoryStore
 
 __all__ = ["run_events", "run_records"]
 
@@ -47,10 +49,10 @@ def run_events(
 def run_records(
     recommender: Recommender, records: Sequence[tuple[bytes | None, bytes]], batch_size: int = 256
 ) -> tuple[list[Recommendation], list[InvalidEvent]]:
-    """Like :func:`run_events` over raw (key, value) records; invalid ones come back as data."""
-    valid: list[Event] = []
-    invalid: list[InvalidEvent] = []
-    for key, value in records:
-        parsed = parse_event(value, key)
-        (invalid if isinstance(parsed, InvalidEvent) else valid).append(parsed)  # type: ignore[arg-type]
-    return run_events(recommender, valid, batch_size=batch_size), invalid
+    """Like :func:`run_events` over raw (key, value) records; invalid ones come back as data.
+
+    The records go through the workers' intake (:mod:`stream_rec.core.intake`): a record without
+    a key is invalid here as it is live."""
+    intake = take_records((key, value, offset, None) for offset, (key, value) in enumerate(records))
+    invalid = [bad for bad, _ in intake.invalid]
+    return run_events(recommender, intake.events, batch_size=batch_size), invalid

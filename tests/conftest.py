@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from stream_rec.broker import EmbeddedBroker
+from stream_rec.kafka.embedded import EmbeddedBroker
 
 
 @pytest.fixture(scope="session")

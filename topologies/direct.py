@@ -31,13 +31,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from stream_rec.events import Event, InvalidEvent, dead_letter, parse_event
-from stream_rec.fetch_wait import AdaptiveFetchWait
-from stream_rec.session import SessionState, StateDecodeError
+from stream_rec.core.events import dead_letter
+from stream_rec.core.intake import decode_states, take_records
+from stream_rec.core.session import SessionState
+from stream_rec.kafka.fetch_wait import AdaptiveFetchWait
+from stream_rec.runtime.partitioned_store import PartitionedSessionDB
+from stream_rec.serving.holder import ModelHolder
+from stream_rec.serving.stats import WorkerStats
 from stream_rec.settings import Settings
-
-from .partitioned_store import PartitionedSessionDB
-from .worker import ModelHolder, WorkerStats
 
 __all__ = ["DirectWorker", "run_direct_worker", "changelog_topic"]
 
@@ -81,7 +82,7 @@ class DirectWorker:
 
     # --------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
-        from stream_rec.broker import ensure_topics
+        from stream_rec.kafka.admin import ensure_topics
 
         s = self.settings
         await ensure_topics(
@@ -168,30 +169,21 @@ class DirectWorker:
         assert self.producer is not None
         s = self.settings
         now_ms = int(time.time() * 1000)
-        events: list[Event] = []
-        offsets: list[int] = []
-        partition_of: dict[str, int] = {}
         futures = []
         commit: dict[TopicPartition, int] = {}
+        records = []
         for tp, messages in batch.items():
-            for msg in messages:
-                value = msg.value or b""
-                parsed = (
-                    InvalidEvent("record has no key; events must be keyed by user_id", value)
-                    if msg.key is None
-                    else parse_event(value, msg.key)
-                )
-                if isinstance(parsed, InvalidEvent):
-                    futures.append(await self.producer.send(
-                        s.dlq_topic, key=msg.key, value=dead_letter(parsed, tp.topic, tp.partition, msg.offset, now_ms)))
-                    self.stats.dead_letters += 1
-                    continue
-                events.append(parsed)
-                offsets.append(msg.offset)
-                partition_of[parsed.user_id] = tp.partition
+            records.extend((msg.key, msg.value, msg.offset, msg) for msg in messages)
             commit[tp] = messages[-1].offset + 1
             self.stats.events += len(messages)
+        intake = take_records(records)
+        for invalid, msg in intake.invalid:
+            futures.append(await self.producer.send(
+                s.dlq_topic, key=msg.key, value=dead_letter(invalid, msg.topic, msg.partition, msg.offset, now_ms)))
+        self.stats.dead_letters += len(intake.invalid)
         self.stats.batches += 1
+        events, offsets = intake.events, intake.offsets
+        partition_of = {user: msg.partition for user, msg in intake.origin.items()}
         if events:
             states = self._read_states(partition_of)
             # Off the event loop: ONNX Runtime and hnswlib release the GIL, so fetching the
@@ -225,16 +217,14 @@ class DirectWorker:
         by_partition: dict[int, list[str]] = defaultdict(list)
         for user, p in partition_of.items():
             by_partition[p].append(user)
-        states: dict[str, SessionState | None] = {}
+        stored: list[tuple[str, bytes | None]] = []
         for p, users in by_partition.items():
-            for user, raw in zip(users, self.db.get_many(p, [u.encode() for u in users])):
-                try:
-                    states[user] = None if raw is None else SessionState.from_bytes(raw)
-                except StateDecodeError as exc:
-                    log.error("unreadable state for user %r, starting afresh: %s", user, exc)
-                    self.stats.state_resets += 1
-                    states[user] = None
-        return states
+            stored.extend(zip(users, self.db.get_many(p, [u.encode() for u in users])))
+        decoded = decode_states(stored)
+        for user, exc in decoded.resets.items():
+            log.error("unreadable state for user %r, starting afresh: %s", user, exc)
+        self.stats.state_resets += len(decoded.resets)
+        return decoded.states
 
     async def _commit(self, force: bool = False) -> None:
         if not self._to_commit or self.consumer is None:

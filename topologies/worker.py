@@ -11,49 +11,33 @@ partition are always the user's partition (faust derives both from it).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
 import weakref
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict
 from typing import Any
 
 import faust
 from faust.streams import _current_event
 from faust.types import EventT
 
-from stream_rec.core import Recommender
-from stream_rec.events import (
-    Event,
-    InvalidEvent,
-    dead_letter,
-    parse_event,
-)
-from stream_rec.session import SessionState, StateDecodeError
+from stream_rec.core.events import dead_letter
+from stream_rec.core.intake import decode_states, take_records
+from stream_rec.serving.holder import ModelHolder
+from stream_rec.serving.stats import WorkerStats
 from stream_rec.settings import Settings
 
 from .faust_recovery import install as _install_recovery_fix
 
-__all__ = ["create_app", "run_worker", "WorkerStats"]
+__all__ = ["create_app", "run_worker", "faust_rocksdb_options"]
 
 log = logging.getLogger("stream_rec.worker")
 
 # Changelog-only key that closes a micro-batch's writes (see Settings.changelog_barrier).
 # It can never collide with a user: user ids are UTF-8 and never start with a NUL byte.
 BARRIER_KEY = b"\x00stream-rec:barrier"
-
-
-@dataclass
-class WorkerStats:
-    events: int = 0
-    dead_letters: int = 0
-    recommendations: int = 0
-    batches: int = 0
-    state_resets: int = 0
-    model_swaps: int = 0
 
 
 @contextlib.contextmanager
@@ -64,41 +48,6 @@ def as_current(event: EventT) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
-
-
-class ModelHolder:
-    """The recommender in service, swapped atomically when a newer bundle appears."""
-
-    def __init__(self, settings: Settings) -> None:
-        from stream_rec.bundle import resolve_bundle
-
-        self.settings = settings
-        self.pinned = bool(settings.bundle or settings.model_version)
-        self.path = resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
-        self.recommender = self._load(self.path)
-        log.warning("serving model %s from %s", self.recommender.model_version, self.path)
-
-    def _load(self, path: Path) -> Recommender:
-        from stream_rec.bundle import ModelBundle
-
-        recommender = Recommender.from_bundle(ModelBundle.load(path), self.settings)
-        recommender.warm_up()
-        return recommender
-
-    async def maybe_swap(self) -> bool:
-        from stream_rec.bundle import resolve_bundle
-
-        if self.pinned:
-            return False
-        newest = resolve_bundle(self.settings.bundles_dir)
-        if newest == self.path:
-            return False
-        # Load (and warm up) off the event loop; the swap itself is one assignment.
-        new = await asyncio.to_thread(self._load, newest)
-        old = self.recommender.model_version
-        self.recommender, self.path = new, newest
-        log.warning("model swapped: %s -> %s", old, new.model_version)
-        return True
 
 
 def faust_rocksdb_options(settings: Settings) -> dict[str, int]:
@@ -151,43 +100,28 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
 
     async def handle(batch: list[EventT]) -> None:
         now_ms = int(time.time() * 1000)
-        valid: list[Event] = []
-        offsets: list[int] = []
-        context: dict[str, EventT] = {}  # user -> an event of the user's partition
-        for ev in batch:
+        # origin: the faust event, so a user's table access runs in the user's partition
+        intake = take_records((ev.message.key, ev.message.value, ev.message.offset, ev) for ev in batch)
+        for invalid, ev in intake.invalid:
             msg = ev.message
-            value = msg.value if isinstance(msg.value, bytes) else bytes(msg.value or b"")
-            if msg.key is None:
-                parsed: Event | InvalidEvent = InvalidEvent(
-                    "record has no key; events must be keyed by user_id", value
-                )
-            else:
-                parsed = parse_event(value, msg.key)
-            if isinstance(parsed, InvalidEvent):
-                dlq_topic.send_soon(
-                    key=msg.key,
-                    value=dead_letter(parsed, msg.topic, msg.partition, msg.offset, now_ms),
-                )
-                stats.dead_letters += 1
-                continue
-            valid.append(parsed)
-            offsets.append(msg.offset)
-            context[parsed.user_id] = ev
+            dlq_topic.send_soon(
+                key=msg.key, value=dead_letter(invalid, msg.topic, msg.partition, msg.offset, now_ms)
+            )
+        stats.dead_letters += len(intake.invalid)
         stats.events += len(batch)
         stats.batches += 1
-        if not valid:
+        if not intake.events:
             return
-        states: dict[str, SessionState | None] = {}
+        context = intake.origin
+        stored = []
         for user, ev in context.items():
             with as_current(ev):
-                stored = sessions.get(user.encode())
-            try:
-                states[user] = None if stored is None else SessionState.from_bytes(stored)
-            except StateDecodeError as exc:
-                log.error("unreadable state for user %r, starting afresh: %s", user, exc)
-                stats.state_resets += 1
-                states[user] = None
-        result = holder.recommender.step(states, valid, offsets, now_ms=now_ms)
+                stored.append((user, sessions.get(user.encode())))
+        decoded = decode_states(stored)
+        for user, exc in decoded.resets.items():
+            log.error("unreadable state for user %r, starting afresh: %s", user, exc)
+        stats.state_resets += len(decoded.resets)
+        result = holder.recommender.step(decoded.states, intake.events, intake.offsets, now_ms=now_ms)
         for user, state in result.states.items():
             with as_current(context[user]):
                 sessions[user.encode()] = state.to_bytes()

@@ -24,7 +24,6 @@ import platform
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +111,7 @@ def ensure_bench_bundle(settings: Settings, opts: BenchOptions) -> Path:
     """
     import json
 
-    from ..bundle import resolve_bundle
+    from ..serving.bundle import resolve_bundle
     from .common import say
 
     if settings.bundle or settings.model_version:
@@ -127,8 +126,8 @@ def ensure_bench_bundle(settings: Settings, opts: BenchOptions) -> Path:
                     say(f"using benchmark model {d}")
                     return d
     say(f"training the benchmark model ({opts.items:,} items, {opts.epochs} epoch(s); cached in {root}/)")
-    from ..build import TrainOptions, session_arrays, train_sessions_to_bundle
     from ..generate import EventGenerator, GeneratorConfig
+    from ..model.build import TrainOptions, session_arrays, train_sessions_to_bundle
 
     gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed))
     sessions_events = gen.sessions_for_training(opts.train_events)
@@ -146,21 +145,6 @@ def ensure_bench_bundle(settings: Settings, opts: BenchOptions) -> Path:
 
 
 # ------------------------------------------------------------------------------- run
-@contextlib.contextmanager
-def _kafka(settings: Settings) -> Iterator[tuple[Settings, int | None]]:
-    """(settings with bootstrap servers, broker pid when embedded)."""
-    if settings.bootstrap_servers:
-        yield settings, None
-        return
-    from ..broker import EmbeddedBroker
-    from .common import say
-
-    with EmbeddedBroker() as broker:
-        say(f"embedded broker (Tansu) on {broker.bootstrap_servers}")
-        # Tansu 0.6 needs the changelog barrier for exact recovery (see Settings).
-        yield settings.with_(bootstrap_servers=broker.bootstrap_servers, changelog_barrier=True), broker.pid
-
-
 def _record(key: bytes, value: bytes) -> tuple[bytes, bytes, str, str]:
     import orjson
 
@@ -200,7 +184,7 @@ def _machine(settings: Settings) -> dict[str, Any]:
 async def _run_kafka_phases(
     s: Settings, opts: BenchOptions, broker_pid: int | None, gen: Any, partitions: int, run_dir: Path,
 ) -> dict[str, Any]:
-    from ..broker import ensure_topics
+    from ..kafka.admin import ensure_topics
     from .common import say
     from .pipeline import run_pipeline
     from .relay import measure_relay
@@ -233,9 +217,10 @@ async def _run_kafka_phases(
 
 def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     """The whole benchmark; returns the summary (see docs/benchmarks.md for each field)."""
-    from ..bundle import ModelBundle
     from ..generate import EventGenerator, GeneratorConfig
-    from ..session import SessionPolicy
+    from ..kafka.embedded import kafka_or_embedded
+    from ..serving.bundle import ModelBundle
+    from ..serving.compose import session_policy
     from . import micro
     from .common import say
 
@@ -253,7 +238,8 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
                                          mean_days_between_sessions=opts.visit_gap_days))
 
     try:
-        with _kafka(settings) as (s, broker_pid):
+        with kafka_or_embedded(settings, say) as (s, broker):
+            broker_pid = broker.pid if broker is not None else None
             s = s.with_(
                 events_topic=f"{s.events_topic}-bench-{tag}", recs_topic=f"{s.recs_topic}-bench-{tag}",
                 dlq_topic=f"{s.dlq_topic}-bench-{tag}", app_id=f"{s.app_id}-bench-{tag}",
@@ -266,8 +252,7 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     pipe, relays = kafka["pipeline"], kafka["relay"]
 
     say("state: folding the run's events into per-user states")
-    policy = SessionPolicy(max_len=bundle.max_len, max_purchased=s.max_purchased,
-                           session_gap_ms=s.session_gap_s * 1000)
+    policy = session_policy(s, bundle.max_len)
     states = micro.fold_states(gen.events(pipe.events_sent), policy)
     state = micro.state_sizes(states)
     say(f"state: RocksDB size of {opts.state_users:,} users")

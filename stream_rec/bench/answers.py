@@ -58,7 +58,7 @@ class _Answers:
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
-        from ..fetch_wait import AdaptiveFetchWait
+        from ..kafka.fetch_wait import AdaptiveFetchWait
 
         fetch_wait = AdaptiveFetchWait(self._consumer, short_ms=self._fetch_max_wait_ms)
         while True:

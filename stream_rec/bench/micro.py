@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..events import Event
-from ..features import MAX_QUERY_TOKENS, ModelInputs, featurize
-from ..session import SessionPolicy, SessionState, apply_event
+from ..core.events import Event
+from ..core.features import MAX_QUERY_TOKENS, ModelInputs, featurize
+from ..core.session import SessionPolicy, SessionState, apply_event
 
 __all__ = ["encoder_micro", "index_micro", "state_sizes", "rocksdb_size", "session_vectors"]
 
@@ -202,7 +202,7 @@ def _disk_bytes(path: Path) -> tuple[int, int]:
 
 def rocksdb_size(states: Sequence[SessionState], n_users: int, workdir: str | Path | None = None) -> dict[str, Any]:
     """Write ``n_users`` states (cycling through the real ones) to RocksDB; its size on disk."""
-    from ..stores import RocksDictStore
+    from ..runtime.stores import RocksDictStore
 
     if not states:
         return {"users": 0}

@@ -90,8 +90,8 @@ class Fleet:
     """N worker processes (``stream-rec worker``), each with its own state dir, port and log."""
 
     def __init__(self, settings: Settings, n: int, run_dir: Path) -> None:
-        from ..broker import free_port
-        from ..demo import WorkerProcess
+        from ..kafka.probe import free_port
+        from ..kafka.worker_process import WorkerProcess
 
         self.workers = []
         for i in range(n):

@@ -71,7 +71,7 @@ async def produce(
     """
     from aiokafka import AIOKafkaProducer
 
-    from ..produce import Pacer
+    from ..kafka.produce import Pacer
 
     paced = rate > 0
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=1 if paced else 5,

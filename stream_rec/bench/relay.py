@@ -101,7 +101,7 @@ async def measure_relay(
     timeout_s: float = 300.0,
 ) -> dict[str, Any]:
     """Preload ``records``, start the relay process, measure events/s after ``warmup`` records."""
-    from ..broker import ensure_topics
+    from ..kafka.admin import ensure_topics
 
     tag = uuid.uuid4().hex[:8]
     in_topic, out_topic = f"bench-relay-in-{tag}", f"bench-relay-out-{tag}"

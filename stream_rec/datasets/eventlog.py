@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
+from ..core.events import Event, InvalidEvent, parse_event
+from ..core.session import SessionPolicy
 from ..errors import DataError
-from ..events import Event, InvalidEvent, parse_event
-from ..session import SessionPolicy
 
 __all__ = [
     "ProtocolOptions",

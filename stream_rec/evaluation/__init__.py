@@ -2,6 +2,7 @@
 and the streaming replay through broker and worker."""
 
 from .baselines import ItemKNN, Popularity, Recommender, SessionKNN, evaluate
+from .cases import EvalCase, prefix_states, split_test_events
 from .metrics import (
     RankingAccumulator,
     coverage_at_k,
@@ -16,17 +17,14 @@ from .metrics import (
 )
 from .offline import (
     BASELINES,
-    EvalCase,
     EvaluateOptions,
     OfflineResult,
     encode_states,
     evaluate_baselines,
     evaluate_bundle,
     load_split,
-    prefix_states,
     rank_cases,
     run_evaluation,
-    split_test_events,
 )
 
 __all__ = [

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..build import session_arrays
-from ..events import Event
-from ..features import featurize
+from ..core.events import Event
+from ..core.features import featurize
+from ..model.build import session_arrays
 from .metrics import RankingAccumulator
 
 __all__ = ["VARIANTS", "AblationOptions", "run_ablation"]

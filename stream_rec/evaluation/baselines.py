@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..cooccurrence import SessionNeighbours
+from ..core.cooccurrence import SessionNeighbours
 from .metrics import RankingAccumulator, top_k
 
 __all__ = ["Recommender", "Popularity", "ItemKNN", "SessionKNN", "evaluate"]

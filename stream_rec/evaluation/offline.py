@@ -5,9 +5,9 @@ right before an item event (other than the session's first): the recommendation 
 prefix's last event is ranked against that item. For the standard Diginetica split (clicks only)
 these are exactly SR-GNN's 60,858 (prefix, target) pairs.
 
-Each prefix's state is folded with :func:`stream_rec.session.apply_event` under the serving
-:class:`~stream_rec.session.SessionPolicy`, featurized with :func:`stream_rec.features.featurize`
-and encoded by the bundle's ONNX encoder, as :meth:`stream_rec.core.Recommender.recommend` does.
+Each prefix's state is folded with :func:`stream_rec.core.session.apply_event` under the serving
+:class:`~stream_rec.core.session.SessionPolicy`, featurized with :func:`stream_rec.core.features.featurize`
+and encoded by the bundle's ONNX encoder, as :meth:`stream_rec.core.recommender.Recommender.recommend` does.
 The vectors are encoded once and searched with each index (exact numpy reference, HNSW at the
 serving ``ef``), so the two differ by the search alone. Business filters are off: nothing is
 excluded from the ranking.
@@ -17,37 +17,34 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..cooccurrence import blend_args, blended_search
+from ..core.cooccurrence import blended_search
+from ..core.features import featurize
+from ..core.session import SessionState
 from ..datasets.eventlog import ProtocolOptions, SessionSplit
 from ..errors import ConfigError, DataError
-from ..events import Event
-from ..features import featurize
-from ..session import SessionPolicy, SessionState, apply_event
+from ..serving.compose import blend_args, session_policy
 from .baselines import ItemKNN, Popularity, SessionKNN, evaluate
+from .cases import EvalCase, prefix_states, split_test_events
 from .metrics import RankingAccumulator
 
 if TYPE_CHECKING:
-    from ..bundle import ModelBundle
-    from ..encoder import SessionEncoder
-    from ..features import ItemVocab
-    from ..index import CandidateIndex
+    from ..core.features import ItemVocab
+    from ..core.seams import CandidateIndex, SessionEncoder
+    from ..serving.bundle import ModelBundle
     from ..settings import Settings
 
 __all__ = [
     "BASELINES",
-    "EvalCase",
     "EvaluateOptions",
     "OfflineResult",
     "load_split",
-    "split_test_events",
-    "prefix_states",
     "encode_states",
     "rank_cases",
     "evaluate_bundle",
@@ -65,16 +62,6 @@ BASELINES: dict[str, Callable[[], Any]] = {
 
 def _stderr(msg: str) -> None:
     print(f"[evaluate] {msg}", file=sys.stderr, flush=True)
-
-
-@dataclass(frozen=True, slots=True)
-class EvalCase:
-    """One scored prefix: the event whose recommendation is scored, and the item that came next."""
-
-    event_id: str  # the prefix's last event: the recommendation answering it is ranked
-    target: str  # item id of the next item event
-    prefix_length: int  # item events in the prefix (SR-GNN's prefix length)
-    session: int  # index of the test session
 
 
 # ------------------------------------------------------------------------------------- data
@@ -107,39 +94,6 @@ def load_split(
             + ", ".join(f"{k} {v:,}" for k, v in split.stats().as_dict().items()))
         return split
     raise ConfigError(f"--dataset {dataset!r}: expected diginetica or events")
-
-
-def split_test_events(split: SessionSplit) -> list[tuple[Event, ...]]:
-    """The split's test sessions as events: its own events when it has them (an event log), else
-    click events synthesized by :func:`stream_rec.datasets.split_to_events` (one user each)."""
-    if split.test_events is not None:
-        return list(split.test_events)
-    from ..build import sessions_of
-    from ..datasets.diginetica import split_to_events
-
-    return sessions_of(split_to_events(split, "test"))
-
-
-def prefix_states(
-    sessions: Sequence[Sequence[Event]],
-    policy: SessionPolicy,
-    item_types: Iterable[str] = ("click", "purchase"),
-) -> tuple[list[EvalCase], list[SessionState]]:
-    """Every scored prefix and the session state after it, folded event by event as serving does."""
-    item_types = frozenset(item_types)
-    cases: list[EvalCase] = []
-    states: list[SessionState] = []
-    for s, events in enumerate(sessions):
-        state = SessionState.empty()
-        items_seen = 0
-        for j, event in enumerate(events):
-            if event.type in item_types and event.item_id is not None:
-                if items_seen:
-                    cases.append(EvalCase(events[j - 1].event_id, event.item_id, items_seen, s))
-                    states.append(state)
-                items_seen += 1
-            state = apply_event(state, event, policy)
-    return cases, states
 
 
 def encode_states(
@@ -178,7 +132,7 @@ def rank_cases(
 ) -> tuple[RankingAccumulator, np.ndarray, list[list[str]]]:
     """Search ``index`` for each vector: the metrics accumulator, each case's rank (0 = miss)
     and each case's recommended item ids, best first. With ``blend`` (see
-    :func:`stream_rec.cooccurrence.blend_args`) co-occurrence is blended in as in serving;
+    :func:`stream_rec.serving.compose.blend_args`) co-occurrence is blended in as in serving;
     ``sessions`` then holds each case's session item rows."""
     acc = RankingAccumulator(k, catalogue_size=len(vocab))
     ranks = np.zeros(len(cases), np.int64)
@@ -230,11 +184,7 @@ def evaluate_bundle(
     sessions = split_test_events(split)
     if max_sessions:
         sessions = sessions[:max_sessions]
-    policy = SessionPolicy(
-        max_len=bundle.max_len,
-        max_purchased=settings.max_purchased,
-        session_gap_ms=settings.session_gap_s * 1000,
-    )
+    policy = session_policy(settings, bundle.max_len)
     t0 = time.perf_counter()
     cases, states = prefix_states(sessions, policy, split.item_types)
     if not cases:
@@ -345,7 +295,7 @@ def run_evaluation(
     The top-level metrics are the serving index's (HNSW at ``settings.hnsw_ef``); ``index`` holds
     both indexes' summaries, ``hnsw_cost`` exact minus HNSW in points.
     """
-    from ..bundle import ModelBundle, resolve_bundle
+    from ..serving.bundle import ModelBundle, resolve_bundle
 
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()

@@ -11,23 +11,23 @@ so the result is comparable with the offline HNSW number prefix by prefix.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from ..core.events import Event, Recommendation, decode_recommendation, encode_event
 from ..datasets.eventlog import SessionSplit
 from ..errors import DataError, StreamRecError
-from ..events import Event, Recommendation, decode_recommendation, encode_event
-from ..fetch_wait import AdaptiveFetchWait
+from ..kafka.embedded import kafka_or_embedded
+from ..kafka.fetch_wait import AdaptiveFetchWait
+from ..kafka.probe import free_port
 from ..settings import Settings
+from .cases import EvalCase, prefix_states, split_test_events
 from .metrics import RankingAccumulator
-from .offline import EvalCase, prefix_states, split_test_events
 
 __all__ = [
     "StreamingOptions",
@@ -51,12 +51,6 @@ class StreamingOptions:
     send_window: int = 2000  # records in flight to the broker
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def replay_settings(settings: Settings, bundle: str | Path, run_dir: Path) -> Settings:
     """The worker's settings for a replay: this bundle pinned, every event answered, no filters
     and no trending cold-start answers (both change what is shown, not what the model ranks),
@@ -77,22 +71,8 @@ def replay_settings(settings: Settings, bundle: str | Path, run_dir: Path) -> Se
         dlq_topic=f"eval-dlq-{tag}",
         app_id=f"stream-rec-eval-{tag}",
         data_dir=str(run_dir / "state"),
-        worker_port=_free_port(),
+        worker_port=free_port(),
     )
-
-
-@contextlib.contextmanager
-def _kafka(settings: Settings, say: Progress) -> Iterator[Settings]:
-    """``settings`` as given when they name a Kafka, else with an embedded broker for the run."""
-    if settings.bootstrap_servers:
-        yield settings
-        return
-    from ..broker import EmbeddedBroker
-
-    with EmbeddedBroker() as broker:
-        say(f"embedded broker (Tansu) on {broker.bootstrap_servers}")
-        # Tansu 0.6 needs the changelog barrier for exact state recovery (see Settings).
-        yield settings.with_(bootstrap_servers=broker.bootstrap_servers, changelog_barrier=True)
 
 
 async def _replay(
@@ -158,8 +138,8 @@ def replay_sessions(
 ) -> tuple[dict[str, Recommendation], dict[str, Any]]:
     """Replay ``sessions`` through a worker built from ``settings`` (see :func:`replay_settings`);
     the recommendations by source event id, and run facts (events, seconds, events per second)."""
-    from ..broker import ensure_topics
-    from ..demo import WorkerProcess
+    from ..kafka.admin import ensure_topics
+    from ..kafka.worker_process import WorkerProcess
 
     say = progress or (lambda _msg: None)
     ids = [e.event_id for s in sessions for e in s]
@@ -167,7 +147,7 @@ def replay_sessions(
         raise DataError("event ids repeat in the replayed sessions; each event needs its own id")
     run_dir = Path(options.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    with _kafka(settings, say) as s:
+    with kafka_or_embedded(settings, say) as (s, _broker):
         asyncio.run(ensure_topics(s.bootstrap_servers, {s.events_topic: s.partitions,
                                                         s.recs_topic: s.partitions, s.dlq_topic: 1}))
         say(f"starting worker (coalesce off, filters off, hnsw ef {s.hnsw_ef}; log: {run_dir / 'worker.log'})")
@@ -215,8 +195,8 @@ def streaming_evaluate(
 ) -> StreamingResult:
     """HR/MRR/NDCG/coverage@k (percent) computed from the recommendations topic of a replay of
     ``split``'s test sessions (the first ``max_sessions``) through the pipeline."""
-    from ..bundle import ModelBundle
-    from ..session import SessionPolicy
+    from ..core.session import SessionPolicy
+    from ..serving.bundle import ModelBundle
 
     loaded = ModelBundle.load(bundle)
     sessions = split_test_events(split)

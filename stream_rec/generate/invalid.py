@@ -6,8 +6,8 @@ import random
 
 import orjson
 
+from ..core.events import Event, event_to_dict
 from ..errors import ConfigError
-from ..events import Event, event_to_dict
 
 __all__ = ["INVALID_KINDS", "invalid_record"]
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from ..core.events import Event, encode_event
 from ..errors import DataError
-from ..events import Event, encode_event
 
 __all__ = ["write_jsonl", "read_jsonl"]
 

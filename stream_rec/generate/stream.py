@@ -26,8 +26,8 @@ from itertools import accumulate
 
 import numpy as np
 
+from ..core.events import Event, encode_event
 from ..errors import ConfigError
-from ..events import Event, encode_event
 from .catalogue import Catalogue
 from .config import GeneratorConfig
 from .invalid import INVALID_KINDS, invalid_record

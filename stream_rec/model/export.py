@@ -1,6 +1,6 @@
 """Export a :class:`SessionTransformer` to ONNX and check it against PyTorch with ONNX Runtime.
 
-Graph contract (what :class:`stream_rec.encoder.OnnxEncoder` feeds and reads)::
+Graph contract (what :class:`stream_rec.runtime.encoder.OnnxEncoder` feeds and reads)::
 
     items   (B, L)    int64     types (B, L) int64     queries (B, L, 3) int64
     session (B, D)    float32   B and L dynamic
@@ -22,8 +22,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ..core.features import MAX_QUERY_TOKENS, PURCHASE, SEARCH, ModelInputs
 from ..errors import BundleError
-from ..features import MAX_QUERY_TOKENS, PURCHASE, SEARCH, ModelInputs
 from .sasrec import SessionTransformer, TorchEncoder
 
 __all__ = [
@@ -133,7 +133,7 @@ def check_onnx_parity(
 
     Raises :class:`BundleError` when it exceeds ``atol``.
     """
-    from ..encoder import OnnxEncoder
+    from ..runtime.encoder import OnnxEncoder
 
     onnx_enc, torch_enc = OnnxEncoder(path, providers="cpu"), TorchEncoder(model)
     worst = 0.0

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..features import MAX_QUERY_TOKENS, PAD, TYPE_CODES, ModelInputs
+from ..core.features import MAX_QUERY_TOKENS, PAD, TYPE_CODES, ModelInputs
 from .loss import softmax_cross_entropy
 
 __all__ = ["SASRecConfig", "SessionTransformer", "TorchEncoder"]

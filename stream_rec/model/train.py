@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..core.features import MAX_QUERY_TOKENS, ItemVocab, featurize
 from ..errors import ConfigError, DataError
-from ..features import MAX_QUERY_TOKENS, ItemVocab, featurize
 from .sasrec import SASRecConfig, SessionTransformer
 
 __all__ = [

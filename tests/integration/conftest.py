@@ -14,10 +14,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream_rec.broker import free_port
-from stream_rec.build import TrainOptions, train_bundle
-from stream_rec.demo import WorkerProcess
-from stream_rec.events import decode_recommendation
+from stream_rec.core.events import decode_recommendation
+from stream_rec.kafka.probe import free_port
+from stream_rec.kafka.worker_process import WorkerProcess
+from stream_rec.model.build import TrainOptions, train_bundle
 from stream_rec.settings import Settings
 
 TINY = dict(users=150, items=300, seed=3)
@@ -55,7 +55,7 @@ class Pipeline:
         self.worker: WorkerProcess | None = None
 
     async def create_topics(self) -> None:
-        from stream_rec.broker import ensure_topics
+        from stream_rec.kafka.admin import ensure_topics
 
         s = self.settings
         await ensure_topics(s.bootstrap_servers, {s.events_topic: s.partitions, s.recs_topic: s.partitions, s.dlq_topic: 1})

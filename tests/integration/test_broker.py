@@ -14,8 +14,9 @@ import time
 
 import pytest
 
-from stream_rec.broker import EmbeddedBroker, ensure_topics, wait_for_kafka
 from stream_rec.errors import BrokerError, ConfigError
+from stream_rec.kafka.admin import ensure_topics, wait_for_kafka
+from stream_rec.kafka.embedded import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +115,7 @@ def test_broker_dies_with_a_killed_parent(tmp_path):
     script = textwrap.dedent(
         """
         import sys, time
-        from stream_rec.broker import EmbeddedBroker
+        from stream_rec.kafka.embedded import EmbeddedBroker
         b = EmbeddedBroker().start()
         print(b.pid, b._log_dir, flush=True)
         time.sleep(600)
@@ -148,7 +149,7 @@ def _pids_listening_as(url: str) -> list[int]:
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_serve_forever_prints_the_address_and_stops_on_a_signal(sig):
-    script = "from stream_rec.broker import EmbeddedBroker; EmbeddedBroker().serve_forever()"
+    script = "from stream_rec.kafka.embedded import EmbeddedBroker; EmbeddedBroker().serve_forever()"
     server = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -9,10 +9,10 @@ import time
 import orjson
 import pytest
 
-from stream_rec.bundle import ModelBundle
-from stream_rec.core import Recommender
-from stream_rec.events import Event, parse_event
+from stream_rec.core.events import Event, parse_event
 from stream_rec.generate import EventGenerator, GeneratorConfig
+from stream_rec.serving.bundle import ModelBundle
+from stream_rec.serving.compose import build_recommender
 from stream_rec.testing import run_events
 
 from .conftest import TINY
@@ -82,7 +82,7 @@ def test_state_survives_restart_and_moving_host(pipeline, tiny_bundle):
     assert all(isinstance(e, Event) for e in events)
     phases = [records[:300], records[300:600], records[600:]]
     bundle = ModelBundle.load(tiny_bundle)
-    replay = Recommender.from_bundle(bundle, pipeline.settings.with_(coalesce=False))
+    replay = build_recommender(bundle, pipeline.settings.with_(coalesce=False))
     expected = {r.source_event_id: r for r in run_events(replay, events)}
 
     async def phase(recs):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from stream_rec.build import TrainOptions, train_bundle
-from stream_rec.bundle import ModelBundle
 from stream_rec.datasets.diginetica import diginetica_dir, load_standard_split
 from stream_rec.evaluation.offline import evaluate_bundle
 from stream_rec.evaluation.streaming import StreamingOptions, streaming_evaluate
+from stream_rec.model.build import TrainOptions, train_bundle
+from stream_rec.serving.bundle import ModelBundle
 from stream_rec.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

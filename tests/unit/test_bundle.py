@@ -13,15 +13,17 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from stream_rec.bundle import HnswParams, ModelBundle, resolve_bundle, write_bundle  # noqa: E402
+from stream_rec.core.features import featurize  # noqa: E402
+from stream_rec.core.seams import CandidateIndex  # noqa: E402
 from stream_rec.errors import BundleError, ConfigError  # noqa: E402
-from stream_rec.features import featurize  # noqa: E402
-from stream_rec.index import CandidateIndex, ExactIndex, HnswIndex  # noqa: E402
 from stream_rec.model import (  # noqa: E402
     TorchEncoder,
     build_vocab,
     item_popularity,
 )
+from stream_rec.model.bundle_writer import write_bundle  # noqa: E402
+from stream_rec.runtime.index import ExactIndex, HnswIndex  # noqa: E402
+from stream_rec.serving.bundle import HnswParams, ModelBundle, resolve_bundle  # noqa: E402
 
 from .tiny_model import successor_corpus, train_tiny  # noqa: E402
 
@@ -115,8 +117,8 @@ def test_hnsw_recall_against_exact_on_trained_vectors(bundle_path, trained):
 
 def test_loading_never_imports_torch(bundle_path):
     code = (
-        "import sys; from stream_rec.bundle import ModelBundle, resolve_bundle; "
-        "from stream_rec.features import featurize; import numpy as np; "
+        "import sys; from stream_rec.serving.bundle import ModelBundle, resolve_bundle; "
+        "from stream_rec.core.features import featurize; import numpy as np; "
         f"b = ModelBundle.load(resolve_bundle({str(bundle_path.parent)!r})); "
         "x = featurize([(np.zeros(1, np.int64), np.ones(1, np.uint8), np.zeros((1, 3), np.uint32))], b.vocab, b.query_buckets, b.max_len); "
         "b.index().search(b.encoder(providers='cpu').encode(x), 5); "

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from stream_rec.cooccurrence import SessionNeighbours, blend
+from stream_rec.core.cooccurrence import SessionNeighbours, blend
+from stream_rec.core.features import ItemVocab
 from stream_rec.evaluation.baselines import SessionKNN
-from stream_rec.features import ItemVocab
 
 
 @pytest.fixture(scope="module")

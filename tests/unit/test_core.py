@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from stream_rec.core import Recommender, ServingConfig
-from stream_rec.events import Event
-from stream_rec.features import ItemVocab
-from stream_rec.index import ExactIndex
-from stream_rec.session import SessionPolicy
-from stream_rec.stores import MemoryStore
+from stream_rec.core.events import Event
+from stream_rec.core.features import ItemVocab
+from stream_rec.core.recommender import Recommender, ServingConfig
+from stream_rec.core.session import SessionPolicy
+from stream_rec.runtime.index import ExactIndex
+from stream_rec.runtime.stores import MemoryStore
 from stream_rec.testing import run_events, run_records
 
 N_ITEMS, DIM = 60, 16
@@ -140,7 +140,7 @@ def test_cold_sessions_get_trending_items_kept_in_the_stream():
 
 
 def test_trending_decays_and_respects_exclusions():
-    from stream_rec.trending import TrendingItems
+    from stream_rec.core.trending import TrendingItems
 
     t = TrendingItems(10, half_life_s=1.0)
     t.update(np.array([1, 1, 1, 2]), ts_ms=0)

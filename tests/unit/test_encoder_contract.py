@@ -9,11 +9,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from stream_rec.encoder import OnnxEncoder, SessionEncoder  # noqa: E402
+from stream_rec.core.features import CLICK, MAX_QUERY_TOKENS, PURCHASE, SEARCH, ModelInputs  # noqa: E402
+from stream_rec.core.seams import SessionEncoder  # noqa: E402
 from stream_rec.errors import BundleError, ConfigError  # noqa: E402
-from stream_rec.features import CLICK, MAX_QUERY_TOKENS, PURCHASE, SEARCH, ModelInputs  # noqa: E402
 from stream_rec.model import SASRecConfig, SessionTransformer, TorchEncoder, export_onnx  # noqa: E402
 from stream_rec.model.export import random_inputs  # noqa: E402
+from stream_rec.runtime.encoder import OnnxEncoder  # noqa: E402
 
 CONFIG = SASRecConfig(n_items=300, dim=64, n_layers=2, n_heads=2, ffn_dim=128, max_len=50, query_buckets=97)
 PARITY_ATOL = 1e-4

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from stream_rec.core.events import Event
 from stream_rec.datasets.eventlog import (
     ProtocolOptions,
     RawSession,
@@ -17,7 +18,6 @@ from stream_rec.datasets.eventlog import (
     split_events,
 )
 from stream_rec.errors import DataError
-from stream_rec.events import Event
 
 LOG = Path(__file__).resolve().parents[1] / "fixtures" / "events_tiny.jsonl"
 # Items seen twice are kept; the test window is the last day. Day d below = 2024-01-01 + d days.

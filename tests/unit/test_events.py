@@ -2,7 +2,7 @@ import numpy as np
 import orjson
 import pytest
 
-from stream_rec.events import (
+from stream_rec.core.events import (
     Event,
     InvalidEvent,
     Recommendation,

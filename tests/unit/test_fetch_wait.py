@@ -2,7 +2,7 @@
 
 from types import SimpleNamespace
 
-from stream_rec.fetch_wait import AdaptiveFetchWait
+from stream_rec.kafka.fetch_wait import AdaptiveFetchWait
 
 
 class _Clock:

@@ -10,9 +10,9 @@ from collections import Counter
 
 import pytest
 
+from stream_rec.core.events import Event, InvalidEvent, encode_event, parse_event
+from stream_rec.core.features import query_token_hashes
 from stream_rec.errors import ConfigError, DataError
-from stream_rec.events import Event, InvalidEvent, encode_event, parse_event
-from stream_rec.features import query_token_hashes
 from stream_rec.generate import (
     INVALID_KINDS,
     EventGenerator,

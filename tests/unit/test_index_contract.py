@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from stream_rec.core.seams import CandidateIndex
 from stream_rec.errors import ConfigError, DataError
-from stream_rec.index import CandidateIndex, ExactIndex, HnswIndex
+from stream_rec.runtime.index import ExactIndex, HnswIndex
 
 DIM = 16
 

@@ -7,8 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from stream_rec.core.features import CLICK, MAX_QUERY_TOKENS, item_hash  # noqa: E402
 from stream_rec.errors import ConfigError  # noqa: E402
-from stream_rec.features import CLICK, MAX_QUERY_TOKENS, item_hash  # noqa: E402
 from stream_rec.model import (  # noqa: E402
     SessionTransformer,
     TrainConfig,

@@ -11,21 +11,17 @@ import orjson
 import pytest
 import torch
 
-from stream_rec.bundle import ModelBundle, write_bundle
 from stream_rec.cli import main
+from stream_rec.core.events import Event
+from stream_rec.core.features import ItemVocab, ModelInputs, featurize
+from stream_rec.core.session import SessionPolicy, SessionState, apply_event
 from stream_rec.datasets.eventlog import ProtocolOptions, SessionSplit, split_event_log
-from stream_rec.evaluation.offline import (
-    encode_states,
-    evaluate_bundle,
-    prefix_states,
-    rank_cases,
-    split_test_events,
-)
-from stream_rec.events import Event
-from stream_rec.features import ItemVocab, ModelInputs, featurize
-from stream_rec.index import ExactIndex
+from stream_rec.evaluation.cases import prefix_states, split_test_events
+from stream_rec.evaluation.offline import encode_states, evaluate_bundle, rank_cases
+from stream_rec.model.bundle_writer import write_bundle
 from stream_rec.model.sasrec import SASRecConfig, SessionTransformer
-from stream_rec.session import SessionPolicy, SessionState, apply_event
+from stream_rec.runtime.index import ExactIndex
+from stream_rec.serving.bundle import ModelBundle
 from stream_rec.settings import Settings
 
 LOG = Path(__file__).resolve().parents[1] / "fixtures" / "events_tiny.jsonl"
@@ -195,9 +191,9 @@ def test_train_and_evaluate_an_event_log_from_the_cli(tmp_path, capsys):
 
 
 def test_a_cooccurrence_bundle_blends_alike_in_serving_and_offline(synthetic, tmp_path):
-    from stream_rec.build import neighbours_for
-    from stream_rec.bundle import with_cooccurrence
-    from stream_rec.core import Recommender
+    from stream_rec.model.build import neighbours_for
+    from stream_rec.model.bundle_writer import with_cooccurrence
+    from stream_rec.serving.compose import build_recommender
 
     split, path, _ = synthetic
     base = ModelBundle.load(path)
@@ -210,7 +206,7 @@ def test_a_cooccurrence_bundle_blends_alike_in_serving_and_offline(synthetic, tm
     assert plain.lists["exact"] == evaluate_bundle(base, split, settings, indexes=("exact",),
                                                    progress=None).lists["exact"]
     # The serving core, fed the same prefix states, answers with the offline lists.
-    core = Recommender.from_bundle(bundle, settings)
+    core = build_recommender(bundle, settings)
     assert core.neighbours is not None
     _, states = prefix_states(split_test_events(split), SessionPolicy(max_len=bundle.max_len))
     events = [Event(f"e{i}", "u", "click", 1000 + i, item_id="x") for i in range(len(states))]

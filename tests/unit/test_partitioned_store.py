@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from topologies.partitioned_store import PartitionedSessionDB
+from stream_rec.runtime.partitioned_store import PartitionedSessionDB
 
 
 def test_write_is_read_back_with_its_changelog_offset_and_survives_reopening(tmp_path):

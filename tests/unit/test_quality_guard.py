@@ -15,11 +15,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from stream_rec.bundle import ModelBundle, write_bundle  # noqa: E402
+from stream_rec.core.features import CLICK, MAX_QUERY_TOKENS, ItemVocab, item_hash  # noqa: E402
 from stream_rec.datasets.eventlog import SessionSplit  # noqa: E402
 from stream_rec.evaluation.offline import evaluate_bundle  # noqa: E402
-from stream_rec.features import CLICK, MAX_QUERY_TOKENS, ItemVocab, item_hash  # noqa: E402
+from stream_rec.model.bundle_writer import write_bundle  # noqa: E402
 from stream_rec.model.train import item_popularity  # noqa: E402
+from stream_rec.serving.bundle import ModelBundle  # noqa: E402
 from stream_rec.settings import Settings  # noqa: E402
 
 from .tiny_model import train_tiny  # noqa: E402

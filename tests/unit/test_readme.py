@@ -6,7 +6,7 @@ from pathlib import Path
 import orjson
 
 from stream_rec.cli import build_parser
-from stream_rec.events import Event, InvalidEvent, parse_event
+from stream_rec.core.events import Event, InvalidEvent, parse_event
 from stream_rec.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from stream_rec.events import Event
-from stream_rec.features import CLICK, PURCHASE, SEARCH, ItemVocab, featurize, item_hash
-from stream_rec.session import SessionPolicy, SessionState, StateDecodeError, apply_event
+from stream_rec.core.events import Event
+from stream_rec.core.features import CLICK, PURCHASE, SEARCH, ItemVocab, featurize, item_hash
+from stream_rec.core.session import SessionPolicy, SessionState, StateDecodeError, apply_event
 
 
 def ev(i, typ="click", item=None, ts=None, session=None, query=None):

@@ -3,14 +3,21 @@
 import numpy as np
 import pytest
 
-from stream_rec.events import Event
-from stream_rec.session import SessionPolicy, SessionState, apply_event
-from stream_rec.stores import MemoryStore, RocksDictStore, SessionStore
+from stream_rec.core.events import Event
+from stream_rec.core.seams import SessionStore
+from stream_rec.core.session import SessionPolicy, SessionState, apply_event
+from stream_rec.runtime.partitioned_store import PartitionedSessionDB
+from stream_rec.runtime.stores import MemoryStore, RocksDictStore
 
 
-@pytest.fixture(params=["memory", "rocksdict"])
+@pytest.fixture(params=["memory", "rocksdict", "partitioned"])
 def store(request, tmp_path):
-    s = MemoryStore() if request.param == "memory" else RocksDictStore(tmp_path / "db")
+    if request.param == "memory":
+        s = MemoryStore()
+    elif request.param == "rocksdict":
+        s = RocksDictStore(tmp_path / "db")
+    else:  # one partition of the direct engine's tables
+        s = PartitionedSessionDB(tmp_path / "tables").store(3)
     yield s
     s.close()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from stream_rec.features import CLICK, MAX_QUERY_TOKENS, PURCHASE, SEARCH, ItemVocab, item_hash
+from stream_rec.core.features import CLICK, MAX_QUERY_TOKENS, PURCHASE, SEARCH, ItemVocab, item_hash
 from stream_rec.model import (
     SASRecConfig,
     SessionTransformer,

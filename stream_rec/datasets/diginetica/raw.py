@@ -10,8 +10,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...core.events import Event
 from ...errors import DataError
-from ...events import Event
 from ..eventlog import ProtocolOptions, RawSession, SessionSplit, apply_protocol
 from .files import diginetica_dir, require_file
 

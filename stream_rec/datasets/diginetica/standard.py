@@ -11,8 +11,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
+from ...core.events import Event
 from ...errors import DataError
-from ...events import Event
 from ..eventlog import SessionSplit, SplitStats
 from .files import diginetica_dir, require_file
 

@@ -6,8 +6,8 @@ import asyncio
 import sys
 import time
 
-from .events import decode_recommendation
-from .settings import Settings
+from ..core.events import decode_recommendation
+from ..settings import Settings
 
 __all__ = ["tail", "format_recommendation"]
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .settings import Settings
+from ..settings import Settings
 
 __all__ = ["ProduceOptions", "produce", "Pacer", "generated_records", "file_records"]
 
@@ -46,7 +46,7 @@ class Pacer:
 
 
 def generated_records(opts: ProduceOptions, now_ms: int | None) -> Iterator[tuple[bytes, bytes, bool]]:
-    from .generate import EventGenerator, GeneratorConfig
+    from ..generate import EventGenerator, GeneratorConfig
 
     gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed))
     return iter(gen.records(opts.count, invalid_rate=opts.invalid_rate, now_ms=now_ms))
@@ -56,7 +56,7 @@ def file_records(path: str) -> Iterator[tuple[bytes | None, bytes, bool]]:
     """(key, value, valid-unknown) per JSONL line; the key is the line's user_id when it has one."""
     import orjson
 
-    from .generate import read_jsonl
+    from ..generate import read_jsonl
 
     for line in read_jsonl(path):
         key = None

@@ -15,21 +15,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .cooccurrence import SessionNeighbours, blend_args, blended_search
-from .encoder import SessionEncoder
+from .cooccurrence import SessionNeighbours, blended_search
 from .events import Event, Recommendation, RecommendationBatch
-from .features import MAX_QUERY_TOKENS, TYPE_CODES, ItemVocab, ModelInputs, featurize
-from .index import CandidateIndex
+from .features import MAX_QUERY_TOKENS, TYPE_CODES, ItemVocab, ModelInputs, featurize, item_hash
+from .seams import CandidateIndex, SessionEncoder
 from .session import SessionPolicy, SessionState, apply_event
 from .trending import TrendingItems
-
-if TYPE_CHECKING:
-    from .bundle import ModelBundle
-    from .settings import Settings
 
 __all__ = ["ServingConfig", "Recommender", "StepResult", "StageTimes"]
 
@@ -114,37 +108,6 @@ class Recommender:
         self.blend_weight, self.scale = blend_weight, scale
         if self.neighbours is not None and item_vectors is None:
             raise ValueError("the co-occurrence blend needs the bundle's item vectors")
-
-    @classmethod
-    def from_bundle(cls, bundle: ModelBundle, settings: Settings) -> Recommender:
-        return cls(
-            bundle.encoder(
-                providers=settings.providers,
-                intra_op_threads=settings.intra_op_threads,
-                inter_op_threads=settings.inter_op_threads,
-            ),
-            bundle.index(kind=settings.index, ef=settings.hnsw_ef, threads=settings.index_threads),
-            bundle.vocab,
-            model_version=bundle.version,
-            max_len=bundle.max_len,
-            query_buckets=bundle.query_buckets,
-            policy=SessionPolicy(
-                max_len=bundle.max_len,
-                max_purchased=settings.max_purchased,
-                session_gap_ms=settings.session_gap_s * 1000,
-            ),
-            config=ServingConfig(
-                top_k=settings.top_k,
-                filter_purchased=settings.filter_purchased,
-                filter_clicked=settings.filter_clicked,
-                coalesce=settings.coalesce,
-                cold_start_trending=settings.cold_start_trending,
-                explain=settings.explain,
-            ),
-            popularity=bundle.popularity,
-            item_vectors=bundle.item_vectors,
-            **blend_args(bundle, settings),
-        )
 
     # ---------------------------------------------------------------------------------
     def step(
@@ -278,8 +241,6 @@ class Recommender:
         with_items = [e for e in events if e.item_id is not None]
         if not with_items:
             return
-        from .features import item_hash
-
         rows = self.vocab.rows_for_hashes(np.array([item_hash(e.item_id or "") for e in with_items], np.int64))
         purchases = np.array([e.type == "purchase" for e in with_items])
         self.trending.update(rows, max(e.ts for e in with_items), purchases)

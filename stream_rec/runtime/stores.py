@@ -1,8 +1,9 @@
 """Session stores: where per-user :class:`SessionState` lives between events.
 
-Implementations: :class:`MemoryStore` (tests, offline evaluation),
-:class:`RocksDictStore` (RocksDB via rocksdict, for replay/backfill without
-Kafka). The live worker keeps state in a faust Table on the same RocksDB
+Implementations of :class:`stream_rec.core.seams.SessionStore`: :class:`MemoryStore` (tests,
+offline evaluation), :class:`RocksDictStore` (RocksDB via rocksdict, for replay/backfill without
+Kafka), and :class:`stream_rec.runtime.partitioned_store.PartitionStore` (one partition of the
+direct engine's tables). The faust engine keeps state in a faust Table on the same RocksDB
 (``rocksdb://`` store), adapted in ``topologies/worker.py``.
 """
 
@@ -10,26 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
-from .session import SessionState
+from ..core.session import SessionState
 
-__all__ = ["SessionStore", "MemoryStore", "RocksDictStore"]
-
-
-@runtime_checkable
-class SessionStore(Protocol):
-    def get(self, user_id: str) -> SessionState | None: ...
-
-    def put(self, user_id: str, state: SessionState) -> None: ...
-
-    def delete(self, user_id: str) -> None: ...
-
-    def __len__(self) -> int: ...
-
-    def users(self) -> Iterator[str]: ...
-
-    def close(self) -> None: ...
+__all__ = ["MemoryStore", "RocksDictStore"]
 
 
 class MemoryStore:

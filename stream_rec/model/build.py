@@ -1,7 +1,7 @@
 """Recipes that turn a data source into a model bundle: `stream-rec train`.
 
 Three sources, one path: sessions of events of our contract are folded with the
-same :func:`stream_rec.session.apply_event` the worker uses, so the model trains
+same :func:`stream_rec.core.session.apply_event` the worker uses, so the model trains
 on exactly the arrays it is served.
 
 - ``generated``: the seeded shopper generator (clicks, searches, purchases).
@@ -29,14 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .events import Event
-from .session import SessionPolicy, SessionState, apply_event
-from .settings import Settings
+from ..core.events import Event
+from ..core.session import SessionPolicy, SessionState, apply_event
+from ..errors import ConfigError
+from ..settings import Settings
 
 if TYPE_CHECKING:
-    from .cooccurrence import SessionNeighbours
-    from .features import ItemVocab
+    from ..core.cooccurrence import SessionNeighbours
+    from ..core.features import ItemVocab
 
 __all__ = [
     "Recipe",
@@ -166,7 +166,7 @@ def train_bundle(settings: Settings, opts: TrainOptions) -> Path:
         return _train_diginetica(settings, opts, recipe)
     if opts.dataset == "events":
         return _train_events(settings, opts, recipe)
-    from .generate import EventGenerator, GeneratorConfig
+    from ..generate import EventGenerator, GeneratorConfig
 
     t0 = time.perf_counter()
     gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed))
@@ -186,13 +186,13 @@ def train_bundle(settings: Settings, opts: TrainOptions) -> Path:
 
 
 def _train_diginetica(settings: Settings, opts: TrainOptions, recipe: Recipe) -> Path:
-    from .datasets.diginetica import (
+    from ..datasets.diginetica import (
         check_stats,
         diginetica_dir,
         load_standard_split,
         split_to_events,
     )
-    from .datasets.eventlog import SessionSplit
+    from ..datasets.eventlog import SessionSplit
 
     t0 = time.perf_counter()
     split = load_standard_split(diginetica_dir(opts.data_root))
@@ -220,7 +220,7 @@ def _train_diginetica(settings: Settings, opts: TrainOptions, recipe: Recipe) ->
 
 
 def _train_events(settings: Settings, opts: TrainOptions, recipe: Recipe) -> Path:
-    from .datasets.eventlog import ProtocolOptions, split_event_log
+    from ..datasets.eventlog import ProtocolOptions, split_event_log
 
     if not opts.events_file:
         raise ConfigError("--dataset events needs --events-file FILE (JSONL, .gz too)")
@@ -267,9 +267,9 @@ def train_sessions_to_bundle(
     The manifest's ``training`` records the data, the hyper-parameters, the wall and CPU time of
     training and the per-epoch validation history; ``metrics`` the selected epoch's numbers.
     """
-    from .bundle import write_bundle
-    from .model.sasrec import SASRecConfig
-    from .model.train import TrainConfig, build_vocab, item_popularity, train_model
+    from .bundle_writer import write_bundle
+    from .sasrec import SASRecConfig
+    from .train import TrainConfig, build_vocab, item_popularity, train_model
 
     recipe = opts.recipe()
     vocab = build_vocab(session_items, min_count=min_count)
@@ -331,7 +331,7 @@ def train_sessions_to_bundle(
 
 def neighbours_for(vocab: ItemVocab, session_items: Sequence[Sequence[str]]) -> SessionNeighbours:
     """The co-occurrence index of training sessions (item ids) over ``vocab``'s rows."""
-    from .cooccurrence import SessionNeighbours
+    from ..core.cooccurrence import SessionNeighbours
 
     return SessionNeighbours.build(
         [np.fromiter((vocab.row(i) for i in s), np.int64, len(s)) for s in session_items], len(vocab))
@@ -340,15 +340,16 @@ def neighbours_for(vocab: ItemVocab, session_items: Sequence[Sequence[str]]) -> 
 def add_cooccurrence(settings: Settings, opts: TrainOptions, bundle_path: str, weight: float) -> Path:
     """A new bundle version: ``bundle_path``'s model plus co-occurrence over the data set's
     training sessions (all of them: unlike the model, V-SKNN needs no held-out slice)."""
-    from .bundle import ModelBundle, with_cooccurrence
+    from ..serving.bundle import ModelBundle
+    from .bundle_writer import with_cooccurrence
 
     bundle = ModelBundle.load(bundle_path)
     if opts.dataset == "diginetica":
-        from .datasets.diginetica import diginetica_dir, load_standard_split
+        from ..datasets.diginetica import diginetica_dir, load_standard_split
 
         sessions = load_standard_split(diginetica_dir(opts.data_root)).train_sessions
     elif opts.dataset == "events":
-        from .datasets.eventlog import ProtocolOptions, split_event_log
+        from ..datasets.eventlog import ProtocolOptions, split_event_log
 
         if not opts.events_file:
             raise ConfigError("--dataset events needs --events-file FILE (JSONL, .gz too)")

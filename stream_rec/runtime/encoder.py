@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import BundleError, ConfigError
-from .features import MAX_QUERY_TOKENS, ModelInputs
+from ..core.features import MAX_QUERY_TOKENS, ModelInputs
+from ..errors import BundleError, ConfigError
 
-__all__ = ["SessionEncoder", "OnnxEncoder", "PROVIDERS"]
+__all__ = ["OnnxEncoder", "PROVIDERS"]
 
 log = logging.getLogger("stream_rec.encoder")
 
@@ -24,18 +23,6 @@ PROVIDERS = ("auto", "cpu", "cuda")
 _CUDA, _CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 # onnxruntime's own logger: 2 = warning is its default, 4 = fatal only.
 _ORT_DEFAULT_SEVERITY, _ORT_FATAL = 2, 4
-
-
-@runtime_checkable
-class SessionEncoder(Protocol):
-    """Encodes sessions into vectors whose inner product with item vectors is the score."""
-
-    @property
-    def dim(self) -> int: ...
-
-    def encode(self, inputs: ModelInputs) -> np.ndarray:
-        """(B, L) left-padded inputs -> (B, dim) float32 session vectors."""
-        ...
 
 
 class OnnxEncoder:

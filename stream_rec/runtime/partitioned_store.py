@@ -1,4 +1,4 @@
-"""Per-partition RocksDB session tables for the direct worker.
+"""Per-partition RocksDB session tables for the direct worker (and a SessionStore view of one).
 
 Layout and changelog format match faust's table (key = user id bytes, value =
 ``SessionState.to_bytes()``, changelog topic ``<app_id>-sessions-changelog``,
@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import shutil
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
 
+from ..core.session import SessionState
+
 _WRITE_BUFFER_BYTES = 8 << 20  # one memtable's most; the budget below caps them all together
 DEFAULT_MEMORY_BYTES = 64 << 20
 
-__all__ = ["PartitionedSessionDB", "OFFSET_KEY"]
+__all__ = ["PartitionedSessionDB", "PartitionStore", "OFFSET_KEY"]
 
 # Not a user id: user ids are UTF-8 text and never start with a NUL byte.
 OFFSET_KEY = b"\x00stream-rec:changelog-offset"
@@ -106,3 +108,39 @@ class PartitionedSessionDB:
 
     def set_changelog_offset(self, partition: int, offset: int) -> None:
         self.open(partition)[OFFSET_KEY] = _OFFSET.pack(offset)
+
+    def store(self, partition: int) -> PartitionStore:
+        """One partition's table as a :class:`~stream_rec.core.seams.SessionStore`."""
+        return PartitionStore(self, partition)
+
+
+class PartitionStore:
+    """One partition of a :class:`PartitionedSessionDB` behind the SessionStore seam.
+
+    The direct engine reads and writes whole batches through the database itself; this view
+    is for tools and replays, and puts the engine's table under the store contract suite.
+    """
+
+    def __init__(self, db: PartitionedSessionDB, partition: int) -> None:
+        self.db, self.partition = db, partition
+
+    def get(self, user_id: str) -> SessionState | None:
+        raw = self.db.get_many(self.partition, [user_id.encode()])[0]
+        return None if raw is None else SessionState.from_bytes(raw)
+
+    def put(self, user_id: str, state: SessionState) -> None:
+        self.db.write(self.partition, [(user_id.encode(), state.to_bytes())])
+
+    def delete(self, user_id: str) -> None:
+        self.db.write(self.partition, [(user_id.encode(), None)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.users())
+
+    def users(self) -> Iterator[str]:
+        for key in self.db.open(self.partition).keys():
+            if not key.startswith(b"\x00"):  # the changelog offset, never a user
+                yield key.decode()
+
+    def close(self) -> None:
+        self.db.close(self.partition)

@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .bundle import ModelBundle
-    from .settings import Settings
-
-__all__ = ["SessionNeighbours", "blend", "blended_search", "blend_args", "CANDIDATES"]
+__all__ = ["SessionNeighbours", "blend", "blended_search", "CANDIDATES"]
 
 
 class SessionNeighbours:
@@ -173,14 +169,3 @@ def blended_search(
             None if exclude is None else exclude[b],
         )
     return out_rows, out_scores
-
-
-def blend_args(bundle: ModelBundle, settings: Settings) -> dict[str, Any]:
-    """``neighbours``, ``blend_weight`` and ``scale`` for the blend a bundle and the settings ask
-    for (setting -1 = the bundle's tuned weight); empty when the blend is off."""
-    weight = settings.cooccurrence_weight if settings.cooccurrence_weight >= 0 else bundle.cooccurrence_weight
-    neighbours = bundle.neighbours() if weight > 0 else None
-    if neighbours is None:
-        return {}
-    scale = float(bundle.manifest.get("scale", 1.0)) if bundle.manifest.get("normalized") else 1.0
-    return {"neighbours": neighbours, "blend_weight": weight, "scale": scale}

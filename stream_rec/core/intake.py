@@ -1,0 +1,83 @@
+"""The per-batch intake every door shares: records -> events or dead letters; bytes -> states.
+
+Both worker engines and ``stream_rec.testing`` take a batch of Kafka-shaped records
+(key, value, offset, origin) through :func:`take_records` and their stored state bytes
+through :func:`decode_states`, so the rules below are written once:
+
+- a record without a key is invalid (events must be keyed by ``user_id``; the key is the
+  partition of the user's state), and a key must equal the event's ``user_id``;
+- an invalid record becomes data (an :class:`InvalidEvent` with its origin, for the
+  dead-letter topic), never an exception;
+- stored state that cannot be decoded starts the user afresh, and the reset is reported.
+
+``origin`` is whatever the door needs to route a user's writes and dead letters (a faust
+event, an aiokafka record); the intake only carries it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from .events import Event, InvalidEvent, parse_event
+from .session import SessionState, StateDecodeError
+
+__all__ = ["NO_KEY", "Intake", "DecodedStates", "parse_record", "take_records", "decode_states"]
+
+NO_KEY = "record has no key; events must be keyed by user_id"
+
+Origin = TypeVar("Origin")
+
+
+def parse_record(key: bytes | None, value: bytes | bytearray | memoryview | None) -> Event | InvalidEvent:
+    """One record -> its event, or the reason it is invalid (never raises on bad input)."""
+    raw = value if isinstance(value, bytes) else bytes(value or b"")
+    if key is None:
+        return InvalidEvent(NO_KEY, raw)
+    return parse_event(raw, key)
+
+
+@dataclass
+class Intake(Generic[Origin]):
+    """A batch's valid events (in order, with their offsets) and its invalid records."""
+
+    events: list[Event] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    # user -> origin of the user's last valid record in the batch (its partition)
+    origin: dict[str, Origin] = field(default_factory=dict)
+    invalid: list[tuple[InvalidEvent, Origin]] = field(default_factory=list)  # in arrival order
+
+
+def take_records(
+    records: Iterable[tuple[bytes | None, bytes | None, int, Origin]],
+) -> Intake[Origin]:
+    """(key, value, offset, origin) records -> :class:`Intake`."""
+    out: Intake[Origin] = Intake()
+    for key, value, offset, origin in records:
+        parsed = parse_record(key, value)
+        if isinstance(parsed, InvalidEvent):
+            out.invalid.append((parsed, origin))
+            continue
+        out.events.append(parsed)
+        out.offsets.append(offset)
+        out.origin[parsed.user_id] = origin
+    return out
+
+
+@dataclass
+class DecodedStates:
+    states: dict[str, SessionState | None]  # None: a new user, or one whose state was reset
+    resets: dict[str, StateDecodeError]  # users whose stored bytes could not be decoded
+
+
+def decode_states(stored: Iterable[tuple[str, bytes | None]]) -> DecodedStates:
+    """(user, stored bytes or None) -> states; unreadable bytes reset the user's state."""
+    out = DecodedStates({}, {})
+    for user, raw in stored:
+        try:
+            out.states[user] = None if raw is None else SessionState.from_bytes(raw)
+        except StateDecodeError as exc:
+            out.resets[user] = exc
+            out.states[user] = None
+    return out

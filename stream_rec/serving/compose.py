@@ -1,0 +1,71 @@
+"""Settings + bundle -> Recommender: the one place settings reach the core.
+
+Every door that serves a bundle (both worker engines through :class:`ModelHolder`, the
+benchmark, evaluation, scripts) builds its recommender here, and the session policy a
+worker folds events with is built from settings only by :func:`session_policy`, so a
+setting such as ``--hnsw-ef`` travels settings -> compose -> runtime index and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.recommender import Recommender, ServingConfig
+from ..core.session import SessionPolicy
+from ..settings import Settings
+from .bundle import ModelBundle
+
+__all__ = ["session_policy", "serving_config", "blend_args", "build_recommender"]
+
+
+def session_policy(settings: Settings, max_len: int) -> SessionPolicy:
+    """How events fold into state: the model's length, and the settings' purchases and gap."""
+    return SessionPolicy(
+        max_len=max_len,
+        max_purchased=settings.max_purchased,
+        session_gap_ms=settings.session_gap_s * 1000,
+    )
+
+
+def serving_config(settings: Settings) -> ServingConfig:
+    return ServingConfig(
+        top_k=settings.top_k,
+        filter_purchased=settings.filter_purchased,
+        filter_clicked=settings.filter_clicked,
+        coalesce=settings.coalesce,
+        cold_start_trending=settings.cold_start_trending,
+        explain=settings.explain,
+    )
+
+
+def blend_args(bundle: ModelBundle, settings: Settings) -> dict[str, Any]:
+    """``neighbours``, ``blend_weight`` and ``scale`` for the blend a bundle and the settings ask
+    for (setting -1 = the bundle's tuned weight); empty when the blend is off."""
+    weight = (settings.cooccurrence_weight if settings.cooccurrence_weight >= 0
+              else bundle.cooccurrence_weight)
+    neighbours = bundle.neighbours() if weight > 0 else None
+    if neighbours is None:
+        return {}
+    scale = float(bundle.manifest.get("scale", 1.0)) if bundle.manifest.get("normalized") else 1.0
+    return {"neighbours": neighbours, "blend_weight": weight, "scale": scale}
+
+
+def build_recommender(bundle: ModelBundle, settings: Settings) -> Recommender:
+    """The recommender serving ``bundle`` as ``settings`` ask (encoder, index, policy, blend)."""
+    return Recommender(
+        bundle.encoder(
+            providers=settings.providers,
+            intra_op_threads=settings.intra_op_threads,
+            inter_op_threads=settings.inter_op_threads,
+        ),
+        bundle.index(kind=settings.index, ef=settings.hnsw_ef, threads=settings.index_threads),
+        bundle.vocab,
+        model_version=bundle.version,
+        max_len=bundle.max_len,
+        query_buckets=bundle.query_buckets,
+        policy=session_policy(settings, bundle.max_len),
+        config=serving_config(settings),
+        popularity=bundle.popularity,
+        item_vectors=bundle.item_vectors,
+        **blend_args(bundle, settings),
+    )

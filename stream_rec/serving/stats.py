@@ -1,0 +1,17 @@
+"""What a worker counts, for its /stats page and the tests (both engines)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["WorkerStats"]
+
+
+@dataclass
+class WorkerStats:
+    events: int = 0
+    dead_letters: int = 0
+    recommendations: int = 0
+    batches: int = 0
+    state_resets: int = 0
+    model_swaps: int = 0
