@@ -98,7 +98,7 @@ def _add_protocol_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_subcommands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[CliParser],
 ) -> dict[str, argparse.ArgumentParser]:
     """Add every subcommand and its flags to `sub`, in `--help` order; returns name -> its parser."""
     p = sub.add_parser("demo", help="embedded broker + worker + generated shoppers + live recommendations",

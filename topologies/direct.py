@@ -171,7 +171,7 @@ class DirectWorker:
         now_ms = int(time.time() * 1000)
         futures = []
         commit: dict[TopicPartition, int] = {}
-        records = []
+        records: list[tuple[bytes | None, bytes | None, int, Any]] = []
         for tp, messages in batch.items():
             records.extend((msg.key, msg.value, msg.offset, msg) for msg in messages)
             commit[tp] = messages[-1].offset + 1

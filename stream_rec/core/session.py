@@ -70,7 +70,8 @@ class SessionState:
         return self.item_hashes, self.types, self.query_hashes
 
     def seen_item_hashes(self) -> np.ndarray:
-        return self.item_hashes[self.item_hashes != 0]
+        seen: np.ndarray = self.item_hashes[self.item_hashes != 0]
+        return seen
 
     def to_bytes(self) -> bytes:
         n, m = len(self), int(self.purchased.shape[0])

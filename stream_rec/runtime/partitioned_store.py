@@ -139,7 +139,7 @@ class PartitionStore:
 
     def users(self) -> Iterator[str]:
         for key in self.db.open(self.partition).keys():
-            if not key.startswith(b"\x00"):  # the changelog offset, never a user
+            if isinstance(key, bytes) and not key.startswith(b"\x00"):  # not the changelog offset
                 yield key.decode()
 
     def close(self) -> None:
