@@ -110,6 +110,7 @@ def blend(
     weight: float,
     k: int,
     exclude: np.ndarray | None = None,
+    bonus: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(k rows, k blended scores) from the index's candidates and the co-occurrence ones.
 
@@ -117,18 +118,34 @@ def blend(
     session vector ``query``; the softmax (``scale``) is normalised over them. Co-occurrence
     candidates the index did not return get their inner product from ``item_vectors``.
     Score = (1 - weight) * softmax + weight * co-occurrence; rows in ``exclude`` never appear.
-    Fewer than k candidates are padded with row 0 and score -inf.
+    Fewer than k candidates are padded with row 0 and score -inf. ``bonus`` (rows, logit
+    bonuses) of the model's repeat head joins the candidates and raises their logits.
     """
     valid = rows > 0
     rows, scores = rows[valid], scores[valid].astype(np.float64)
     if exclude is not None and len(exclude) and len(knn_rows):
         keep = ~np.isin(knn_rows, exclude)
         knn_rows, knn_scores = knn_rows[keep], knn_scores[keep]
+    b_rows, b_logit = bonus if bonus is not None else (knn_rows[:0], np.zeros(0))
+    if exclude is not None and len(exclude) and len(b_rows):
+        keep = ~np.isin(b_rows, exclude)
+        b_rows, b_logit = b_rows[keep], b_logit[keep]
     extra = knn_rows[~np.isin(knn_rows, rows)]
+    if len(b_rows):
+        extra = np.concatenate([extra, b_rows[~np.isin(b_rows, rows) & ~np.isin(b_rows, knn_rows)]])
     cand = np.concatenate([rows, extra])
     cos = np.concatenate([scores, item_vectors[extra] @ query]) if len(extra) else scores
-    top = scores.max() if len(scores) else (cos.max() if len(cos) else 0.0)
-    z = np.exp(scale * (scores - top)).sum() if len(scores) else 1.0
+    normalised = cos[: len(rows)]  # the softmax is normalised over the index's candidates
+    if len(b_rows):  # ... and the session's own items, with their repeat bonus
+        order = np.argsort(cand, kind="stable")
+        at = order[np.searchsorted(cand, b_rows, sorter=order)]
+        cos = cos.copy()
+        cos[at] += b_logit / scale
+        among = np.zeros(len(cand), bool)
+        among[: len(rows)] = among[at] = True
+        normalised = cos[among]
+    top = normalised.max() if len(normalised) else (cos.max() if len(cos) else 0.0)
+    z = np.exp(scale * (normalised - top)).sum() if len(normalised) else 1.0
     mixed = (1.0 - weight) * np.exp(scale * (cos - top)) / z
     if len(knn_rows):
         order = np.argsort(cand, kind="stable")
@@ -154,10 +171,12 @@ def blended_search(
     scale: float,
     weight: float,
     exclude: Sequence[np.ndarray] | None = None,
+    bonuses: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Like ``index.search(queries, k, exclude)``, with co-occurrence blended in.
 
-    ``sessions[b]``: query b's session item rows in order (0 = unknown item).
+    ``sessions[b]``: query b's session item rows in order (0 = unknown item); ``bonuses[b]``:
+    the repeat head's (rows, logit bonuses) of that session, if the model has one.
     """
     rows, scores = index.search(queries, max(k, CANDIDATES), exclude)
     out_rows = np.zeros((len(queries), k), np.int64)
@@ -166,6 +185,6 @@ def blended_search(
         knn_rows, knn_scores = neighbours.scores(sessions[b], CANDIDATES)
         out_rows[b], out_scores[b] = blend(
             queries[b], rows[b], scores[b], knn_rows, knn_scores, item_vectors, scale, weight, k,
-            None if exclude is None else exclude[b],
+            None if exclude is None else exclude[b], None if bonuses is None else bonuses[b],
         )
     return out_rows, out_scores

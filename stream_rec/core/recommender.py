@@ -21,7 +21,8 @@ import numpy as np
 from .cooccurrence import SessionNeighbours, blended_search
 from .events import Event, Recommendation, RecommendationBatch
 from .features import MAX_QUERY_TOKENS, TYPE_CODES, ItemVocab, ModelInputs, featurize, item_hash
-from .seams import CandidateIndex, SessionEncoder
+from .repeat import rerank, session_bonuses
+from .seams import CandidateIndex, RepeatEncoder, SessionEncoder
 from .session import SessionPolicy, SessionState, apply_event
 from .trending import TrendingItems
 
@@ -106,6 +107,10 @@ class Recommender:
         # Session co-occurrence blended into the scores (cooccurrence.py); None = model only.
         self.neighbours = neighbours if blend_weight > 0 else None
         self.blend_weight, self.scale = blend_weight, scale
+        # The model's repeat head (core/repeat.py): the session's items get a logit bonus.
+        self.repeat = isinstance(encoder, RepeatEncoder) and encoder.repeat
+        if self.repeat and item_vectors is None:
+            raise ValueError("the repeat head needs the bundle's item vectors")
         if self.neighbours is not None and item_vectors is None:
             raise ValueError("the co-occurrence blend needs the bundle's item vectors")
 
@@ -180,13 +185,22 @@ class Recommender:
         order = np.argsort(lengths, kind="stable")
         vectors = np.empty((len(snapshots), self.encoder.dim), np.float32)
         known = np.empty(len(snapshots), bool)  # the session holds an item the model knows
+        bonus_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for chunk in _length_chunks(lengths[order], self.config.max_encode_batch):
             rows = order[chunk]
             inputs = featurize(
                 [snapshots[i][1].sequence() for i in rows], self.vocab, self.query_buckets, self.max_len
             )
-            vectors[rows] = self.encoder.encode(inputs)
+            if self.repeat:
+                assert isinstance(self.encoder, RepeatEncoder)
+                vectors[rows], bonus = self.encoder.encode_sessions(inputs)
+                assert bonus is not None
+                for j, i in enumerate(rows.tolist()):
+                    bonus_of[i] = session_bonuses(inputs.items[j], bonus[j])
+            else:
+                vectors[rows] = self.encoder.encode(inputs)
             known[rows] = (inputs.items > 0).any(axis=1)
+        bonuses = [bonus_of[i] for i in range(len(snapshots))] if self.repeat else None
         queries = vectors
         t1 = time.perf_counter()
         exclude = self._exclusions([s for _, s in snapshots])
@@ -194,9 +208,16 @@ class Recommender:
             assert self.item_vectors is not None
             sessions = [self.vocab.rows_for_hashes(s.seen_item_hashes()) for _, s in snapshots]
             rows, scores = blended_search(self.index, queries, sessions, self.config.top_k, self.neighbours,
-                                          self.item_vectors, self.scale, self.blend_weight, exclude)
+                                          self.item_vectors, self.scale, self.blend_weight, exclude,
+                                          bonuses)
         else:
             rows, scores = self.index.search(queries, self.config.top_k, exclude)
+            if bonuses is not None:
+                assert self.item_vectors is not None
+                for b, (b_rows, b_bonus) in enumerate(bonuses):
+                    rows[b], scores[b] = rerank(queries[b], rows[b], scores[b], b_rows, b_bonus,
+                                                self.item_vectors, self.scale, self.config.top_k,
+                                                None if exclude is None else exclude[b])
         if self.config.cold_start_trending:
             # Sessions with no item the model knows (what it encodes, so no second lookup).
             cold = np.flatnonzero(~known).tolist()

@@ -16,7 +16,7 @@ import numpy as np
 from .features import ModelInputs
 from .session import SessionState
 
-__all__ = ["SessionEncoder", "CandidateIndex", "SessionStore"]
+__all__ = ["SessionEncoder", "RepeatEncoder", "CandidateIndex", "SessionStore"]
 
 
 @runtime_checkable
@@ -28,6 +28,19 @@ class SessionEncoder(Protocol):
 
     def encode(self, inputs: ModelInputs) -> np.ndarray:
         """(B, L) left-padded inputs -> (B, dim) float32 session vectors."""
+        ...
+
+
+@runtime_checkable
+class RepeatEncoder(SessionEncoder, Protocol):
+    """An encoder that may carry a repeat head (``repeat``): a logit bonus per session item."""
+
+    @property
+    def repeat(self) -> bool: ...
+
+    def encode_sessions(self, inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, dim) session vectors and, when ``repeat``, the (B, L) bonus of each position's
+        item (read at the item's most recent occurrence; see ``core.repeat``), else None."""
         ...
 
 

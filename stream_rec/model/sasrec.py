@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.features import MAX_QUERY_TOKENS, PAD, TYPE_CODES, ModelInputs
-from .loss import softmax_cross_entropy
+from .loss import session_cross_entropy
 
 __all__ = ["SASRecConfig", "SessionTransformer", "TorchEncoder"]
 
@@ -38,6 +38,8 @@ class SASRecConfig:
     emb_dropout: float = 0.2  # on the summed input embeddings
     normalize: bool = True  # L2-normalise session and item vectors (cosine scores)
     scale: float = 16.0  # cosine -> logit scale for the softmax (only when normalize)
+    repeat: bool = False  # a repeat head: a learned logit bonus for the session's own items
+    repeat_counts: int = 8  # occurrence counts the repeat head tells apart (more share the last)
 
     def __post_init__(self) -> None:
         if self.n_items < 1:
@@ -104,6 +106,16 @@ class SessionTransformer(nn.Module):
         self.emb_dropout = nn.Dropout(config.emb_dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_out = nn.LayerNorm(d)
+        if config.repeat:
+            # bonus(t, j) for item j of the session seen from position t: recency and count of
+            # the item's most recent occurrence, plus how well the session state matches it.
+            self.repeat_recency = nn.Embedding(config.max_len, 1)
+            self.repeat_count = nn.Embedding(config.repeat_counts, 1)
+            self.repeat_query = nn.Linear(d, d)
+            self.repeat_key = nn.Linear(d, d, bias=False)
+            self.repeat_gate = nn.Linear(d, 1)
+            for emb in (self.repeat_recency, self.repeat_count):
+                nn.init.zeros_(emb.weight)
         for emb in (self.item_emb, self.type_emb, self.query_emb, self.pos_emb):
             nn.init.normal_(emb.weight, std=0.02)
             if emb.padding_idx is not None:
@@ -150,7 +162,48 @@ class SessionTransformer(nn.Module):
         h = self.hidden(items, types, queries, last_only=True)[:, -1, :]  # (B, D)
         return F.normalize(h, dim=-1) if self.config.normalize else h
 
-    forward = session_vector
+    def forward(
+        self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The exported graph: session vectors, and with a repeat head the (B, L) bonuses."""
+        if not self.config.repeat:
+            return self.session_vector(items, types, queries)
+        h = self.hidden(items, types, queries, last_only=True)  # (B, 1, D)
+        session = F.normalize(h[:, -1], dim=-1) if self.config.normalize else h[:, -1]
+        _, bonus = self.repeat_bonus(h, items, last_only=True)  # (B, 1, L)
+        return session, bonus[:, 0]
+
+    def repeat_bonus(
+        self, h: torch.Tensor, items: torch.Tensor, last_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Repeat-head logit bonuses of the session's items seen from each query position.
+
+        h: (B, Lq, D) hidden states of the query positions (all L, or the last with
+        ``last_only``); items: (B, L) rows. Returns ``(cols, bonus)``, both (B, Lq, L): the
+        column (row - 1) of key position j's item where j is that item's most recent
+        occurrence up to the query position (else -1), and the bonus added to its logit.
+        """
+        b, length = items.shape
+        idx = torch.arange(length, device=items.device)
+        q_idx = idx[-1:] if last_only else idx  # (Lq,)
+        same = items.unsqueeze(2) == items.unsqueeze(1)  # (B, L, L): [j, k] same item
+        later = idx.unsqueeze(0) > idx.unsqueeze(1)  # (L, L): k > j
+        next_same = torch.where(same & later, idx, length).min(dim=2).values  # (B, L)
+        count = (same & ~later).sum(dim=2)  # (B, L): occurrences at or before j
+        # Key j is live for query t when j <= t < next occurrence of its item, and j has an item.
+        live = (idx.view(1, 1, -1) <= q_idx.view(1, -1, 1)) & (next_same.unsqueeze(1) > q_idx.view(1, -1, 1))
+        live = live & (items > 0).unsqueeze(1)  # (B, Lq, L)
+        recency = (q_idx.view(-1, 1) - idx.view(1, -1)).clamp(0, self.config.max_len - 1)  # (Lq, L)
+        keys = self.repeat_key(F.normalize(self.item_emb(items), dim=-1))  # (B, L, D)
+        match = self.repeat_query(h) @ keys.transpose(1, 2) / self.config.dim**0.5  # (B, Lq, L)
+        bonus = (
+            match
+            + self.repeat_recency(recency).squeeze(-1)  # (Lq, L)
+            + self.repeat_count(count.clamp(max=self.config.repeat_counts - 1)).squeeze(-1).unsqueeze(1)
+            + self.repeat_gate(h)  # (B, Lq, 1)
+        )
+        cols = torch.where(live, items.unsqueeze(1) - 1, -1)
+        return cols, bonus
 
     def item_vectors(self) -> torch.Tensor:
         """(n_items + 1, D) item vectors used for scoring; row 0 ("no item") is zeros."""
@@ -158,16 +211,25 @@ class SessionTransformer(nn.Module):
         w = F.normalize(w, dim=-1) if self.config.normalize else w
         return torch.cat((torch.zeros_like(w[:1]), w[1:]), dim=0)
 
-    def loss(self, session: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross-entropy of (N, D) session vectors against (N,) target columns.
+    def loss(
+        self,
+        session: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor | None = None,
+        extra_cols: torch.Tensor | None = None,
+        extra_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Cross-entropy of (N, D) session vectors against (N,) target columns.
 
-        Equal to ``F.cross_entropy(self.logits(session), targets)``, computed in fewer
-        passes over the (N, n_items) logits (see :mod:`.loss`).
+        Full softmax (fused, see :mod:`.loss`) unless ``negatives`` (sorted distinct columns)
+        are given; ``extra_cols`` / ``extra_bias`` (N, M) are repeat-head bonuses.
         """
         items = self.item_vectors()[1:]  # (n_items, D)
-        if self.config.normalize:
-            return softmax_cross_entropy(session * self.config.scale, items, targets, bound=self.config.scale)
-        return softmax_cross_entropy(session, items, targets)
+        scaled = session * self.config.scale if self.config.normalize else session
+        return session_cross_entropy(
+            scaled, items, targets, bound=self.config.scale if self.config.normalize else None,
+            negatives=negatives, extra_cols=extra_cols, extra_bias=extra_bias,
+        )
 
     def logits(self, session: torch.Tensor) -> torch.Tensor:
         """(N, D) session vectors -> (N, n_items) logits over rows 1..n_items (column c = row c+1)."""
@@ -189,7 +251,15 @@ class TorchEncoder:
     def dim(self) -> int:
         return self.model.config.dim
 
+    @property
+    def repeat(self) -> bool:
+        return self.model.config.repeat
+
     def encode(self, inputs: ModelInputs) -> np.ndarray:
+        return self.encode_sessions(inputs)[0]
+
+    def encode_sessions(self, inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, D) session vectors and, with a repeat head, the (B, L) repeat bonuses."""
         if inputs.queries.shape[-1] != MAX_QUERY_TOKENS:
             raise ValueError(
                 f"queries must be (B, L, {MAX_QUERY_TOKENS}); got {tuple(inputs.queries.shape)}"
@@ -198,9 +268,15 @@ class TorchEncoder:
         self.model.eval()
         try:
             with torch.no_grad():
-                out = self.model.session_vector(
+                out = self.model(
                     _as_tensor(inputs.items), _as_tensor(inputs.types), _as_tensor(inputs.queries)
                 )
         finally:
             self.model.train(was_training)
-        return out.numpy().astype(np.float32, copy=False)
+        if isinstance(out, tuple):
+            return _as_float(out[0]), _as_float(out[1])
+        return _as_float(out), None
+
+
+def _as_float(t: torch.Tensor) -> np.ndarray:
+    return t.numpy().astype(np.float32, copy=False)

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ..core.features import MAX_QUERY_TOKENS, ItemVocab, featurize
 from ..errors import ConfigError, DataError
+from ..core.features import MAX_QUERY_TOKENS, ItemVocab, featurize
 from .sasrec import SASRecConfig, SessionTransformer
 
 __all__ = [
@@ -55,7 +56,9 @@ class TrainConfig:
     threads: int | None = None  # torch intra-op threads while training; None/0 = torch's default
     valid_fraction: float = 0.1  # last share of sessions held out for validation
     max_seconds: float | None = None  # stop (after the current step) once this much time is spent
-    select_best: bool = True  # keep the epoch with the best valid HR@20, not the last one
+    select_best: bool = True  # keep the epoch with the best selection score, not the last one
+    patience: int = 2  # stop after this many epochs without a better selection score; 0 = never
+    negatives: int = 0  # sampled softmax with this many shared uniform negatives; 0 = full softmax
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.valid_fraction < 1.0:
@@ -229,11 +232,26 @@ def evaluate(
         for s in range(0, len(targets), batch_size):
             batch = [_Example(*p, np.zeros(len(p[0]), np.int64)) for p in prefixes[s : s + batch_size]]
             items, types, queries, _ = _pad(batch)
-            scores = model.logits(model.session_vector(items, types, queries))
+            scores = session_scores(model, items, types, queries)
             h, m = _rank_metrics(scores, torch.from_numpy(targets[s : s + batch_size]))
             hr, mrr = hr + h, mrr + m
     model.train(was_training)
     return hr / len(targets), mrr / len(targets)
+
+
+def session_scores(
+    model: SessionTransformer, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor
+) -> torch.Tensor:
+    """(B, n_items) logits of the next item for left-padded sessions, repeat bonuses included."""
+    cfg = model.config
+    h = model.hidden(items, types, queries, last_only=True)  # (B, 1, D)
+    session = F.normalize(h[:, -1], dim=-1) if cfg.normalize else h[:, -1]
+    scores = model.logits(session)  # (B, n_items)
+    if cfg.repeat:
+        cols, bonus = model.repeat_bonus(h, items, last_only=True)  # (B, 1, L)
+        cols, bonus = cols[:, 0], bonus[:, 0]
+        scores.scatter_add_(1, cols.clamp(min=0), torch.where(cols >= 0, bonus, 0.0))
+    return scores
 
 
 def _popularity_metrics(popularity: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
@@ -288,6 +306,38 @@ def train_model(
     return model.eval(), metrics
 
 
+def selection_score(hr20: float, mrr20: float) -> float:
+    """The model-selection rule: validation HR@20 + MRR@20, equal weights.
+
+    Both metrics count: an epoch that trades a little HR@20 for more MRR@20 (or back) wins
+    when the sum grows. NaN (no validation cases) never wins.
+    """
+    return -math.inf if math.isnan(hr20) or math.isnan(mrr20) else hr20 + mrr20
+
+
+def _batch_loss(
+    model: SessionTransformer,
+    items: torch.Tensor,
+    types: torch.Tensor,
+    queries: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: int,
+) -> torch.Tensor:
+    """The loss of every position with a target (full or sampled softmax, repeat head if any)."""
+    cfg = model.config
+    h = model.hidden(items, types, queries)  # (B, L, D)
+    mask = targets >= 0  # (B, L)
+    session = F.normalize(h, dim=-1) if cfg.normalize else h
+    extra_cols = extra_bias = None
+    if cfg.repeat:
+        cols, bonus = model.repeat_bonus(h, items)  # (B, L, L) each
+        extra_cols, extra_bias = cols[mask], bonus[mask]  # (N, L)
+    neg = None
+    if 0 < negatives < cfg.n_items:
+        neg = torch.randperm(cfg.n_items)[:negatives].sort().values
+    return model.loss(session[mask], targets[mask], neg, extra_cols, extra_bias)
+
+
 def _fit(
     cfg: SASRecConfig,
     tc: TrainConfig,
@@ -306,7 +356,7 @@ def _fit(
         if tc.lr_decay_every > 0
         else None
     )
-    best_state, best_hr = None, -1.0
+    best_state, best_score, stale = None, -math.inf, 0
     out_of_time = False
     for epoch in range(1, tc.epochs + 1):
         model.train()
@@ -315,13 +365,11 @@ def _fit(
         t_note = t_epoch
         for step, batch in enumerate(batches, 1):
             items, types, queries, targets = _pad(batch)
-            h = model.position_vectors(items, types, queries)  # (B, L, D)
-            mask = targets >= 0  # (B, L)
-            loss = model.loss(h[mask], targets[mask])  # full softmax over all items
+            loss = _batch_loss(model, items, types, queries, targets, tc.negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            n = int(mask.sum())
+            n = int((targets >= 0).sum())
             loss_sum, n_pos = loss_sum + loss.item() * n, n_pos + n
             now = time.perf_counter()
             if progress is not None and now - t_note > _PROGRESS_EVERY_S:
@@ -345,11 +393,19 @@ def _fit(
                 f"(popularity {metrics.pop_hr20:.4f} / {metrics.pop_mrr20:.4f}) {record['seconds']:.1f}s"
                 + (" [time budget reached]" if out_of_time else "")
             )
-        if not math.isnan(hr) and hr > best_hr:
-            best_hr, metrics.best_epoch = hr, epoch
+        score = selection_score(hr, mrr)
+        if score > best_score:
+            best_score, metrics.best_epoch, stale = score, epoch, 0
             metrics.valid_hr20, metrics.valid_mrr20 = hr, mrr
             best_state = copy.deepcopy(model.state_dict()) if tc.select_best else None
+        else:
+            stale += 1
         if out_of_time:
+            break
+        if tc.patience and stale >= tc.patience and epoch < tc.epochs:
+            if progress is not None:
+                progress(f"early stop: no better validation HR@20 + MRR@20 for {stale} epochs "
+                         f"(best: epoch {metrics.best_epoch})")
             break
     if tc.select_best and best_state is not None:
         model.load_state_dict(best_state)

@@ -91,24 +91,37 @@ class OnnxEncoder:
                 f"ONNX encoder {os.fspath(path)!r} must output (batch, dim) with a fixed dim; "
                 f"got shape {out.shape}"
             )
-        self._output = out.name
         self._dim = int(out.shape[1])
+        outputs = [o.name for o in self._session.get_outputs()]
+        # A second output "repeat" (B, L): the repeat head's logit bonus per position.
+        self.repeat = outputs[1:] == ["repeat"]
+        if len(outputs) > 1 and not self.repeat:
+            raise BundleError(
+                f"ONNX encoder {os.fspath(path)!r} must output session[, repeat]; got {outputs}"
+            )
+        self._outputs = outputs[:2]
 
     @property
     def dim(self) -> int:
         return self._dim
 
     def encode(self, inputs: ModelInputs) -> np.ndarray:
+        return self.encode_sessions(inputs)[0]
+
+    def encode_sessions(self, inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, dim) session vectors and, with a repeat head, the (B, L) repeat bonuses."""
         if inputs.queries.ndim != 3 or inputs.queries.shape[-1] != MAX_QUERY_TOKENS:
             raise ValueError(
                 f"queries must be (B, L, {MAX_QUERY_TOKENS}); got {tuple(inputs.queries.shape)}"
             )
         if len(inputs) == 0:
-            return np.zeros((0, self._dim), np.float32)
+            empty = np.zeros((0, self._dim), np.float32)
+            return empty, (np.zeros((0, inputs.items.shape[1]), np.float32) if self.repeat else None)
         feed = {
             "items": np.ascontiguousarray(inputs.items, dtype=np.int64),
             "types": np.ascontiguousarray(inputs.types, dtype=np.int64),
             "queries": np.ascontiguousarray(inputs.queries, dtype=np.int64),
         }
-        (out,) = self._session.run([self._output], feed)
-        return np.asarray(out, dtype=np.float32)
+        out = self._session.run(self._outputs, feed)
+        vectors = np.asarray(out[0], dtype=np.float32)
+        return vectors, (np.asarray(out[1], dtype=np.float32) if self.repeat else None)

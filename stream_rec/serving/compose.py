@@ -15,7 +15,7 @@ from ..core.session import SessionPolicy
 from ..settings import Settings
 from .bundle import ModelBundle
 
-__all__ = ["session_policy", "serving_config", "blend_args", "build_recommender"]
+__all__ = ["session_policy", "serving_config", "blend_args", "logit_scale", "build_recommender"]
 
 
 def session_policy(settings: Settings, max_len: int) -> SessionPolicy:
@@ -39,15 +39,20 @@ def serving_config(settings: Settings) -> ServingConfig:
 
 
 def blend_args(bundle: ModelBundle, settings: Settings) -> dict[str, Any]:
-    """``neighbours``, ``blend_weight`` and ``scale`` for the blend a bundle and the settings ask
-    for (setting -1 = the bundle's tuned weight); empty when the blend is off."""
+    """``neighbours`` and ``blend_weight`` for the blend a bundle and the settings ask for
+    (setting -1 = the bundle's tuned weight); empty when the blend is off."""
     weight = (settings.cooccurrence_weight if settings.cooccurrence_weight >= 0
               else bundle.cooccurrence_weight)
     neighbours = bundle.neighbours() if weight > 0 else None
     if neighbours is None:
         return {}
-    scale = float(bundle.manifest.get("scale", 1.0)) if bundle.manifest.get("normalized") else 1.0
-    return {"neighbours": neighbours, "blend_weight": weight, "scale": scale}
+    return {"neighbours": neighbours, "blend_weight": weight}
+
+
+def logit_scale(bundle: ModelBundle) -> float:
+    """The model's cosine -> logit scale (1 for an unnormalised model): the blend's softmax and
+    the repeat head's bonuses are in logits."""
+    return float(bundle.manifest.get("scale", 1.0)) if bundle.manifest.get("normalized") else 1.0
 
 
 def build_recommender(bundle: ModelBundle, settings: Settings) -> Recommender:
@@ -67,5 +72,6 @@ def build_recommender(bundle: ModelBundle, settings: Settings) -> Recommender:
         config=serving_config(settings),
         popularity=bundle.popularity,
         item_vectors=bundle.item_vectors,
+        scale=logit_scale(bundle),
         **blend_args(bundle, settings),
     )
