@@ -101,6 +101,20 @@ def add_subcommands(
     sub: argparse._SubParsersAction[CliParser],
 ) -> dict[str, argparse.ArgumentParser]:
     """Add every subcommand and its flags to `sub`, in `--help` order; returns name -> its parser."""
+    _add_demo(sub)
+    _add_broker(sub)
+    _add_worker(sub)
+    _add_produce(sub)
+    _add_train(sub)
+    _add_cooccurrence(sub)
+    _add_evaluate(sub)
+    _add_ablation(sub)
+    _add_tail(sub)
+    _add_bench(sub)
+    return dict(sub.choices)
+
+
+def _add_demo(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("demo", help="embedded broker + worker + generated shoppers + live recommendations",
                        description="Start an embedded broker, train a model if none exists, start a worker, "
                        "stream generated shopper events and show live recommendations. Ctrl-C stops everything.")
@@ -119,12 +133,18 @@ def add_subcommands(
     _add_generator_args(p, users=2000, items=3000)
     _add_settings(p, _KAFKA + _MODEL + _SERVING + ("engine", "log_level"))
 
+
+def _add_broker(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) on loopback")
     p.add_argument("--port", type=_positive_int, default=None, help="port on 127.0.0.1 (default: a free one)")
 
+
+def _add_worker(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("worker", help="run a worker (--engine faust or direct): events in, recommendations out")
     _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + _WORKER)
 
+
+def _add_produce(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("produce", help="send generated events or a JSONL file to the events topic")
     p.add_argument("--file", default=None, help="JSONL file of events (.gz too); default: generated events")
     p.add_argument("--count", type=_positive_int, default=10_000, help="generated events to send (default 10000)")
@@ -134,6 +154,8 @@ def add_subcommands(
     _add_generator_args(p, users=2000, items=3000)
     _add_settings(p, _KAFKA)
 
+
+def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("train", help="train a session Transformer and write a model bundle")
     p.add_argument("--dataset", choices=("generated", "diginetica", "events"), default="generated",
                    help="training data (default generated)")
@@ -156,6 +178,8 @@ def add_subcommands(
     _add_generator_args(p, users=2000, items=3000)
     _add_settings(p, ("bundles_dir", "log_level"))
 
+
+def _add_cooccurrence(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("cooccurrence", help="a new bundle version that blends session co-occurrence "
                        "(V-SKNN over the training sessions) into the model's scores")
     p.add_argument("--bundle", required=True, help="the bundle whose model to keep")
@@ -168,6 +192,8 @@ def add_subcommands(
     _add_protocol_args(p)
     _add_settings(p, ("bundles_dir", "log_level"))
 
+
+def _add_evaluate(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("evaluate", help="score a bundle on a data set's test prefixes (offline, streaming)",
                        description="Score a model bundle on every test prefix of the standard Diginetica "
                        "split or of an event log (SR-GNN protocol): the ONNX encoder with exact search and "
@@ -189,6 +215,8 @@ def add_subcommands(
                       "inter_op_threads", "hnsw_ef", "index_threads", "top_k", "session_gap_s",
                       "bootstrap_servers", "partitions", "log_level"))
 
+
+def _add_ablation(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("ablation", help="do searches and purchases help? train and score with and without them",
                        description="Train the session model on the generated stream with clicks only, with "
                        "clicks + searches and with every event type; score next-item HR@20/MRR@20 on the same "
@@ -200,6 +228,8 @@ def add_subcommands(
     p.add_argument("--json", action="store_true", help="print only the JSON rows")
     _add_generator_args(p, users=2000, items=3000)
 
+
+def _add_tail(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("tail", help="print recommendations as they arrive (one user or all)")
     p.add_argument("--user", default=None, help="only this user_id")
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest retained record")
@@ -207,6 +237,8 @@ def add_subcommands(
     p.add_argument("--json", action="store_true", help="print raw JSON records")
     _add_settings(p, ("bootstrap_servers", "recs_topic"))
 
+
+def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:
     from .bench import parse_int_list
 
     p = sub.add_parser("bench", help="benchmark: events/s, latency, cost; relay baseline; micro",
@@ -247,4 +279,3 @@ def add_subcommands(
                    help="seconds to wait for each phase before giving up (default 300)")
     _add_generator_args(p, users=10_000, items=45_000)
     _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + ("engine", "log_level"))
-    return dict(sub.choices)

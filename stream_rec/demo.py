@@ -151,25 +151,65 @@ async def _refresh(consumer: Any, topic: str) -> Any:
     return consumer.partitions_for_topic(topic)
 
 
-async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, out: TextIO) -> dict[str, Any]:
-    from aiokafka import AIOKafkaProducer
+class _LiveRun:
+    """One streaming session against a serving worker: produce, read answers and dead letters,
+    print the live view, and summarize."""
 
-    from .generate import EventGenerator, GeneratorConfig
+    def __init__(self, settings: Settings, opts: DemoOptions, worker: WorkerProcess, out: TextIO) -> None:
+        self.settings, self.opts, self.worker, self.out = settings, opts, worker, out
+        self.t = _Tracker({}, {}, {}, set(), deque(maxlen=None if opts.max_events else 20_000))
+        self.stop = asyncio.Event()
+        self.live = not opts.json
+        self.recs_c: Any = None
+        self.dlq_c: Any = None
+        self.producer: Any = None
 
-    recs_c = await _consume(settings, settings.recs_topic)
-    dlq_c = await _consume(settings, settings.dlq_topic)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=1, acks=1)
-    await producer.start()
-    t = _Tracker({}, {}, {}, set(), deque(maxlen=None if opts.max_events else 20_000))
-    done_producing = asyncio.Event()
-    stop = asyncio.Event()
-    live = not opts.json
+    async def run(self) -> dict[str, Any]:
+        from aiokafka import AIOKafkaProducer
 
-    async def read_recs() -> None:
+        self.recs_c = await _consume(self.settings, self.settings.recs_topic)
+        self.dlq_c = await _consume(self.settings, self.settings.dlq_topic)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, linger_ms=1, acks=1)
+        await self.producer.start()
+        readers = [asyncio.create_task(self.read_recs()), asyncio.create_task(self.read_dlq())]
+        summary = None
+        try:
+            await self.probe()
+            _say("streaming generated shoppers" + ("" if self.opts.max_events else " (Ctrl-C to stop)"))
+            summary = asyncio.create_task(self.summary_loop())
+            producing = asyncio.create_task(self.produce())
+            if self.opts.max_events is None:
+                await asyncio.gather(producing, summary)
+            else:
+                await producing
+                await self.wait_for_answers(summary)
+        finally:
+            self.stop.set()
+            for task in readers + ([summary] if summary else []):
+                task.cancel()
+            await asyncio.gather(*readers, *([summary] if summary else []), return_exceptions=True)
+            await self.producer.stop()
+            await self.recs_c.stop()
+            await self.dlq_c.stop()
+        return self.summary()
+
+    async def wait_for_answers(self, summary: asyncio.Task[None]) -> None:
+        t = self.t
+        deadline = time.perf_counter() + self.opts.timeout_s
+        while time.perf_counter() < deadline:
+            if not t.unanswered() and t.dead_letters >= t.invalid_sent:
+                break
+            if summary.done():
+                summary.result()
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # let a straggling dead letter land before counting
+
+    async def read_recs(self) -> None:
+        t = self.t
         last_print = 0.0
-        fetch_wait = AdaptiveFetchWait(recs_c, short_ms=20)  # Tansu: empty short fetches on long logs
-        while not stop.is_set():
-            batch = await recs_c.getmany(timeout_ms=100, max_records=2000)
+        fetch_wait = AdaptiveFetchWait(self.recs_c, short_ms=20)  # Tansu: empty short fetches on long logs
+        while not self.stop.is_set():
+            batch = await self.recs_c.getmany(timeout_ms=100, max_records=2000)
             fetch_wait.update(sum(len(m) for m in batch.values()))
             now = time.perf_counter()
             for msgs in batch.values():
@@ -187,19 +227,20 @@ async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, 
                         continue
                     latency = (now - sent) * 1000
                     t.latencies.append(latency)
-                    if live and now - last_print > 0.4:
+                    if self.live and now - last_print > 0.4:
                         last_print = now
-                        _print_rec(out, rec, t.history.get(rec.user_id), latency)
+                        _print_rec(self.out, rec, t.history.get(rec.user_id), latency)
 
-    async def read_dlq() -> None:
-        fetch_wait = AdaptiveFetchWait(dlq_c, short_ms=20)
-        while not stop.is_set():
-            batch = await dlq_c.getmany(timeout_ms=200, max_records=2000)
+    async def read_dlq(self) -> None:
+        fetch_wait = AdaptiveFetchWait(self.dlq_c, short_ms=20)
+        while not self.stop.is_set():
+            batch = await self.dlq_c.getmany(timeout_ms=200, max_records=2000)
             fetch_wait.update(sum(len(m) for m in batch.values()))
-            t.dead_letters += sum(len(m) for m in batch.values())
+            self.t.dead_letters += sum(len(m) for m in batch.values())
 
-    async def probe() -> None:
+    async def probe(self) -> None:
         """Send one event and wait for its answer: the worker has joined and is serving."""
+        worker = self.worker
         t0 = time.perf_counter()
         i = 0
         while True:
@@ -207,9 +248,9 @@ async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, 
             eid = f"probe-{i}"
             value = orjson.dumps({"event_id": eid, "user_id": PROBE_USER, "type": "search",
                                   "query": "warm up", "ts": int(time.time() * 1000)})
-            await producer.send_and_wait(settings.events_topic, value=value, key=PROBE_USER.encode())
+            await self.producer.send_and_wait(self.settings.events_topic, value=value, key=PROBE_USER.encode())
             for _ in range(100):
-                if eid in t.answered:
+                if eid in self.t.answered:
                     _say(f"worker is serving (first answer after {time.perf_counter() - t0:.1f}s)")
                     return
                 if not worker.alive():
@@ -218,9 +259,11 @@ async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, 
             if time.perf_counter() - t0 > 120:
                 raise StreamRecError(f"the worker did not answer within 120 s; its log ends with:\n{worker.log_tail()}")
 
-    async def produce() -> None:
+    async def produce(self) -> None:
+        from .generate import EventGenerator, GeneratorConfig
         from .kafka.produce import Pacer
 
+        opts, t = self.opts, self.t
         gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed + 1))
         count = opts.max_events or 10**12
         pacer = Pacer(opts.effective_rate)
@@ -228,30 +271,35 @@ async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, 
         t.first_send = time.perf_counter()
         for key, value, valid in gen.records(count, invalid_rate=opts.invalid_rate, now_ms=int(time.time() * 1000)):
             if valid:
-                obj = orjson.loads(value)
-                eid, user = obj["event_id"], obj["user_id"]
-                t.sent_at[eid] = time.perf_counter()
-                t.last_valid[user] = eid
-                t.valid_sent += 1
-                if live:
-                    h = t.history.setdefault(user, deque(maxlen=4))
-                    h.append(_describe_event(value))
+                self.track(value)
             else:
                 t.invalid_sent += 1
-            pending.append(await producer.send(settings.events_topic, value=value, key=key))
+            pending.append(await self.producer.send(self.settings.events_topic, value=value, key=key))
             if len(pending) >= 500:
                 await asyncio.gather(*pending)
                 pending.clear()
             await pacer.tick()
-            if live and len(t.sent_at) > 200_000:  # coalesced events are never answered: bound memory
+            if self.live and len(t.sent_at) > 200_000:  # coalesced events are never answered: bound memory
                 for k in list(t.sent_at)[:100_000]:
                     del t.sent_at[k]
         await asyncio.gather(*pending)
-        done_producing.set()
 
-    async def summary_loop() -> None:
+    def track(self, value: bytes) -> None:
+        """Note a valid event as sent: its time, its user's last event, the live view's history."""
+        t = self.t
+        obj = orjson.loads(value)
+        eid, user = obj["event_id"], obj["user_id"]
+        t.sent_at[eid] = time.perf_counter()
+        t.last_valid[user] = eid
+        t.valid_sent += 1
+        if self.live:
+            h = t.history.setdefault(user, deque(maxlen=4))
+            h.append(_describe_event(value))
+
+    async def summary_loop(self) -> None:
+        t, out = self.t, self.out
         start = time.perf_counter()
-        while not stop.is_set():
+        while not self.stop.is_set():
             await asyncio.sleep(2.0)
             el = time.perf_counter() - start
             p = t.percentiles()
@@ -259,58 +307,37 @@ async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, 
             line = (f"[{el:6.1f}s] events {sent:,} ({sent / el:,.0f}/s) | recs {t.recs:,} ({t.recs / el:,.0f}/s)"
                     f" | dead letters {t.dead_letters} | latency p50 {p['p50']:.1f} ms p99 {p['p99']:.1f} ms"
                     f" | model {t.model_version}")
-            if live:
+            if self.live:
                 out.write(f"\033[1m{line}\033[0m\n" if out.isatty() else line + "\n")
                 out.flush()
             else:
                 _say(line)
-            if not worker.alive():
-                raise StreamRecError(f"the worker exited; its log ends with:\n{worker.log_tail()}")
+            if not self.worker.alive():
+                raise StreamRecError(f"the worker exited; its log ends with:\n{self.worker.log_tail()}")
 
-    readers = [asyncio.create_task(read_recs()), asyncio.create_task(read_dlq())]
-    summary = None
-    try:
-        await probe()
-        _say("streaming generated shoppers" + ("" if opts.max_events else " (Ctrl-C to stop)"))
-        summary = asyncio.create_task(summary_loop())
-        producing = asyncio.create_task(produce())
-        if opts.max_events is None:
-            await asyncio.gather(producing, summary)
-        else:
-            await producing
-            deadline = time.perf_counter() + opts.timeout_s
-            while time.perf_counter() < deadline:
-                if not t.unanswered() and t.dead_letters >= t.invalid_sent:
-                    break
-                if summary.done():
-                    summary.result()
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)  # let a straggling dead letter land before counting
-    finally:
-        stop.set()
-        for task in readers + ([summary] if summary else []):
-            task.cancel()
-        await asyncio.gather(*readers, *([summary] if summary else []), return_exceptions=True)
-        await producer.stop()
-        await recs_c.stop()
-        await dlq_c.stop()
-    elapsed = max(1e-9, (t.last_answer or time.perf_counter()) - t.first_send)
-    events = t.valid_sent + t.invalid_sent
-    return {
-        "events": events,
-        "valid_events": t.valid_sent,
-        "invalid_injected": t.invalid_sent,
-        "users": len(t.last_valid),
-        "recommendations": t.recs,
-        "unanswered_users": len(t.unanswered()),
-        "dead_letters": t.dead_letters,
-        "latency_ms": t.percentiles(),
-        "events_per_s": round(events / elapsed, 1),
-        "recs_per_s": round(t.recs / elapsed, 1),
-        "offered_rate": opts.effective_rate,
-        "model_version": t.model_version,
-        "elapsed_s": round(elapsed, 2),
-    }
+    def summary(self) -> dict[str, Any]:
+        t = self.t
+        elapsed = max(1e-9, (t.last_answer or time.perf_counter()) - t.first_send)
+        events = t.valid_sent + t.invalid_sent
+        return {
+            "events": events,
+            "valid_events": t.valid_sent,
+            "invalid_injected": t.invalid_sent,
+            "users": len(t.last_valid),
+            "recommendations": t.recs,
+            "unanswered_users": len(t.unanswered()),
+            "dead_letters": t.dead_letters,
+            "latency_ms": t.percentiles(),
+            "events_per_s": round(events / elapsed, 1),
+            "recs_per_s": round(t.recs / elapsed, 1),
+            "offered_rate": self.opts.effective_rate,
+            "model_version": t.model_version,
+            "elapsed_s": round(elapsed, 2),
+        }
+
+
+async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, out: TextIO) -> dict[str, Any]:
+    return await _LiveRun(settings, opts, worker, out).run()
 
 
 # ------------------------------------------------------------------------------- entry

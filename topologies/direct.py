@@ -34,6 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from stream_rec.core.events import dead_letter
 from stream_rec.core.intake import decode_states, take_records
 from stream_rec.core.session import SessionState
+from stream_rec.kafka.clients import group_timing_ms
 from stream_rec.kafka.fetch_wait import AdaptiveFetchWait
 from stream_rec.runtime.partitioned_store import PartitionedSessionDB
 from stream_rec.serving.holder import ModelHolder
@@ -99,8 +100,7 @@ class DirectWorker:
             group_id=s.app_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=int(s.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, s.session_timeout_s / 3) * 1000),
+            **group_timing_ms(s),
             max_poll_records=s.batch_max,
             fetch_max_wait_ms=max(1, int(s.batch_wait_ms)),
             max_partition_fetch_bytes=4 << 20,

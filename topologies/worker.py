@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -25,6 +25,7 @@ from faust.types import EventT
 
 from stream_rec.core.events import dead_letter
 from stream_rec.core.intake import decode_states, take_records
+from stream_rec.kafka.clients import faust_broker_url, heartbeat_interval_s
 from stream_rec.serving.holder import ModelHolder
 from stream_rec.serving.stats import WorkerStats
 from stream_rec.settings import Settings
@@ -70,10 +71,36 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
         raise ValueError("the worker needs bootstrap_servers (--bootstrap-servers or STREAM_REC_BOOTSTRAP_SERVERS)")
     _install_recovery_fix()
     holder = holder or ModelHolder(settings)
-    brokers = ";".join(f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(","))
-    app = faust.App(
+    app = _faust_app(settings)
+    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    events_topic = app.topic(settings.events_topic, partitions=settings.partitions, **raw)
+    recs_topic = app.topic(settings.recs_topic, partitions=settings.partitions, **raw)
+    dlq_topic = app.topic(settings.dlq_topic, partitions=1, **raw)
+    sessions = app.Table(
+        "sessions", partitions=settings.partitions, default=None, key_type=bytes, value_type=bytes,
+        options=faust_rocksdb_options(settings),
+    )
+    stats = WorkerStats()
+    handle = _batch_handler(app, settings, holder, stats, sessions, recs_topic, dlq_topic)
+
+    @app.agent(events_topic, name="recommend")
+    async def recommend(stream: faust.StreamT) -> None:
+        wait = settings.batch_wait_ms / 1000.0
+        async for batch in stream.take_events(settings.batch_max, wait):  # type: ignore[attr-defined]
+            await handle(list(batch))
+
+    if settings.model_poll_s > 0 and not holder.pinned:
+        _watch_bundles(app, settings, holder, stats)
+    _stats_page(app, holder, stats)
+    app.stream_rec_stats = stats  # type: ignore[attr-defined]
+    app.stream_rec_holder = holder  # type: ignore[attr-defined]
+    return app
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    return faust.App(
         settings.app_id,
-        broker=brokers,
+        broker=faust_broker_url(settings.bootstrap_servers),
         store="rocksdb://",
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
@@ -85,18 +112,16 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
         producer_linger_ms=1,
         table_standby_replicas=settings.standby_replicas,
         broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        broker_heartbeat_interval=heartbeat_interval_s(settings.session_timeout_s),
         loghandlers=[],
     )
-    raw: dict[str, Any] = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
-    events_topic = app.topic(settings.events_topic, partitions=settings.partitions, **raw)
-    recs_topic = app.topic(settings.recs_topic, partitions=settings.partitions, **raw)
-    dlq_topic = app.topic(settings.dlq_topic, partitions=1, **raw)
-    sessions = app.Table(
-        "sessions", partitions=settings.partitions, default=None, key_type=bytes, value_type=bytes,
-        options=faust_rocksdb_options(settings),
-    )
-    stats = WorkerStats()
+
+
+def _batch_handler(
+    app: faust.App, settings: Settings, holder: ModelHolder, stats: WorkerStats, sessions: Any,
+    recs_topic: Any, dlq_topic: Any,
+) -> Callable[[list[EventT]], Awaitable[None]]:
+    """The agent's work on one micro-batch: intake, states, one core step, writes, answers."""
 
     async def handle(batch: list[EventT]) -> None:
         now_ms = int(time.time() * 1000)
@@ -137,22 +162,20 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
             await recs_topic.send(key=key, value=value)
         stats.recommendations += len(result.answers)
 
-    @app.agent(events_topic, name="recommend")
-    async def recommend(stream: faust.StreamT) -> None:
-        wait = settings.batch_wait_ms / 1000.0
-        async for batch in stream.take_events(settings.batch_max, wait):  # type: ignore[attr-defined]
-            await handle(list(batch))
+    return handle
 
-    if settings.model_poll_s > 0 and not holder.pinned:
 
-        @app.timer(settings.model_poll_s)
-        async def watch_bundles() -> None:
-            try:
-                if await holder.maybe_swap():
-                    stats.model_swaps += 1
-            except Exception as exc:  # a bad new bundle must not stop serving the old one
-                log.error("model swap failed, still serving %s: %s", holder.recommender.model_version, exc)
+def _watch_bundles(app: faust.App, settings: Settings, holder: ModelHolder, stats: WorkerStats) -> None:
+    @app.timer(settings.model_poll_s)
+    async def watch_bundles() -> None:
+        try:
+            if await holder.maybe_swap():
+                stats.model_swaps += 1
+        except Exception as exc:  # a bad new bundle must not stop serving the old one
+            log.error("model swap failed, still serving %s: %s", holder.recommender.model_version, exc)
 
+
+def _stats_page(app: faust.App, holder: ModelHolder, stats: WorkerStats) -> None:
     @app.page("/stats")
     async def stats_page(web: Any, request: Any) -> Any:
         t = holder.recommender.times
@@ -163,10 +186,6 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
                 "stage_seconds": {"state": t.state, "encode": t.encode, "search": t.search},
             }
         )
-
-    app.stream_rec_stats = stats  # type: ignore[attr-defined]
-    app.stream_rec_holder = holder  # type: ignore[attr-defined]
-    return app
 
 
 def run_worker(settings: Settings) -> None:
