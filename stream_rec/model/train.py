@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, DataError
 from ..core.features import MAX_QUERY_TOKENS, ItemVocab, featurize
+from ..errors import ConfigError, DataError
 from .sasrec import SASRecConfig, SessionTransformer
 
 __all__ = [
