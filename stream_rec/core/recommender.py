@@ -18,11 +18,11 @@ from functools import cached_property
 
 import numpy as np
 
-from .cooccurrence import SessionNeighbours, blended_search
+from .cooccurrence import SessionNeighbours
 from .events import Event, Recommendation, RecommendationBatch
-from .features import MAX_QUERY_TOKENS, TYPE_CODES, ItemVocab, ModelInputs, featurize, item_hash
-from .repeat import rerank, session_bonuses
-from .seams import CandidateIndex, RepeatEncoder, SessionEncoder
+from .features import MAX_QUERY_TOKENS, TYPE_CODES, ItemVocab, ModelInputs, item_hash
+from .scoring import Blend, encode_sequences, has_repeat_head, search_sessions
+from .seams import CandidateIndex, SessionEncoder
 from .session import SessionPolicy, SessionState, apply_event
 from .trending import TrendingItems
 
@@ -106,9 +106,10 @@ class Recommender:
             raise ValueError("explanations need the bundle's item vectors")
         # Session co-occurrence blended into the scores (cooccurrence.py); None = model only.
         self.neighbours = neighbours if blend_weight > 0 else None
+        self.blend = Blend(self.neighbours, blend_weight) if self.neighbours is not None else None
         self.blend_weight, self.scale = blend_weight, scale
         # The model's repeat head (core/repeat.py): the session's items get a logit bonus.
-        self.repeat = isinstance(encoder, RepeatEncoder) and encoder.repeat
+        self.repeat = has_repeat_head(encoder)
         if self.repeat and item_vectors is None:
             raise ValueError("the repeat head needs the bundle's item vectors")
         if self.neighbours is not None and item_vectors is None:
@@ -179,45 +180,20 @@ class Recommender:
             none = np.zeros((0, self.config.top_k))
             return RecommendationBatch([], [], [], emitted, self.model_version, self.vocab.item_ids, none, none)
         t0 = _t0 if _t0 is not None else time.perf_counter()
-        # Encode in length-sorted chunks: padding a 3-event session to the 50 of its
-        # batch-mate costs ~10 µs per padded position on one CPU core.
-        lengths = np.fromiter((min(len(s), self.max_len) for _, s in snapshots), np.int64, len(snapshots))
-        order = np.argsort(lengths, kind="stable")
-        vectors = np.empty((len(snapshots), self.encoder.dim), np.float32)
-        known = np.empty(len(snapshots), bool)  # the session holds an item the model knows
-        bonus_of: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for chunk in _length_chunks(lengths[order], self.config.max_encode_batch):
-            rows = order[chunk]
-            inputs = featurize(
-                [snapshots[i][1].sequence() for i in rows], self.vocab, self.query_buckets, self.max_len
-            )
-            if self.repeat:
-                assert isinstance(self.encoder, RepeatEncoder)
-                vectors[rows], bonus = self.encoder.encode_sessions(inputs)
-                assert bonus is not None
-                for j, i in enumerate(rows.tolist()):
-                    bonus_of[i] = session_bonuses(inputs.items[j], bonus[j])
-            else:
-                vectors[rows] = self.encoder.encode(inputs)
-            known[rows] = (inputs.items > 0).any(axis=1)
-        bonuses = [bonus_of[i] for i in range(len(snapshots))] if self.repeat else None
-        queries = vectors
+        encoded = encode_sequences(
+            self.encoder, self.vocab, [s.sequence() for _, s in snapshots], max_len=self.max_len,
+            query_buckets=self.query_buckets, max_batch=self.config.max_encode_batch,
+        )
+        known = encoded.known
         t1 = time.perf_counter()
         exclude = self._exclusions([s for _, s in snapshots])
-        if self.neighbours is not None:
-            assert self.item_vectors is not None
-            sessions = [self.vocab.rows_for_hashes(s.seen_item_hashes()) for _, s in snapshots]
-            rows, scores = blended_search(self.index, queries, sessions, self.config.top_k, self.neighbours,
-                                          self.item_vectors, self.scale, self.blend_weight, exclude,
-                                          bonuses)
-        else:
-            rows, scores = self.index.search(queries, self.config.top_k, exclude)
-            if bonuses is not None:
-                assert self.item_vectors is not None
-                for b, (b_rows, b_bonus) in enumerate(bonuses):
-                    rows[b], scores[b] = rerank(queries[b], rows[b], scores[b], b_rows, b_bonus,
-                                                self.item_vectors, self.scale, self.config.top_k,
-                                                None if exclude is None else exclude[b])
+        session_rows = None
+        if self.blend is not None:
+            session_rows = [self.vocab.rows_for_hashes(s.seen_item_hashes()) for _, s in snapshots]
+        rows, scores = search_sessions(
+            self.index, encoded, self.config.top_k, exclude=exclude, blend=self.blend,
+            session_rows=session_rows, item_vectors=self.item_vectors, scale=self.scale,
+        )
         if self.config.cold_start_trending:
             # Sessions with no item the model knows (what it encodes, so no second lookup).
             cold = np.flatnonzero(~known).tolist()
@@ -284,21 +260,3 @@ class Recommender:
                 out.append(np.zeros(0, np.int64))
         return out
 
-
-def _length_chunks(sorted_lengths: np.ndarray, max_batch: int, max_waste: float = 0.25) -> list[slice]:
-    """Split ascending lengths into runs padded to their longest with <= max_waste padding."""
-    chunks = []
-    start = 0
-    n = len(sorted_lengths)
-    while start < n:
-        end = start + 1
-        total = int(sorted_lengths[start])
-        while end < n and end - start < max_batch:
-            longest = int(sorted_lengths[end])
-            if longest * (end + 1 - start) - (total + longest) > max_waste * longest * (end + 1 - start):
-                break
-            total += longest
-            end += 1
-        chunks.append(slice(start, end))
-        start = end
-    return chunks

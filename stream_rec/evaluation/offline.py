@@ -24,12 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.cooccurrence import blended_search
-from ..core.features import featurize
+from ..core.scoring import Blend, EncodedSessions, encode_sequences, search_sessions
 from ..core.session import SessionState
 from ..datasets.eventlog import ProtocolOptions, SessionSplit
 from ..errors import ConfigError, DataError
-from ..serving.compose import blend_args, session_policy
+from ..serving.compose import blend_args, logit_scale, session_policy
 from .baselines import ItemKNN, Popularity, SessionKNN, evaluate
 from .cases import EvalCase, prefix_states, split_test_events
 from .metrics import RankingAccumulator
@@ -105,48 +104,53 @@ def encode_states(
     query_buckets: int,
     batch_size: int = 1024,
     progress: Progress | None = None,
-) -> np.ndarray:
-    """(N, dim) session vectors, in the order of ``states``. Batches group similar lengths (less
-    padding; padding never changes a vector, which the encoder contract tests check)."""
-    order = np.argsort([len(s) for s in states], kind="stable")
-    out = np.zeros((len(states), encoder.dim), np.float32)
+) -> EncodedSessions:
+    """The states encoded as the serving core encodes them (:func:`core.scoring.encode_sequences`:
+    length-sorted chunks, the repeat head's bonuses), in slices of ``batch_size`` for progress."""
     t0 = time.perf_counter()
-    for n, lo in enumerate(range(0, len(order), batch_size)):
-        idx = order[lo : lo + batch_size]
-        inputs = featurize([states[i].sequence() for i in idx], vocab, query_buckets, max_len)
-        out[idx] = encoder.encode(inputs)
-        if progress is not None and n % 20 == 19:
-            progress(f"encoded {lo + len(idx):,}/{len(states):,} prefixes ({time.perf_counter() - t0:.0f}s)")
-    return out
+    parts = []
+    for lo in range(0, len(states), 20 * batch_size):
+        chunk = states[lo : lo + 20 * batch_size]
+        parts.append(encode_sequences(encoder, vocab, [s.sequence() for s in chunk], max_len=max_len,
+                                      query_buckets=query_buckets, max_batch=batch_size))
+        if progress is not None:
+            progress(f"encoded {lo + len(chunk):,}/{len(states):,} prefixes ({time.perf_counter() - t0:.0f}s)")
+    if not parts:
+        return EncodedSessions(np.zeros((0, encoder.dim), np.float32), np.zeros(0, bool))
+    bonuses = None if parts[0].bonuses is None else [b for p in parts for b in p.bonuses or []]
+    return EncodedSessions(np.concatenate([p.vectors for p in parts]),
+                           np.concatenate([p.known for p in parts]), bonuses)
 
 
 def rank_cases(
     index: CandidateIndex,
-    vectors: np.ndarray,
+    encoded: EncodedSessions,
     cases: Sequence[EvalCase],
     vocab: ItemVocab,
     k: int = 20,
     batch_size: int = 4096,
-    blend: dict[str, Any] | None = None,
+    blend: Blend | None = None,
     sessions: Sequence[np.ndarray] | None = None,
+    item_vectors: np.ndarray | None = None,
+    scale: float = 1.0,
 ) -> tuple[RankingAccumulator, np.ndarray, list[list[str]]]:
-    """Search ``index`` for each vector: the metrics accumulator, each case's rank (0 = miss)
-    and each case's recommended item ids, best first. With ``blend`` (see
-    :func:`stream_rec.serving.compose.blend_args`) co-occurrence is blended in as in serving;
-    ``sessions`` then holds each case's session item rows."""
+    """Search ``index`` for each encoded case as the serving core does
+    (:func:`core.scoring.search_sessions`: co-occurrence ``blend``, with ``sessions`` holding each
+    case's item rows, and the repeat head): the metrics accumulator, each case's rank (0 = miss)
+    and each case's recommended item ids, best first."""
     acc = RankingAccumulator(k, catalogue_size=len(vocab))
     ranks = np.zeros(len(cases), np.int64)
     lists: list[list[str]] = []
     ids = vocab.item_ids
     for lo in range(0, len(cases), batch_size):
-        if blend:
-            assert sessions is not None
-            rows, _ = blended_search(index, vectors[lo : lo + batch_size], sessions[lo : lo + batch_size], k,
-                                     blend["neighbours"], item_vectors=blend["item_vectors"],
-                                     scale=blend["scale"], weight=blend["blend_weight"])
-        else:
-            rows, _ = index.search(vectors[lo : lo + batch_size], k)
-        for n, (case, r) in enumerate(zip(cases[lo : lo + batch_size], rows.tolist())):
+        part = slice(lo, lo + batch_size)
+        bonuses = None if encoded.bonuses is None else encoded.bonuses[part]
+        rows, _ = search_sessions(
+            index, EncodedSessions(encoded.vectors[part], encoded.known[part], bonuses), k,
+            blend=blend, session_rows=None if sessions is None else sessions[part],
+            item_vectors=item_vectors, scale=scale,
+        )
+        for n, (case, r) in enumerate(zip(cases[part], rows.tolist())):
             items = [ids[row - 1] for row in r if row > 0]
             ranks[lo + n] = acc.add(items, case.target, case.prefix_length)
             lists.append(items)
@@ -197,25 +201,26 @@ def evaluate_bundle(
         inter_op_threads=settings.inter_op_threads,
     )
     t1 = time.perf_counter()
-    vectors = encode_states(encoder, bundle.vocab, states, max_len=bundle.max_len,
+    encoded = encode_states(encoder, bundle.vocab, states, max_len=bundle.max_len,
                             query_buckets=bundle.query_buckets, progress=say)
     encode_s = time.perf_counter() - t1
     say(f"encoded {len(cases):,} prefixes with the ONNX encoder ({encode_s:.1f}s)")
     k = settings.top_k
-    blend = blend_args(bundle, settings)
+    args = blend_args(bundle, settings)
+    blend = Blend(args["neighbours"], args["blend_weight"]) if args else None
     sessions_rows = None
-    if blend:
-        blend["item_vectors"] = bundle.item_vectors
+    if blend is not None:
         sessions_rows = [bundle.vocab.rows_for_hashes(s.seen_item_hashes()) for s in states]
-        say(f"blending session co-occurrence into the scores (weight {blend['blend_weight']})")
+        say(f"blending session co-occurrence into the scores (weight {blend.weight})")
     results: dict[str, Any] = {}
     ranks: dict[str, np.ndarray] = {}
     lists: dict[str, list[list[str]]] = {}
     for kind in indexes:
         index = bundle.index(kind=kind, ef=settings.hnsw_ef, threads=settings.index_threads)  # type: ignore[arg-type]
         t2 = time.perf_counter()
-        acc, ranks[kind], lists[kind] = rank_cases(index, vectors, cases, bundle.vocab, k, blend=blend,
-                                                   sessions=sessions_rows)
+        acc, ranks[kind], lists[kind] = rank_cases(
+            index, encoded, cases, bundle.vocab, k, blend=blend, sessions=sessions_rows,
+            item_vectors=bundle.item_vectors, scale=logit_scale(bundle))
         summary = acc.summary(percent=True)
         summary["search_seconds"] = round(time.perf_counter() - t2, 2)
         if kind == "hnsw":
@@ -230,7 +235,7 @@ def evaluate_bundle(
         "test_sessions": len(sessions),
         "k": k,
         "ef": settings.hnsw_ef,
-        "cooccurrence_weight": blend.get("blend_weight", 0.0),
+        "cooccurrence_weight": blend.weight if blend is not None else 0.0,
         "index": results,
         "encode_seconds": round(encode_s, 2),
         "seconds": round(time.perf_counter() - t0, 2),

@@ -165,7 +165,7 @@ def test_encoding_in_length_sorted_batches_changes_no_vector(synthetic):
                             batch_size=7)
     one = np.concatenate([enc.encode(featurize([s.sequence()], bundle.vocab, bundle.query_buckets, 50))
                           for s in states])
-    np.testing.assert_allclose(batched, one, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(batched.vectors, one, rtol=0, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------- CLI
