@@ -218,11 +218,7 @@ async def _run_kafka_phases(
 def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     """The whole benchmark; returns the summary (see docs/benchmarks.md for each field)."""
     from ..generate import EventGenerator, GeneratorConfig
-    from ..kafka.embedded import kafka_or_embedded
     from ..serving.bundle import ModelBundle
-    from ..serving.compose import session_policy
-    from . import micro
-    from .common import say
 
     opts = opts.validated()
     partitions = opts.partitions or max(settings.partitions, opts.workers)
@@ -233,9 +229,26 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     bundle_path = ensure_bench_bundle(settings, opts)
     bundle = ModelBundle.load(bundle_path)
-    arch = bundle.manifest.get("architecture", {})
     gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed + 1,
                                          mean_days_between_sessions=opts.visit_gap_days))
+    s, kafka, broker_pid = _kafka_run(settings, opts, bundle_path, gen, partitions, tag, run_dir)
+    pipe, relays = kafka["pipeline"], kafka["relay"]
+    local = _state_and_micro(s, opts, bundle, gen, pipe.events_sent, run_dir)
+    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    summary = _summary(s, opts, bundle, pipe, relays, local, partitions, broker_pid, machine, run_dir)
+    summary["total_s"] = round(time.perf_counter() - t_start, 1)
+    if local["micro"]:
+        summary["machine"]["providers_used"] = local["micro"]["encoder"]["providers"]
+    _print_summary(summary)
+    return summary
+
+
+def _kafka_run(
+    settings: Settings, opts: BenchOptions, bundle_path: Path, gen: Any, partitions: int, tag: str, run_dir: Path,
+) -> tuple[Settings, dict[str, Any], int | None]:
+    """The relay and pipeline phases on the given Kafka or an embedded one, on this run's topics."""
+    from ..kafka.embedded import kafka_or_embedded
+    from .common import say
 
     try:
         with kafka_or_embedded(settings, say) as (s, broker):
@@ -249,19 +262,27 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     finally:
         for d in run_dir.glob("worker-*/state"):  # logs and the profile stay; state does not
             shutil.rmtree(d, ignore_errors=True)
-    pipe, relays = kafka["pipeline"], kafka["relay"]
+    return s, kafka, broker_pid
+
+
+def _state_and_micro(
+    s: Settings, opts: BenchOptions, bundle: Any, gen: Any, events_sent: int, run_dir: Path,
+) -> dict[str, Any]:
+    """State sizes of the run's users, RocksDB's size, and the encoder and index microbenchmarks."""
+    from ..serving.compose import session_policy
+    from . import micro
+    from .common import say
 
     say("state: folding the run's events into per-user states")
     policy = session_policy(s, bundle.max_len)
-    states = micro.fold_states(gen.events(pipe.events_sent), policy)
+    states = micro.fold_states(gen.events(events_sent), policy)
     state = micro.state_sizes(states)
     say(f"state: RocksDB size of {opts.state_users:,} users")
     rocks = micro.rocksdb_size(list(states.values()), opts.state_users, workdir=run_dir)
-
     micro_out: dict[str, Any] | None = None
     if opts.micro:
         say("micro: encoder and index")
-        encoder = bundle.encoder(providers=s.providers, intra_op_threads=s.intra_op_threads,  # type: ignore[arg-type]
+        encoder = bundle.encoder(providers=s.providers, intra_op_threads=s.intra_op_threads,
                                  inter_op_threads=s.inter_op_threads)
         sequences = [st.sequence() for st in states.values()]
         micro_out = {
@@ -270,10 +291,16 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
                 bundle, micro.session_vectors(bundle, encoder, sequences, opts.micro_queries),
                 opts.micro_efs, k=s.top_k, batch=s.batch_max, threads=s.index_threads, seconds=opts.micro_seconds),
         }
+    return {"state": state, "rocksdb": rocks, "micro": micro_out}
+
+
+def _summary(
+    s: Settings, opts: BenchOptions, bundle: Any, pipe: Any, relays: list[dict[str, Any]], local: dict[str, Any],
+    partitions: int, broker_pid: int | None, machine: dict[str, Any], run_dir: Path,
+) -> dict[str, Any]:
     baseline = sum(r["events_per_s"] for r in relays) / len(relays)
-    sat = pipe.saturation
-    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    summary: dict[str, Any] = {
+    sat, state, rocks = pipe.saturation, local["state"], local["rocksdb"]
+    return {
         "events_per_s": sat["events_per_s"],
         "baseline_events_per_s": round(baseline, 1),
         "ratio": round(sat["events_per_s"] / baseline, 4) if baseline else None,
@@ -292,29 +319,32 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
         "rss": pipe.rss,
         "state": state,
         "rocksdb": rocks,
-        "micro": micro_out,
+        "micro": local["micro"],
         "profile": pipe.profile,
         "notes": pipe.notes,
-        "config": {
-            "events": opts.events, "warmup_events": opts.warmup_events, "rate": opts.rate,
-            "rate_seconds": opts.rate_seconds, "workers": opts.workers, "partitions": partitions,
-            "users": opts.users, "visit_gap_days": opts.visit_gap_days, "items": len(bundle.vocab), "dim": bundle.dim,
-            "n_layers": arch.get("n_layers"), "max_len": bundle.max_len, "engine": s.engine,
-            "batch_max": s.batch_max, "batch_wait_ms": s.batch_wait_ms, "coalesce": s.coalesce,
-            "top_k": s.top_k, "index": s.index, "ef": s.hnsw_ef, "index_threads": s.index_threads,
-            "intra_op_threads": s.intra_op_threads, "inter_op_threads": s.inter_op_threads,
-            "changelog_barrier": s.changelog_barrier, "state_memory_mb": s.state_memory_mb, "broker": "embedded" if broker_pid else "external",
-            "model_version": pipe.model_version or bundle.version, "profiled": opts.profile,
-        },
+        "config": _config(s, opts, bundle, pipe, partitions, broker_pid),
         "machine": {**machine, "gpu": "not measured"},
         "options": asdict(opts),
         "run_dir": str(run_dir),
-        "total_s": round(time.perf_counter() - t_start, 1),
     }
-    if micro_out:
-        summary["machine"]["providers_used"] = micro_out["encoder"]["providers"]
-    _print_summary(summary)
-    return summary
+
+
+def _config(
+    s: Settings, opts: BenchOptions, bundle: Any, pipe: Any, partitions: int, broker_pid: int | None,
+) -> dict[str, Any]:
+    arch = bundle.manifest.get("architecture", {})
+    return {
+        "events": opts.events, "warmup_events": opts.warmup_events, "rate": opts.rate,
+        "rate_seconds": opts.rate_seconds, "workers": opts.workers, "partitions": partitions,
+        "users": opts.users, "visit_gap_days": opts.visit_gap_days, "items": len(bundle.vocab), "dim": bundle.dim,
+        "n_layers": arch.get("n_layers"), "max_len": bundle.max_len, "engine": s.engine,
+        "batch_max": s.batch_max, "batch_wait_ms": s.batch_wait_ms, "coalesce": s.coalesce,
+        "top_k": s.top_k, "index": s.index, "ef": s.hnsw_ef, "index_threads": s.index_threads,
+        "intra_op_threads": s.intra_op_threads, "inter_op_threads": s.inter_op_threads,
+        "changelog_barrier": s.changelog_barrier, "state_memory_mb": s.state_memory_mb,
+        "broker": "embedded" if broker_pid else "external",
+        "model_version": pipe.model_version or bundle.version, "profiled": opts.profile,
+    }
 
 
 def _print_summary(r: dict[str, Any]) -> None:

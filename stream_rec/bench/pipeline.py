@@ -133,83 +133,114 @@ async def run_pipeline(
     fleet = Fleet(settings, workers, run_dir)
     answers = _Answers()
     notes: list[str] = []
-    fixed: dict[str, Any] | None = None
-    flat_out: dict[str, Any] | None = None
-    total = n
     try:
         # Saturation only counts arrivals: a relaxed fetch wait keeps our polling cheap.
         await answers.start(settings, fetch_max_wait_ms=100)
         fleet.start()
         async with Monitor(fleet, broker_pid) as mon:
-            # -- 1. saturation: drain the backlog
-            first, _ = await mon.wait_for(lambda s: s.events > 0, timeout_s, "the first processed event")
-            profiler = _Profiler(fleet.procs[0].pid, run_dir / "profile-worker-0.txt") if profile else None
-            say(f"pipeline: worker(s) processing (first events {first.t - mon.samples[0].t:.1f}s after start)")
-            try:
-                end, overran = await mon.wait_for(lambda s: s.events >= n, timeout_s, f"{n:,} processed events",
-                                                  partial=True)
-                # The window ends when the backlog's recommendations have reached our consumer.
-                t_done, late = await answers.wait_received(end.recs, mon, timeout_s)
-                overran = overran or late
-            finally:
-                if profiler is not None:
-                    profiler.stop()
-            await asyncio.sleep(2 * POLL_S)  # a sample after t_done
-            done = mon.at(t_done)
-            start = next((s for s in mon.samples if s.events >= warmup and s.active_workers == workers), None)
-            if start is None or start.t >= end.t:
-                start = first
-                notes.append("saturation window began at the first processed event (warm-up mark not sampled)")
-            sat = {"events": n, "warmup_events": start.events, "timed_out": overran, **_window(start, done, workers),
-                   "delivery_lag_s": round(max(t_done - end.t, 0.0), 3),
-                   "events_per_s_by_stats_alone": _window(start, end, workers)["events_per_s"]}
-            if workers > 1 and sum(1 for s in mon.samples if s.t <= end.t and s.active_workers == workers) < 3:
-                notes.append("not every worker was busy during the saturation window (late join?)")
-            say(f"pipeline: saturation {sat['events_per_s']:,.0f} events/s, {sat['recs_per_s']:,.0f} recs/s "
-                f"over {sat['window_events']:,} events (last recommendation {sat['delivery_lag_s']}s after "
-                "the last event was taken)")
-            prof = None
-            if profiler is not None and profiler.out.exists():
-                prof = {"file": str(profiler.out), "worker": 0, **top_frames(profiler.out)}
-            elif profiler is not None:
-                notes.append(f"py-spy wrote no profile; see {profiler.out.with_suffix('.log')}")
-            sat_end = mon.last or end
-            drained = not overran
+            sat = await _saturation_phase(mon, answers, fleet, n=n, warmup=warmup, workers=workers,
+                                          timeout_s=timeout_s, run_dir=run_dir, profile=profile, notes=notes)
             # The latency phases: Tansu holds a fetch for a good part of fetch_max_wait even when
             # records arrive (measured: p50 166 ms at 500 ms), so poll with a short wait.
             await answers.stop()
             answers = _Answers()
             await answers.start(settings, fetch_max_wait_ms=5)
-
-            # -- 2. fixed offered load
-            if rate > 0 and drained:
-                if rate >= 0.95 * sat["events_per_s"]:
-                    notes.append(f"the offered {rate:g}/s is at or above the measured capacity "
-                                 f"({sat['events_per_s']:,.0f}/s): latency at that load is queueing")
-                # An overloaded offered load only grows its backlog: stop waiting for answers
-                # after a while, then let the backlog drain before the flat-out phase.
-                fixed = await _offered_phase(settings, mon, answers, offered, rate, workers, timeout_s)
-                total += fixed["sent"]
-                if fixed["timed_out"]:
-                    say("pipeline: waiting for the offered load's backlog to drain")
-                    _, overran = await answers.wait_answered(mon, timeout_s)
-                    drained = not overran
-            fixed_end = mon.last or sat_end
-
-            # -- 3. flat out while serving
-            if drained:
-                records = flat()
-                flat_out = await _flat_phase(settings, mon, answers, records, timeout_s)
-                total += flat_out["sent"]
-            else:
-                notes.append("skipped the flat-out phase: the backlog of the previous phase did not drain")
-            rss = _rss_summary(mon.samples, first.t, sat_end.t, fixed_end.t)
+            later = await _latency_phases(settings, mon, answers, sat, offered=offered, rate=rate,
+                                          workers=workers, flat=flat, timeout_s=timeout_s, notes=notes)
+            rss = _rss_summary(mon.samples, sat.first.t, sat.end.t, later.fixed_end.t)
             notes.extend(mon.stalls)
             version = await _model_version(fleet)
     finally:
         await answers.stop()
         fleet.stop()
-    return PipelineResult(sat, fixed, flat_out, rss, prof, settings.engine, version, total, notes)
+    return PipelineResult(sat.summary, later.fixed, later.flat_out, rss, sat.profile, settings.engine, version,
+                          n + later.sent, notes)
+
+
+@dataclass
+class _Saturation:
+    summary: dict[str, Any]
+    profile: dict[str, Any] | None
+    first: Any  # the sample of the first processed event
+    end: Any  # the last sample of the phase
+    drained: bool  # the backlog was processed and answered in time
+
+
+async def _saturation_phase(
+    mon: Monitor, answers: _Answers, fleet: Fleet, *, n: int, warmup: int, workers: int, timeout_s: float,
+    run_dir: Path, profile: bool, notes: list[str],
+) -> _Saturation:
+    """Phase 1: drain the preloaded backlog; events/s over the window after the warm-up."""
+    first, _ = await mon.wait_for(lambda s: s.events > 0, timeout_s, "the first processed event")
+    profiler = _Profiler(fleet.procs[0].pid, run_dir / "profile-worker-0.txt") if profile else None
+    say(f"pipeline: worker(s) processing (first events {first.t - mon.samples[0].t:.1f}s after start)")
+    try:
+        end, overran = await mon.wait_for(lambda s: s.events >= n, timeout_s, f"{n:,} processed events",
+                                          partial=True)
+        # The window ends when the backlog's recommendations have reached our consumer.
+        t_done, late = await answers.wait_received(end.recs, mon, timeout_s)
+        overran = overran or late
+    finally:
+        if profiler is not None:
+            profiler.stop()
+    await asyncio.sleep(2 * POLL_S)  # a sample after t_done
+    done = mon.at(t_done)
+    start = next((s for s in mon.samples if s.events >= warmup and s.active_workers == workers), None)
+    if start is None or start.t >= end.t:
+        start = first
+        notes.append("saturation window began at the first processed event (warm-up mark not sampled)")
+    sat = {"events": n, "warmup_events": start.events, "timed_out": overran, **_window(start, done, workers),
+           "delivery_lag_s": round(max(t_done - end.t, 0.0), 3),
+           "events_per_s_by_stats_alone": _window(start, end, workers)["events_per_s"]}
+    if workers > 1 and sum(1 for s in mon.samples if s.t <= end.t and s.active_workers == workers) < 3:
+        notes.append("not every worker was busy during the saturation window (late join?)")
+    say(f"pipeline: saturation {sat['events_per_s']:,.0f} events/s, {sat['recs_per_s']:,.0f} recs/s "
+        f"over {sat['window_events']:,} events (last recommendation {sat['delivery_lag_s']}s after "
+        "the last event was taken)")
+    prof = None
+    if profiler is not None and profiler.out.exists():
+        prof = {"file": str(profiler.out), "worker": 0, **top_frames(profiler.out)}
+    elif profiler is not None:
+        notes.append(f"py-spy wrote no profile; see {profiler.out.with_suffix('.log')}")
+    return _Saturation(sat, prof, first, mon.last or end, not overran)
+
+
+@dataclass
+class _LatencyPhases:
+    fixed: dict[str, Any] | None
+    flat_out: dict[str, Any] | None
+    fixed_end: Any  # the last sample of the fixed-load phase
+    sent: int  # events these phases sent
+
+
+async def _latency_phases(
+    settings: Settings, mon: Monitor, answers: _Answers, sat: _Saturation, *, offered: Iterable[Record],
+    rate: float, workers: int, flat: Callable[[], Sequence[Record]], timeout_s: float, notes: list[str],
+) -> _LatencyPhases:
+    """Phases 2 (fixed offered load) and 3 (flat out while serving), each once the backlog drained."""
+    fixed: dict[str, Any] | None = None
+    flat_out: dict[str, Any] | None = None
+    drained, sent = sat.drained, 0
+    if rate > 0 and drained:
+        if rate >= 0.95 * sat.summary["events_per_s"]:
+            notes.append(f"the offered {rate:g}/s is at or above the measured capacity "
+                         f"({sat.summary['events_per_s']:,.0f}/s): latency at that load is queueing")
+        # An overloaded offered load only grows its backlog: stop waiting for answers
+        # after a while, then let the backlog drain before the flat-out phase.
+        fixed = await _offered_phase(settings, mon, answers, offered, rate, workers, timeout_s)
+        sent += fixed["sent"]
+        if fixed["timed_out"]:
+            say("pipeline: waiting for the offered load's backlog to drain")
+            _, overran = await answers.wait_answered(mon, timeout_s)
+            drained = not overran
+    fixed_end = mon.last or sat.end
+    if drained:
+        records = flat()
+        flat_out = await _flat_phase(settings, mon, answers, records, timeout_s)
+        sent += flat_out["sent"]
+    else:
+        notes.append("skipped the flat-out phase: the backlog of the previous phase did not drain")
+    return _LatencyPhases(fixed, flat_out, fixed_end, sent)
 
 
 async def _offered_phase(
