@@ -83,9 +83,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     opts = TrainOptions(
         dataset=args.dataset, events=args.events, users=args.users, items=args.items,
         seed=args.seed, epochs=args.epochs, dim=args.dim, threads=args.threads,
-        data_root=args.data_root, events_file=args.events_file, lr=args.lr,
+        data_root=args.data_root, data_dir=args.data_dir, events_file=args.events_file, lr=args.lr,
         batch_size=args.batch_size, dropout=args.dropout, scale=args.scale,
-        max_minutes=args.max_minutes, max_sessions=args.max_sessions,
+        max_minutes=args.max_minutes, max_sessions=args.max_sessions, negatives=args.negatives,
+        repeat=args.repeat, patience=args.patience,
         min_item_count=args.min_item_count, test_days=args.test_days,
     )
     path = train_bundle(settings, opts)
@@ -97,7 +98,8 @@ def _cmd_cooccurrence(args: argparse.Namespace) -> int:
     from .model.build import TrainOptions, add_cooccurrence
 
     settings = settings_from(args)
-    opts = TrainOptions(dataset=args.dataset, data_root=args.data_root, events_file=args.events_file,
+    opts = TrainOptions(dataset=args.dataset, data_root=args.data_root, data_dir=args.data_dir,
+                        events_file=args.events_file,
                         min_item_count=args.min_item_count, test_days=args.test_days)
     print(add_cooccurrence(settings, opts, args.bundle, args.weight))
     return 0
@@ -109,7 +111,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.offline import EvaluateOptions, run_evaluation
 
     opts = EvaluateOptions(
-        dataset=args.dataset, data_root=args.data_root, events_file=args.events_file,
+        dataset=args.dataset, data_root=args.data_root, data_dir=args.data_dir,
+        events_file=args.events_file,
         min_item_count=args.min_item_count, test_days=args.test_days, baselines=args.baselines,
         streaming=args.streaming, max_sessions=args.max_sessions,
     )

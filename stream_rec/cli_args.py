@@ -13,6 +13,10 @@ from typing import Any, NoReturn
 
 from .settings import Settings, env_name
 
+# The standard two-file splits (stream_rec.datasets.splits.STANDARD_DATASETS, spelled out here so
+# that --help loads no data code).
+_SPLITS = ("diginetica", "nowplaying", "sessions")
+
 __all__ = ["CliParser", "add_subcommands", "settings_from"]
 
 _KAFKA = ("bootstrap_servers", "events_topic", "recs_topic", "dlq_topic", "partitions")
@@ -38,6 +42,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
     return value
 
 
@@ -157,11 +171,14 @@ def _add_produce(sub: argparse._SubParsersAction[CliParser]) -> None:
 
 def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("train", help="train a session Transformer and write a model bundle")
-    p.add_argument("--dataset", choices=("generated", "diginetica", "events"), default="generated",
-                   help="training data (default generated)")
+    p.add_argument("--dataset", choices=("generated", *_SPLITS, "events"), default="generated",
+                   help="training data (default generated; sessions = any split in the standard format)")
     p.add_argument("--events", type=_positive_int, default=60_000, help="generated events to train on (default 60000)")
     p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
     p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--data-dir", default=None,
+                   help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions; "
+                   "default <data root>/<dataset>)")
     p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: per data set)")
     p.add_argument("--dim", type=_positive_int, default=None, help="embedding size (default: per data set)")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
@@ -172,6 +189,12 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
                    help="cosine -> logit scale of the softmax (default: per data set)")
     p.add_argument("--max-minutes", type=_non_negative_float, default=None,
                    help="stop training after this long, 0 = no limit (default: per data set; diginetica 42)")
+    p.add_argument("--negatives", type=_non_negative_int, default=None,
+                   help="sampled softmax with N shared uniform negatives, 0 = full softmax (default: per data set)")
+    p.add_argument("--repeat", action=argparse.BooleanOptionalAction, default=None,
+                   help="the model's repeat head: a learned bonus for the session's own items (default: per data set)")
+    p.add_argument("--patience", type=_non_negative_int, default=None,
+                   help="stop after N epochs without a better validation HR@20 + MRR@20, 0 = never (default 2)")
     p.add_argument("--max-sessions", type=_positive_int, default=None,
                    help="train on the last N training sessions only (quick runs)")
     _add_protocol_args(p)
@@ -183,10 +206,13 @@ def _add_cooccurrence(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("cooccurrence", help="a new bundle version that blends session co-occurrence "
                        "(V-SKNN over the training sessions) into the model's scores")
     p.add_argument("--bundle", required=True, help="the bundle whose model to keep")
-    p.add_argument("--dataset", choices=("diginetica", "events"), default="diginetica",
+    p.add_argument("--dataset", choices=(*_SPLITS, "events"), default="diginetica",
                    help="whose training sessions (default diginetica)")
     p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
     p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--data-dir", default=None,
+                   help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions; "
+                   "default <data root>/<dataset>)")
     p.add_argument("--weight", type=_fraction, default=0.6,
                    help="blend weight of co-occurrence, 0-1 (default 0.6: chosen on Diginetica's validation slice)")
     _add_protocol_args(p)
@@ -199,10 +225,13 @@ def _add_evaluate(sub: argparse._SubParsersAction[CliParser]) -> None:
                        "split or of an event log (SR-GNN protocol): the ONNX encoder with exact search and "
                        "with the HNSW index, optionally the baselines and a replay through broker and worker. "
                        "Progress goes to stderr.")
-    p.add_argument("--dataset", choices=("diginetica", "events"), default="diginetica",
+    p.add_argument("--dataset", choices=(*_SPLITS, "events"), default="diginetica",
                    help="test data (default diginetica)")
     p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events (.gz too)")
     p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--data-dir", default=None,
+                   help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions; "
+                   "default <data root>/<dataset>)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object (the last line)")
     p.add_argument("--baselines", action="store_true", help="also score POP, Item-KNN and V-SKNN")
     p.add_argument("--streaming", action="store_true",

@@ -27,6 +27,7 @@ import numpy as np
 from ..core.scoring import Blend, EncodedSessions, encode_sequences, search_sessions
 from ..core.session import SessionState
 from ..datasets.eventlog import ProtocolOptions, SessionSplit
+from ..datasets.splits import STANDARD_DATASETS, load_named_split
 from ..errors import ConfigError, DataError
 from ..serving.compose import blend_args, logit_scale, session_policy
 from .baselines import ItemKNN, Popularity, SessionKNN, evaluate
@@ -68,21 +69,19 @@ def load_split(
     dataset: str,
     *,
     data_root: str | Path | None = None,
+    data_dir: str | Path | None = None,
     events_file: str | Path | None = None,
     protocol: ProtocolOptions | None = None,
     progress: Progress | None = _stderr,
 ) -> SessionSplit:
-    """The split to evaluate on: Diginetica's standard split (its statistics checked against
-    SOURCE.md) or an event log put through the SR-GNN protocol."""
+    """The split to evaluate on: a standard two-file split (Diginetica's and Nowplaying's
+    statistics checked against their SOURCE.md; ``sessions`` from ``data_dir``) or an event log
+    put through the SR-GNN protocol."""
     say = progress or (lambda _msg: None)
-    if dataset == "diginetica":
-        from ..datasets.diginetica import check_stats, diginetica_dir, load_standard_split
-
-        split = load_standard_split(diginetica_dir(data_root))
-        stats = check_stats(split)
-        say("diginetica split: " + ", ".join(f"{k} {v:,}" for k, v in stats.as_dict().items())
-            + " (as SOURCE.md states)")
-        return split
+    if dataset in STANDARD_DATASETS:
+        named = load_named_split(dataset, data_root, data_dir)
+        say(f"{dataset} split ({named.directory}): {named.describe()}")
+        return named.split
     if dataset == "events":
         from ..datasets.eventlog import split_event_log
 
@@ -92,7 +91,7 @@ def load_split(
         say(f"{events_file}: {len(invalid):,} invalid records skipped; "
             + ", ".join(f"{k} {v:,}" for k, v in split.stats().as_dict().items()))
         return split
-    raise ConfigError(f"--dataset {dataset!r}: expected diginetica or events")
+    raise ConfigError(f"--dataset {dataset!r}: expected one of {', '.join(STANDARD_DATASETS)} or events")
 
 
 def encode_states(
@@ -279,6 +278,7 @@ class EvaluateOptions:
 
     dataset: str = "diginetica"
     data_root: str | None = None
+    data_dir: str | None = None  # --dataset sessions (or another location of a named split)
     events_file: str | None = None
     min_item_count: int = 5  # --dataset events: the protocol's filter
     test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
@@ -305,7 +305,7 @@ def run_evaluation(
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     split = load_split(
-        opts.dataset, data_root=opts.data_root, events_file=opts.events_file,
+        opts.dataset, data_root=opts.data_root, data_dir=opts.data_dir, events_file=opts.events_file,
         protocol=ProtocolOptions(min_item_count=opts.min_item_count, test_days=opts.test_days),
         progress=progress,
     )
