@@ -183,6 +183,9 @@ def hit_rate_by_length(
     return out
 
 
+SHORTER_CUTS = (10,)  # HR@10 and MRR@10 are reported beside HR@k / MRR@k
+
+
 class RankingAccumulator:
     """Add (recommended list, target) pairs one at a time; :meth:`summary` gives every metric.
 
@@ -225,6 +228,11 @@ class RankingAccumulator:
             f"mrr@{k}": _scale(_mrr_from_ranks(ranks, k), percent),
             f"ndcg@{k}": _scale(_ndcg_from_ranks(ranks, k), percent),
             f"coverage@{k}": None if coverage is None else _scale(coverage, percent),
+            **{  # shorter cut-offs beside k (a rank within k says where it falls)
+                f"{name}@{cut}": _scale(fn(ranks, cut), percent)
+                for cut in SHORTER_CUTS if cut < k
+                for name, fn in (("hr", _hr_from_ranks), ("mrr", _mrr_from_ranks))
+            },
             "prefixes": int(ranks.size),
             f"hr@{k}_by_length": {
                 b: _scale(_hr_from_ranks(ranks[buckets == b], k), percent) for b in LENGTH_BUCKETS

@@ -56,6 +56,7 @@ Progress = Callable[[str], None]
 BASELINES: dict[str, Callable[[], Any]] = {
     "POP": Popularity,
     "Item-KNN": ItemKNN,
+    "SKNN": lambda: SessionKNN(position_weights=False),
     "V-SKNN": SessionKNN,
 }
 
@@ -250,7 +251,7 @@ def evaluate_baselines(
     max_sessions: int | None = None,
     progress: Progress | None = _stderr,
 ) -> dict[str, dict[str, Any]]:
-    """POP, Item-KNN and V-SKNN fitted on the training sessions, scored on the test prefixes."""
+    """POP, Item-KNN, SKNN and V-SKNN fitted on the training sessions, scored on the test prefixes."""
     say = progress or (lambda _msg: None)
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
@@ -282,7 +283,7 @@ class EvaluateOptions:
     events_file: str | None = None
     min_item_count: int = 5  # --dataset events: the protocol's filter
     test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
-    baselines: bool = False  # also score POP, Item-KNN and V-SKNN
+    baselines: bool = False  # also score POP, Item-KNN, SKNN and V-SKNN
     streaming: bool = False  # also replay the test sessions through broker + worker
     max_sessions: int | None = None  # only the first n test sessions (quick runs)
     run_dir: str = "var/evaluate"
@@ -325,6 +326,7 @@ def run_evaluation(
         f"mrr@{k}": serving[f"mrr@{k}"],
         f"ndcg@{k}": serving[f"ndcg@{k}"],
         f"coverage@{k}": serving[f"coverage@{k}"],
+        **{m: serving[m] for m in ("hr@10", "mrr@10") if m in serving},
         "prefixes": off.report["prefixes"],
         "serving_index": "hnsw",
         "ef": settings.hnsw_ef,

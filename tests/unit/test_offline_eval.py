@@ -185,7 +185,8 @@ def test_train_and_evaluate_an_event_log_from_the_cli(tmp_path, capsys):
     assert set(report["index"]) == {"exact", "hnsw"} and report["serving_index"] == "hnsw"
     assert report["hr@20"] == report["index"]["hnsw"]["hr@20"]
     assert set(report["hr@20_by_length"]) == {"1", "2", "3-5", "6+"}
-    assert set(report["baselines"]) == {"POP", "Item-KNN", "V-SKNN"}
+    assert set(report["baselines"]) == {"POP", "Item-KNN", "SKNN", "V-SKNN"}
+    assert {"hr@10", "mrr@10"} <= set(report) and report["hr@10"] <= report["hr@20"]
     # Three items in the catalogue: every list holds all of them, every target is found.
     assert report["hr@20"] == 100.0 and report["baselines"]["POP"]["hr@20"] == 100.0
 
