@@ -224,7 +224,7 @@ def evaluate_bundle(
         summary = acc.summary(percent=True)
         summary["search_seconds"] = round(time.perf_counter() - t2, 2)
         if kind == "hnsw":
-            summary["ef"] = settings.hnsw_ef
+            summary["ef"] = bundle.serving_ef(settings.hnsw_ef)
         results[kind] = summary
         say(f"{kind}: hr@{k} {summary[f'hr@{k}']:.2f} mrr@{k} {summary[f'mrr@{k}']:.2f} "
             f"({summary['search_seconds']:.1f}s)")
@@ -234,7 +234,7 @@ def evaluate_bundle(
         "prefixes": len(cases),
         "test_sessions": len(sessions),
         "k": k,
-        "ef": settings.hnsw_ef,
+        "ef": bundle.serving_ef(settings.hnsw_ef),
         "cooccurrence_weight": blend.weight if blend is not None else 0.0,
         "index": results,
         "encode_seconds": round(encode_s, 2),
@@ -329,7 +329,7 @@ def run_evaluation(
         **{m: serving[m] for m in ("hr@10", "mrr@10") if m in serving},
         "prefixes": off.report["prefixes"],
         "serving_index": "hnsw",
-        "ef": settings.hnsw_ef,
+        "ef": bundle.serving_ef(settings.hnsw_ef),
         f"hr@{k}_by_length": serving[f"hr@{k}_by_length"],
         "index": off.report["index"],
         "hnsw_cost": {m: _points(exact[m], serving[m]) for m in (f"hr@{k}", f"mrr@{k}", f"ndcg@{k}")},

@@ -219,7 +219,7 @@ def streaming_evaluate(
     report = {
         "model_version": loaded.version,
         "index": "hnsw",
-        "ef": worker_settings.hnsw_ef,
+        "ef": loaded.serving_ef(worker_settings.hnsw_ef),
         **acc.summary(percent=True),
         "unanswered_prefixes": sum(c.event_id not in recs for c in cases),
         "replay": facts,

@@ -303,6 +303,9 @@ def train_sessions_to_bundle(
     t0, c0 = time.perf_counter(), time.process_time()
     model, metrics = train_model(sessions, vocab, model_cfg, train_cfg, progress=_progress)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    from .validation import validation_set
+
+    validation = validation_set(model, sessions, vocab, recipe.valid_fraction)
     cooccurrence = None
     if recipe.cooccurrence_weight > 0:  # weight chosen on the validation slice (docs/evaluation.md)
         cooccurrence = (neighbours_for(vocab, session_items), recipe.cooccurrence_weight)
@@ -337,6 +340,7 @@ def train_sessions_to_bundle(
         metrics=metrics,
         version=opts.version,
         cooccurrence=cooccurrence,
+        validation=validation,
     )
     _progress(f"bundle written to {path} (training {seconds:.0f}s wall, {cpu_seconds:.0f}s CPU; "
               f"valid hr@20 {metrics.valid_hr20:.4f} mrr@20 {metrics.valid_mrr20:.4f} "

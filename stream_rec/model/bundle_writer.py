@@ -88,8 +88,13 @@ def write_bundle(
     hnsw: HnswParams = HnswParams(),
     version: str | None = None,
     cooccurrence: tuple[SessionNeighbours, float] | None = None,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Path:
     """Export ``model``, build its HNSW index and write a complete bundle; returns its path.
+
+    With ``validation`` (session vectors, target columns of the held-out cases) the manifest's
+    HNSW ``ef`` is the smallest that costs at most 0.1 points HR@20 / MRR@20 against exact search
+    on them (:func:`.validation.choose_ef`); otherwise ``hnsw.ef``.
 
     ``training_info`` holds at least ``data`` (a tag naming the training data; it
     starts the version name), plus sessions, events, epochs, seconds, seed.
@@ -118,9 +123,19 @@ def write_bundle(
         np.save(tmp / ITEM_VECTORS, vectors)
         (tmp / ITEM_IDS).write_text("".join(f"{i}\n" for i in vocab.item_ids), encoding="utf-8")
         np.save(tmp / POPULARITY, popularity)
-        HnswIndex.build(
+        index = HnswIndex.build(
             vectors, M=hnsw.M, ef_construction=hnsw.ef_construction, ef=hnsw.ef, seed=hnsw.seed
-        ).save(tmp / HNSW)
+        )
+        index.save(tmp / HNSW)
+        hnsw_info: dict[str, Any] = asdict(hnsw)
+        if validation is not None:
+            from ..runtime.index import ExactIndex
+            from .validation import MAX_HNSW_COST, choose_ef
+
+            hnsw_info["ef"], tried = choose_ef(index, ExactIndex(vectors), *validation)
+            hnsw_info["ef_selection"] = {"rule": f"smallest ef costing <= {MAX_HNSW_COST} points "
+                                         "HR@20 and MRR@20 against exact search on validation",
+                                         "cases": len(validation[1]), "tried": tried}
         summary = metrics if isinstance(metrics, Mapping) else metrics.summary()
         extra: dict[str, Any] = {}
         if cooccurrence is not None:
@@ -152,7 +167,7 @@ def write_bundle(
             },
             "training": dict(training_info),
             "metrics": dict(summary),
-            "hnsw": asdict(hnsw),
+            "hnsw": hnsw_info,
             **extra,
         }
         (tmp / MANIFEST).write_text(json.dumps(_json_safe(manifest), indent=2, allow_nan=False) + "\n")

@@ -1,10 +1,8 @@
-"""Train a :class:`SessionTransformer` on sessions with full-softmax cross-entropy.
+"""Train a :class:`SessionTransformer` on sessions with (full or sampled) softmax cross-entropy.
 
-Every position with a later item event is a training example (its target is the
-next event that has an item; searches and unknown items are skipped), so one
-pass over a session trains all of its prefixes, like SR-GNN's augmentation.
-The last ``valid_fraction`` of sessions (in the given, chronological order) is
-held out: each one's last item is predicted from the events before it.
+Training examples are every prefix of every session (:mod:`.examples`); the last
+``valid_fraction`` of sessions (in the given, chronological order) is held out and picks the
+epoch (:mod:`.validation`: HR@20 + MRR@20, early stopping).
 """
 
 from __future__ import annotations
@@ -20,9 +18,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.features import MAX_QUERY_TOKENS, ItemVocab, featurize
+from ..core.features import ItemVocab
 from ..errors import ConfigError, DataError
+from .examples import (
+    Example,
+    Rows,
+    Session,
+    featurize_sessions,
+    length_batches,
+    pad_examples,
+    training_examples,
+)
 from .sasrec import SASRecConfig, SessionTransformer
+from .validation import evaluate, popularity_metrics, selection_score, valid_cases
 
 __all__ = [
     "Session",
@@ -34,10 +42,6 @@ __all__ = [
     "evaluate",
 ]
 
-Session = tuple[np.ndarray, np.ndarray, np.ndarray]  # item hashes (n,), types (n,), query hashes (n, Q)
-_Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # item rows (n,), types (n,), query buckets (n, Q)
-K = 20
-_SORT_POOL = 50  # batches whose sessions are sorted by length together (less padding)
 _PROGRESS_EVERY_S = 60.0  # a progress line within long epochs
 
 
@@ -123,145 +127,6 @@ def item_popularity(sessions: Sequence[Session], vocab: ItemVocab) -> np.ndarray
     return counts.astype(np.float32)
 
 
-@dataclass(frozen=True)
-class _Example:
-    """One window of at most max_len events with per-position targets (column, -1 = none)."""
-
-    items: np.ndarray  # (n,) rows
-    types: np.ndarray  # (n,)
-    queries: np.ndarray  # (n, Q) buckets
-    targets: np.ndarray  # (n,) column of the next item (row - 1), -1 when there is none
-
-
-def _featurize_all(sessions: Sequence[Session], vocab: ItemVocab, query_buckets: int) -> list[_Rows]:
-    """Rows, types and query buckets per session, mapped exactly as serving maps them."""
-    lengths = [len(s[0]) for s in sessions]
-    joined = (
-        np.concatenate([np.asarray(s[0], np.int64) for s in sessions]),
-        np.concatenate([np.asarray(s[1], np.int64) for s in sessions]),
-        np.concatenate([np.asarray(s[2], np.int64).reshape(-1, MAX_QUERY_TOKENS) for s in sessions]),
-    )
-    # One "session" holding every event: featurize then only maps ids, it never truncates.
-    f = featurize([joined], vocab, query_buckets, max_len=max(1, len(joined[0])))
-    bounds = np.cumsum([0, *lengths])
-    return [
-        (f.items[0, a:b], f.types[0, a:b], f.queries[0, a:b]) for a, b in zip(bounds[:-1], bounds[1:])
-    ]
-
-
-def _next_item_targets(rows: np.ndarray) -> np.ndarray:
-    """For each position, the column (row - 1) of the next later event with a known item, else -1."""
-    n = len(rows)
-    at = np.where(rows > 0, np.arange(n), n)
-    next_from = np.minimum.accumulate(at[::-1])[::-1]  # first item position >= t
-    after = np.append(next_from[1:], n)  # first item position > t
-    padded = np.append(rows, 0)
-    return padded[after] - 1  # row 0 at index n -> -1
-
-
-def _examples(featurized: list[_Rows], max_len: int) -> list[_Example]:
-    out = []
-    for items, types, queries in featurized:
-        targets = _next_item_targets(items)
-        for end in range(len(items), 0, -max_len):  # windows from the end; earlier ones lose context
-            start = max(0, end - max_len)
-            if np.any(targets[start:end] >= 0):
-                sl = slice(start, end)
-                out.append(_Example(items[sl], types[sl], queries[sl], targets[sl]))
-    return out
-
-
-def _pad(batch: Sequence[_Example]) -> tuple[torch.Tensor, ...]:
-    length = max(len(e.items) for e in batch)
-    b = len(batch)
-    items = np.zeros((b, length), np.int64)
-    types = np.zeros((b, length), np.int64)
-    queries = np.zeros((b, length, batch[0].queries.shape[1]), np.int64)
-    targets = np.full((b, length), -1, np.int64)
-    for i, e in enumerate(batch):
-        n = len(e.items)
-        items[i, length - n :], types[i, length - n :] = e.items, e.types
-        queries[i, length - n :], targets[i, length - n :] = e.queries, e.targets
-    return tuple(torch.from_numpy(a) for a in (items, types, queries, targets))
-
-
-def _batches(examples: Sequence[_Example], batch_size: int, rng: np.random.Generator) -> list[list[_Example]]:
-    """Shuffled batches of similar-length windows."""
-    order = rng.permutation(len(examples))
-    pool = batch_size * _SORT_POOL
-    batches = []
-    for p in range(0, len(order), pool):
-        chunk = sorted(order[p : p + pool], key=lambda i: len(examples[i].items))
-        batches += [[examples[i] for i in chunk[j : j + batch_size]] for j in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def _valid_cases(featurized: list[_Rows], max_len: int) -> tuple[list[_Rows], np.ndarray]:
-    """(prefix before the last known item, that item's column) for each held-out session."""
-    prefixes, targets = [], []
-    for items, types, queries in featurized:
-        known = np.flatnonzero(items > 0)
-        if len(known) == 0 or known[-1] == 0:
-            continue
-        j = known[-1]
-        start = max(0, j - max_len)
-        prefixes.append((items[start:j], types[start:j], queries[start:j]))
-        targets.append(items[j] - 1)
-    return prefixes, np.asarray(targets, np.int64)
-
-
-def _rank_metrics(scores: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
-    """Sums of HR@K and reciprocal rank@K for (N, n_items) scores."""
-    k = min(K, scores.shape[1])
-    top = scores.topk(k, dim=1).indices  # (N, K)
-    hit = top == targets.unsqueeze(1)  # (N, K)
-    ranks = torch.arange(1, k + 1, dtype=torch.float32)
-    return float(hit.any(dim=1).sum()), float((hit.float() / ranks).sum())
-
-
-def evaluate(
-    model: SessionTransformer, prefixes: list[_Rows], targets: np.ndarray, batch_size: int = 256
-) -> tuple[float, float]:
-    """HR@20 and MRR@20 of ``model`` predicting each target column from its prefix."""
-    if len(targets) == 0:
-        return math.nan, math.nan
-    was_training = model.training
-    model.eval()
-    hr = mrr = 0.0
-    with torch.no_grad():
-        for s in range(0, len(targets), batch_size):
-            batch = [_Example(*p, np.zeros(len(p[0]), np.int64)) for p in prefixes[s : s + batch_size]]
-            items, types, queries, _ = _pad(batch)
-            scores = session_scores(model, items, types, queries)
-            h, m = _rank_metrics(scores, torch.from_numpy(targets[s : s + batch_size]))
-            hr, mrr = hr + h, mrr + m
-    model.train(was_training)
-    return hr / len(targets), mrr / len(targets)
-
-
-def session_scores(
-    model: SessionTransformer, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor
-) -> torch.Tensor:
-    """(B, n_items) logits of the next item for left-padded sessions, repeat bonuses included."""
-    cfg = model.config
-    h = model.hidden(items, types, queries, last_only=True)  # (B, 1, D)
-    session = F.normalize(h[:, -1], dim=-1) if cfg.normalize else h[:, -1]
-    scores = model.logits(session)  # (B, n_items)
-    if cfg.repeat:
-        cols, bonus = model.repeat_bonus(h, items, last_only=True)  # (B, 1, L)
-        cols, bonus = cols[:, 0], bonus[:, 0]
-        scores.scatter_add_(1, cols.clamp(min=0), torch.where(cols >= 0, bonus, 0.0))
-    return scores
-
-
-def _popularity_metrics(popularity: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
-    if len(targets) == 0:
-        return math.nan, math.nan
-    scores = torch.from_numpy(popularity[1:].astype(np.float32)).expand(len(targets), -1)
-    hr, mrr = _rank_metrics(scores, torch.from_numpy(targets))
-    return hr / len(targets), mrr / len(targets)
-
-
 def train_model(
     sessions: Sequence[Session],
     vocab: ItemVocab,
@@ -278,12 +143,12 @@ def train_model(
     if cfg.n_items != len(vocab):
         raise ConfigError(f"model n_items ({cfg.n_items}) must equal the vocabulary size ({len(vocab)})")
     n_valid = int(len(sessions) * tc.valid_fraction)
-    featurized = _featurize_all(sessions, vocab, cfg.query_buckets) if sessions else []
+    featurized = featurize_sessions(sessions, vocab, cfg.query_buckets) if sessions else []
     train_f, valid_f = featurized[: len(featurized) - n_valid], featurized[len(featurized) - n_valid :]
-    examples = _examples(train_f, cfg.max_len)
+    examples = training_examples(train_f, cfg.max_len)
     if not examples:
         raise DataError(f"no training positions: {len(train_f)} sessions have no event followed by a known item")
-    prefixes, valid_targets = _valid_cases(valid_f, cfg.max_len)
+    prefixes, valid_targets = valid_cases(valid_f, cfg.max_len)
     popularity = item_popularity(sessions[: len(train_f)], vocab)
     metrics = TrainMetrics(
         train_sessions=len(train_f),
@@ -291,7 +156,7 @@ def train_model(
         valid_cases=len(valid_targets),
         train_positions=int(sum(int((e.targets >= 0).sum()) for e in examples)),
     )
-    metrics.pop_hr20, metrics.pop_mrr20 = _popularity_metrics(popularity, valid_targets)
+    metrics.pop_hr20, metrics.pop_mrr20 = popularity_metrics(popularity, valid_targets)
 
     threads_before = torch.get_num_threads()
     if tc.threads:
@@ -304,15 +169,6 @@ def train_model(
         torch.set_num_threads(threads_before)
     metrics.seconds = time.perf_counter() - t0
     return model.eval(), metrics
-
-
-def selection_score(hr20: float, mrr20: float) -> float:
-    """The model-selection rule: validation HR@20 + MRR@20, equal weights.
-
-    Both metrics count: an epoch that trades a little HR@20 for more MRR@20 (or back) wins
-    when the sum grows. NaN (no validation cases) never wins.
-    """
-    return -math.inf if math.isnan(hr20) or math.isnan(mrr20) else hr20 + mrr20
 
 
 def _batch_loss(
@@ -341,8 +197,8 @@ def _batch_loss(
 def _fit(
     cfg: SASRecConfig,
     tc: TrainConfig,
-    examples: list[_Example],
-    prefixes: list[_Rows],
+    examples: list[Example],
+    prefixes: list[Rows],
     valid_targets: np.ndarray,
     metrics: TrainMetrics,
     progress: Callable[[str], None] | None,
@@ -361,10 +217,10 @@ def _fit(
     for epoch in range(1, tc.epochs + 1):
         model.train()
         t_epoch, loss_sum, n_pos = time.perf_counter(), 0.0, 0
-        batches = _batches(examples, tc.batch_size, rng)
+        batches = length_batches(examples, tc.batch_size, rng)
         t_note = t_epoch
         for step, batch in enumerate(batches, 1):
-            items, types, queries, targets = _pad(batch)
+            items, types, queries, targets = pad_examples(batch)
             loss = _batch_loss(model, items, types, queries, targets, tc.negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -177,6 +177,11 @@ class ModelBundle:
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"cannot read {self.path / COOCCURRENCE}: {exc}") from exc
 
+    def serving_ef(self, requested: int | None = None) -> int:
+        """The HNSW ef to serve with: ``requested`` unless 0/None, else the manifest's (chosen on
+        validation when the bundle was written), else HnswParams.ef."""
+        return requested or int(self.manifest.get("hnsw", {}).get("ef", HnswParams.ef))
+
     def index(self, kind: str = "hnsw", ef: int | None = None, threads: int = 1) -> CandidateIndex:
         """The candidate index over this bundle's item vectors (HNSW, or exact as the reference)."""
         from ..runtime.index import ExactIndex, HnswIndex
@@ -185,7 +190,7 @@ class ModelBundle:
             return ExactIndex(self.item_vectors)
         if kind != "hnsw":
             raise ConfigError(f"index kind must be 'hnsw' or 'exact'; got {kind!r}")
-        ef = ef or int(self.manifest.get("hnsw", {}).get("ef", HnswParams.ef))
+        ef = self.serving_ef(ef)
         try:
             return HnswIndex.load(self.path / HNSW, self.item_vectors, ef=ef, threads=threads)
         except DataError as exc:

@@ -16,7 +16,7 @@ from stream_rec.model import (  # noqa: E402
     item_popularity,
     train_model,
 )
-from stream_rec.model.train import _next_item_targets  # noqa: E402
+from stream_rec.model.examples import next_item_targets  # noqa: E402
 
 from .tiny_model import TINY, successor_corpus, tiny_config, train_tiny  # noqa: E402
 
@@ -40,7 +40,7 @@ def trained(corpus):
 
 def test_targets_are_the_next_known_item_skipping_searches_and_unknown_items():
     rows = np.array([5, 0, 7, 0, 0, 9, 0])  # 0: search or unknown item
-    assert _next_item_targets(rows).tolist() == [6, 6, 8, 8, 8, -1, -1]  # columns = row - 1
+    assert next_item_targets(rows).tolist() == [6, 6, 8, 8, 8, -1, -1]  # columns = row - 1
 
 
 def test_padding_rows_are_finite_and_real_positions_never_see_padding():

@@ -153,7 +153,7 @@ def test_exact_and_hnsw_agree_on_a_tiny_catalogue(synthetic):
     exact, hnsw = result.report["index"]["exact"], result.report["index"]["hnsw"]
     for m in ("hr@20", "mrr@20", "ndcg@20", "coverage@20"):
         assert exact[m] == hnsw[m]
-    assert hnsw["ef"] == 64
+    assert hnsw["ef"] == 128  # settings 0: the bundle's, HnswParams.ef for one written without validation
 
 
 def test_encoding_in_length_sorted_batches_changes_no_vector(synthetic):

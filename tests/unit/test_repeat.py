@@ -14,7 +14,7 @@ from stream_rec.evaluation.cases import prefix_states, split_test_events
 from stream_rec.model.bundle_writer import write_bundle
 from stream_rec.model.loss import session_cross_entropy
 from stream_rec.model.sasrec import SASRecConfig, SessionTransformer
-from stream_rec.model.train import session_scores
+from stream_rec.model.validation import session_scores
 from stream_rec.serving.bundle import ModelBundle
 from stream_rec.serving.compose import build_recommender
 from stream_rec.settings import Settings
