@@ -189,6 +189,8 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
                    help="cosine -> logit scale of the softmax (default: per data set)")
     p.add_argument("--max-minutes", type=_non_negative_float, default=None,
                    help="stop training after this long, 0 = no limit (default: per data set; diginetica 42)")
+    p.add_argument("--lr-decay-every", type=_non_negative_int, default=None,
+                   help="epochs between x0.1 learning-rate decays, 0 = never (default: per data set)")
     p.add_argument("--negatives", type=_non_negative_int, default=None,
                    help="sampled softmax with N shared uniform negatives, 0 = full softmax (default: per data set)")
     p.add_argument("--repeat", action=argparse.BooleanOptionalAction, default=None,
