@@ -74,7 +74,7 @@ def export_onnx(model: SessionTransformer, path: str | os.PathLike[str], exporte
                     input_names=list(INPUT_NAMES),
                     output_names=outputs,
                     dynamic_axes={"items": dyn, "types": dyn, "queries": dyn, OUTPUT_NAME: {0: "batch"},
-                                  REPEAT_OUTPUT: dyn},
+                                  **({REPEAT_OUTPUT: dyn} if model.config.repeat else {})},
                     opset_version=OPSET,
                     dynamo=False,
                 )

@@ -62,6 +62,9 @@ class TrainConfig:
     max_seconds: float | None = None  # stop (after the current step) once this much time is spent
     select_best: bool = True  # keep the epoch with the best selection score, not the last one
     patience: int = 2  # stop after this many epochs without a better selection score; 0 = never
+    # After selection, one chronological pass over the held-out sessions at the final learning
+    # rate: they are the most recent data, and the test slice follows them in time.
+    refit: bool = True
     negatives: int = 0  # sampled softmax with this many shared uniform negatives; 0 = full softmax
 
     def __post_init__(self) -> None:
@@ -84,8 +87,9 @@ class TrainMetrics:
     seconds: float = 0.0
     train_sessions: int = 0
     valid_sessions: int = 0
-    valid_cases: int = 0  # held-out sessions with a known last item and a non-empty prefix
+    valid_cases: int = 0  # held-out (prefix, next item) pairs
     train_positions: int = 0
+    refit_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, float | int]:
@@ -165,6 +169,8 @@ def train_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(tc.seed)
             model = _fit(model_config, tc, examples, prefixes, valid_targets, metrics, progress, t0)
+            if tc.refit and n_valid:
+                _refit(model, tc, training_examples(valid_f, cfg.max_len), metrics, progress)
     finally:
         torch.set_num_threads(threads_before)
     metrics.seconds = time.perf_counter() - t0
@@ -192,6 +198,34 @@ def _batch_loss(
     if 0 < negatives < cfg.n_items:
         neg = torch.randperm(cfg.n_items)[:negatives].sort().values
     return model.loss(session[mask], targets[mask], neg, extra_cols, extra_bias)
+
+
+def _refit(
+    model: SessionTransformer,
+    tc: TrainConfig,
+    examples: list[Example],
+    metrics: TrainMetrics,
+    progress: Callable[[str], None] | None,
+) -> None:
+    """One pass over ``examples`` in their (chronological) order at the last decayed rate."""
+    if not examples:
+        return
+    t0 = time.perf_counter()
+    decays = (metrics.best_epoch - 1) // tc.lr_decay_every if tc.lr_decay_every > 0 else 0
+    lr = tc.lr * tc.lr_decay_gamma ** max(decays, 1 if tc.lr_decay_every > 0 else 0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
+    model.train()
+    for lo in range(0, len(examples), tc.batch_size):
+        items, types, queries, targets = pad_examples(examples[lo : lo + tc.batch_size])
+        loss = _batch_loss(model, items, types, queries, targets, tc.negatives)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    metrics.refit_seconds = time.perf_counter() - t0
+    if progress is not None:
+        progress(f"refit: one chronological pass over the {len(examples):,} held-out windows at lr {lr:g} "
+                 f"({metrics.refit_seconds:.0f}s; the selected metrics are the model's before it)")
 
 
 def _fit(

@@ -29,16 +29,17 @@ K = 20
 
 
 def valid_cases(featurized: list[Rows], max_len: int) -> tuple[list[Rows], np.ndarray]:
-    """(prefix before the last known item, that item's column) for each held-out session."""
+    """Every (prefix, next known item's column) of each held-out session, as the test protocol
+    scores a test session (SR-GNN's augmentation): not only its last item, so short prefixes
+    weigh in selection as they do in the test set."""
     prefixes, targets = [], []
     for items, types, queries in featurized:
-        known = np.flatnonzero(items > 0)
-        if len(known) == 0 or known[-1] == 0:
-            continue
-        j = known[-1]
-        start = max(0, j - max_len)
-        prefixes.append((items[start:j], types[start:j], queries[start:j]))
-        targets.append(items[j] - 1)
+        for j in np.flatnonzero(items > 0).tolist():
+            if j == 0:
+                continue
+            start = max(0, j - max_len)
+            prefixes.append((items[start:j], types[start:j], queries[start:j]))
+            targets.append(items[j] - 1)
     return prefixes, np.asarray(targets, np.int64)
 
 
