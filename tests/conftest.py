@@ -104,7 +104,8 @@ def _leaks(threads: set[threading.Thread], children: dict[int, str], tasks: set[
             break
         time.sleep(0.05)
     problems = [f"thread left running: {t.name!r} ({type(t).__name__})" for t in new_threads]
-    problems += [f"child process left running: pid {pid} ({name})" for pid, name in new_children.items()]
+    problems += [f"child process left running: pid {pid} ({name})"
+                 for pid, name in new_children.items()]
     problems += [f"asyncio task left pending: {t!r}" for t in _live_tasks() - tasks]
     changed = sorted(k for k in (set(env) | set(os.environ)) - set(ALLOWED_ENV)
                      if env.get(k) != os.environ.get(k))
@@ -119,7 +120,8 @@ def no_leaks() -> Iterator[None]:
     environment variables behind (after its own fixtures are torn down: autouse fixtures are set
     up first, so they are torn down last; session- and module-scoped fixtures are set up before
     it, so what they start is not the test's)."""
-    threads, children, tasks, env = set(threading.enumerate()), _children(), _live_tasks(), dict(os.environ)
+    threads, children = set(threading.enumerate()), _children()
+    tasks, env = _live_tasks(), dict(os.environ)
     yield
     problems = _leaks(threads, children, tasks, env)
     if problems:

@@ -31,7 +31,8 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
     self._set_recovery_ended()
     callback_coros = [
         asyncio.ensure_future(
-            table.on_recovery_completed(self.actives_for_table[table], self.standbys_for_table[table])
+            table.on_recovery_completed(
+                self.actives_for_table[table], self.standbys_for_table[table])
         )
         for table in self.tables.values()
     ]
@@ -40,7 +41,8 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
     assignment = consumer.assignment()
     if self.app.consumer_generation_id != generation_id:
         self.log.warning(
-            f"Recovery rebalancing again app id {self.app.consumer_generation_id} param {generation_id}"
+            f"Recovery rebalancing again app id {self.app.consumer_generation_id} "
+            f"param {generation_id}"
         )
         return
     if assignment:

@@ -30,7 +30,9 @@ NO_KEY = "record has no key; events must be keyed by user_id"
 Origin = TypeVar("Origin")
 
 
-def parse_record(key: bytes | None, value: bytes | bytearray | memoryview | None) -> Event | InvalidEvent:
+def parse_record(
+    key: bytes | None, value: bytes | bytearray | memoryview | None
+) -> Event | InvalidEvent:
     """One record -> its event, or the reason it is invalid (never raises on bad input)."""
     raw = value if isinstance(value, bytes) else bytes(value or b"")
     if key is None:

@@ -94,7 +94,8 @@ async def ensure_topics(
         await admin.start()
         response = await admin.create_topics(
             [
-                NewTopic(name, n, replication_factor, topic_configs=dict((configs or {}).get(name, {})))
+                NewTopic(name, n, replication_factor,
+                         topic_configs=dict((configs or {}).get(name, {})))
                 for name, n in topics.items()
             ]
         )

@@ -74,7 +74,8 @@ class AdaptiveFetchWait:
         wait = int(fetcher._fetch_max_wait_ms)
         if records:
             self._last_records = now
-        elif wait < self.long_ms and self.lag() > 0 and now - self._last_records > (2 * wait + 20) / 1000:
+        elif (wait < self.long_ms and self.lag() > 0
+              and now - self._last_records > (2 * wait + 20) / 1000):
             wait = min(self.long_ms, 2 * wait)
             self.raises += 1
             self._last_records = self._last_change = now  # give the new wait a full round

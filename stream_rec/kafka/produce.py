@@ -45,7 +45,9 @@ class Pacer:
             await asyncio.sleep(delay)
 
 
-def generated_records(opts: ProduceOptions, now_ms: int | None) -> Iterator[tuple[bytes, bytes, bool]]:
+def generated_records(
+    opts: ProduceOptions, now_ms: int | None
+) -> Iterator[tuple[bytes, bytes, bool]]:
     from ..generate import EventGenerator, GeneratorConfig
 
     gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed))
@@ -70,7 +72,10 @@ def file_records(path: str) -> Iterator[tuple[bytes | None, bytes, bool]]:
 
 
 async def send_records(
-    settings: Settings, records: Iterable[tuple[bytes | None, bytes, bool]], rate: float, progress: bool = True
+    settings: Settings,
+    records: Iterable[tuple[bytes | None, bytes, bool]],
+    rate: float,
+    progress: bool = True,
 ) -> int:
     from aiokafka import AIOKafkaProducer
 

@@ -16,10 +16,13 @@ def format_recommendation(raw: bytes, width: int = 5) -> str:
     rec = decode_recommendation(raw)
     top = ", ".join(f"{s.item_id} {s.score:.2f}" for s in rec.items[:width])
     lag = rec.emitted_ts - rec.event_ts
-    return f"{rec.user_id:<12} after {rec.source_event_id:<14} -> {top} ... ({len(rec.items)} items, {rec.model_version}, event->emit {lag} ms)"
+    return (f"{rec.user_id:<12} after {rec.source_event_id:<14} -> {top} ... "
+            f"({len(rec.items)} items, {rec.model_version}, event->emit {lag} ms)")
 
 
-async def _tail(settings: Settings, user: str | None, from_beginning: bool, limit: int | None, as_json: bool) -> None:
+async def _tail(
+    settings: Settings, user: str | None, from_beginning: bool, limit: int | None, as_json: bool
+) -> None:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -36,7 +39,11 @@ async def _tail(settings: Settings, user: str | None, from_beginning: bool, limi
         async for msg in consumer:
             if wanted is not None and msg.key != wanted:
                 continue
-            print(msg.value.decode() if as_json else f"{time.strftime('%H:%M:%S')} {format_recommendation(msg.value)}")
+            if as_json:
+                line = msg.value.decode()
+            else:
+                line = f"{time.strftime('%H:%M:%S')} {format_recommendation(msg.value)}"
+            print(line)
             sys.stdout.flush()
             n += 1
             if limit is not None and n >= limit:

@@ -41,7 +41,8 @@ class PartitionedSessionDB:
 
     def __init__(self, root: str | Path, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
         if memory_bytes < 4 << 20:
-            raise ValueError(f"the state memory budget must be at least 4 MB; got {memory_bytes} bytes")
+            raise ValueError(
+                f"the state memory budget must be at least 4 MB; got {memory_bytes} bytes")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._dbs: dict[int, Rdict] = {}
@@ -94,7 +95,12 @@ class PartitionedSessionDB:
     def get_many(self, partition: int, keys: Sequence[bytes]) -> list[bytes | None]:
         return self.open(partition).get(list(keys))  # type: ignore[return-value]
 
-    def write(self, partition: int, items: Iterable[tuple[bytes, bytes | None]], changelog_offset: int | None = None) -> None:
+    def write(
+        self,
+        partition: int,
+        items: Iterable[tuple[bytes, bytes | None]],
+        changelog_offset: int | None = None,
+    ) -> None:
         """Apply (key, value or None to delete) atomically, with the new changelog offset."""
         wb = WriteBatch(raw_mode=True)
         for key, value in items:

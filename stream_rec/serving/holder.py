@@ -22,7 +22,8 @@ class ModelHolder:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pinned = bool(settings.bundle or settings.model_version)
-        self.path = resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
+        self.path = resolve_bundle(
+            settings.bundles_dir, settings.bundle or None, settings.model_version or None)
         self.recommender = self._load(self.path)
         log.warning("serving model %s from %s", self.recommender.model_version, self.path)
 

@@ -49,11 +49,13 @@ class RecordingProducer:
 
 
 def click(eid, user, item, ts):
-    return orjson.dumps({"event_id": eid, "user_id": user, "type": "click", "item_id": item, "ts": ts})
+    return orjson.dumps(
+        {"event_id": eid, "user_id": user, "type": "click", "item_id": item, "ts": ts})
 
 
 def worker(tmp_path) -> DirectWorker:
-    settings = Settings.from_env({}, data_dir=str(tmp_path), app_id="t", recs_topic="recs", dlq_topic="dlq",
+    settings = Settings.from_env({}, data_dir=str(tmp_path), app_id="t", recs_topic="recs",
+                                 dlq_topic="dlq",
                                  model_poll_s=0)
     w = DirectWorker(settings, holder=SimpleNamespace(recommender=make(), pinned=True))
     w.producer = RecordingProducer()
@@ -80,7 +82,8 @@ def test_a_batch_is_answered_dead_lettered_written_and_committed(tmp_path):
     dlq = [orjson.loads(v) for _, _, v, _ in w.producer.to("dlq")]
     assert [d["source"]["offset"] for d in dlq] == [11, 12]
     assert dlq[0]["reason"] == NO_KEY
-    recs = {decode_recommendation(v).user_id: decode_recommendation(v) for _, _, v, _ in w.producer.to("recs")}
+    answers = [decode_recommendation(v) for _, _, v, _ in w.producer.to("recs")]
+    recs = {r.user_id: r for r in answers}
     assert recs["u1"].source_event_id == "a" and recs["u2"].source_event_id == "d"  # coalesced
     changelog = {k: p for _, k, _, p in w.producer.to("t-sessions-changelog")}
     assert changelog == {b"u1": 0, b"u2": 1}  # each user's state in the user's partition
@@ -96,7 +99,9 @@ def test_an_unreadable_state_starts_the_user_afresh(tmp_path):
     tp = TopicPartition("events", 0)
 
     async def go():
-        return await (await w._process({tp: [Record("events", 0, 0, b"u1", click("a", "u1", "i1", 1))]}))
+        record = Record("events", 0, 0, b"u1", click("a", "u1", "i1", 1))
+        delivered = await w._process({tp: [record]})
+        return await delivered
 
     asyncio.run(go())
     assert w.stats.state_resets == 1
@@ -105,6 +110,7 @@ def test_an_unreadable_state_starts_the_user_afresh(tmp_path):
 
 
 def test_the_test_door_applies_the_engines_intake():
-    recs, invalid = run_records(make(), [(None, click("a", "u1", "i1", 1)), (b"u1", click("b", "u1", "i2", 2))])
+    records = [(None, click("a", "u1", "i1", 1)), (b"u1", click("b", "u1", "i2", 2))]
+    recs, invalid = run_records(make(), records)
     assert [r.source_event_id for r in recs] == ["b"]
     assert [i.reason for i in invalid] == [NO_KEY]

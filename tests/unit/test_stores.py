@@ -25,7 +25,8 @@ def store(request, tmp_path):
 def _state(n):
     s = SessionState.empty()
     for i in range(n):
-        s = apply_event(s, Event(f"e{i}", "u", "click", i, item_id=f"i{i}"), SessionPolicy(), offset=i)
+        event = Event(f"e{i}", "u", "click", i, item_id=f"i{i}")
+        s = apply_event(s, event, SessionPolicy(), offset=i)
     return s
 
 
