@@ -3,13 +3,20 @@
 The protocol (Wu et al., AAAI'19, ``datasets/preprocess.py``), stated for sessions of items:
 
 1. drop sessions shorter than ``min_session_len`` (2);
-2. count item occurrences over the remaining sessions, drop items seen fewer than
-   ``min_item_count`` (5) times, then drop sessions left shorter than ``min_session_len``;
-3. split on the session date: with ``split = max date - test_days``, train is ``date < split``
-   and test is ``date > split`` (a session exactly on the split date is in neither);
+2. split on the session date: with ``split = max date - test_days``, train is ``date < split``
+   and test is ``date > split`` (a session exactly on the split date is in neither). A session
+   that starts before the split but has events after it (``RawSession.end``) is in neither
+   either: its later events belong to the test window, so training on it would leak (SR-GNN
+   dates sessions by one day and never meets this; a raw event log does);
+3. count item occurrences (``count_items="train"``: in training sessions only, so nothing about
+   the test window decides the vocabulary; ``"all"``: over every session, SR-GNN's own order for
+   its Diginetica preprocessing), drop items seen fewer than ``min_item_count`` (5) times, then
+   sessions left shorter than ``min_session_len``;
 4. order training sessions by date (ties keep input order); drop test items never seen in
    training, then test sessions left too short;
 5. augment: the session [v1..vn] gives ([v1..vn-1], vn), ..., ([v1], v2), longest first.
+
+``SessionSplit.report`` counts what each step dropped.
 
 :func:`apply_protocol` runs it on :class:`RawSession` s, which the Diginetica reader builds from
 its CSV files. For a JSONL log in our event contract, :func:`split_events` first groups events into
@@ -59,8 +66,11 @@ class ProtocolOptions:
     # Events without a session_id: a user's session ends after this much inactivity.
     session_gap_ms: int = SessionPolicy().session_gap_ms
     item_types: tuple[str, ...] = ("click", "purchase")  # event types whose items form the sequence
+    count_items: str = "train"  # where min_item_count counts: "train" sessions only, or "all"
 
     def __post_init__(self) -> None:
+        if self.count_items not in ("train", "all"):
+            raise ValueError(f"count_items must be 'train' or 'all'; got {self.count_items!r}")
         if self.min_item_count < 1:
             raise ValueError(f"min_item_count must be >= 1; got {self.min_item_count}")
         if self.min_session_len < 2:
@@ -83,6 +93,7 @@ class RawSession:
     date: float
     items: tuple[str, ...]
     events: tuple[Event, ...] | None = None
+    end: float | None = None  # time of its last event (epoch seconds); None: the same as date
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,7 @@ class SessionSplit:
     raw_item_ids: dict[str, str] | None = None  # renumbered id -> id in the source, when renumbered
     split_date: float | None = None  # epoch seconds
     item_types: tuple[str, ...] = ("click", "purchase")  # which events make up the sequences
+    report: dict[str, int] | None = None  # what the protocol dropped, step by step
 
     @cached_property
     def _test_pairs(self) -> tuple[list[list[str]], list[str]]:
@@ -180,6 +192,7 @@ class SessionSplit:
 class _Work:
     key: str
     date: float
+    end: float
     items: list[str]
     events: list[Event] | None
 
@@ -203,27 +216,46 @@ def apply_protocol(
     (SR-GNN's numbering) and ``raw_item_ids`` maps them back.
     """
     opt = options or ProtocolOptions()
+    sessions = list(sessions)
     work = [
-        _Work(s.key, s.date, list(s.items), None if s.events is None else list(s.events))
+        _Work(s.key, s.date, s.date if s.end is None else s.end, list(s.items),
+              None if s.events is None else list(s.events))
         for s in sessions
         if len(s.items) >= opt.min_session_len
     ]
-    counts = Counter(i for w in work for i in w.items)
-    for w in work:
-        w.keep_items(lambda i: counts[i] >= opt.min_item_count, opt.item_types)
-    work = [w for w in work if len(w.items) >= opt.min_session_len]
     if not work:
         raise DataError("no session survives the protocol's filters; expected at least one")
+    pairs_before = straddling = 0
+    rare: set[str] = set()
 
+    def drop_rare(ws: list[_Work], counted: Iterable[_Work]) -> list[_Work]:
+        counts = Counter(i for w in counted for i in w.items)
+        rare.update(i for w in ws for i in w.items if counts[i] < opt.min_item_count)
+        for w in ws:
+            w.keep_items(lambda i: counts[i] >= opt.min_item_count, opt.item_types)
+        return [w for w in ws if len(w.items) >= opt.min_session_len]
+
+    if opt.count_items == "all":  # SR-GNN's order: filter everything, then split
+        work = drop_rare(work, list(work))
+    if not work:
+        raise DataError("no session survives the protocol's filters; expected at least one")
     split_date = max(w.date for w in work) - opt.test_days * _DAY_S
-    train = sorted((w for w in work if w.date < split_date), key=lambda w: w.date)
+    train = [w for w in work if w.date < split_date and w.end < split_date]
+    straddling = sum(1 for w in work if w.date < split_date <= w.end)
+    test = [w for w in work if w.date > split_date]
+    pairs_before = sum(len(w.items) - 1 for w in test)
+    if opt.count_items == "train":  # the vocabulary sees nothing of the test window
+        counted = list(train)
+        train, test = drop_rare(train, counted), drop_rare(test, counted)
+    train.sort(key=lambda w: w.date)
+    test.sort(key=lambda w: w.date)
     if not train:
         span_days = (max(w.date for w in work) - min(w.date for w in work)) / _DAY_S
         raise DataError(
             f"no training session: the sessions span {span_days:.1f} days; expected more than "
-            f"test_days={opt.test_days}"
+            f"test_days={opt.test_days}, and items seen at least min_item_count={opt.min_item_count} "
+            "times in training"
         )
-    test = sorted((w for w in work if w.date > split_date), key=lambda w: w.date)
 
     vocab: dict[str, str] = {}  # source id -> output id, in order of first appearance
     for w in train:
@@ -233,6 +265,15 @@ def apply_protocol(
     for w in test:
         w.keep_items(lambda i: i in vocab, opt.item_types)
     test = [w for w in test if len(w.items) >= opt.min_session_len]
+    report = {
+        "sessions": len(sessions),
+        "too_short": len(sessions) - len(work),
+        "straddling_split": straddling,
+        "train_sessions": len(train),
+        "test_sessions": len(test),
+        "rare_items_dropped": len(rare),
+        "test_prefixes_dropped": pairs_before - sum(len(w.items) - 1 for w in test),
+    }
 
     def output(ws: list[_Work]) -> tuple[list[list[str]], list[tuple[Event, ...]] | None]:
         seqs = [[vocab[i] for i in w.items] for w in ws]
@@ -258,6 +299,7 @@ def apply_protocol(
         raw_item_ids={new: old for old, new in vocab.items()} if renumber_items else None,
         split_date=split_date,
         item_types=opt.item_types,
+        report=report,
     )
 
 
@@ -313,7 +355,7 @@ def sessionize(
     for (user, suffix), evs in groups.items():
         session_key = suffix[2:] if suffix.startswith("s:") else f"{user}@{suffix[2:]}"
         items = tuple(e.item_id for e in evs if e.type in opt.item_types and e.item_id is not None)
-        yield RawSession(session_key, evs[0].ts / 1000.0, items, tuple(evs))
+        yield RawSession(session_key, evs[0].ts / 1000.0, items, tuple(evs), end=evs[-1].ts / 1000.0)
 
 
 def split_events(events: Iterable[Event], options: ProtocolOptions | None = None) -> SessionSplit:

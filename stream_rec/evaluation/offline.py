@@ -91,6 +91,7 @@ def load_split(
         split, invalid = split_event_log(events_file, protocol)
         say(f"{events_file}: {len(invalid):,} invalid records skipped; "
             + ", ".join(f"{k} {v:,}" for k, v in split.stats().as_dict().items()))
+        say("protocol: " + ", ".join(f"{k} {v:,}" for k, v in (split.report or {}).items()))
         return split
     raise ConfigError(f"--dataset {dataset!r}: expected one of {', '.join(STANDARD_DATASETS)} or events")
 

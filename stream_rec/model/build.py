@@ -243,6 +243,7 @@ def _train_events(settings: Settings, opts: TrainOptions, recipe: Recipe) -> Pat
     stats = split.stats()
     _progress(f"{opts.events_file}: {len(invalid):,} invalid records skipped; "
               + ", ".join(f"{k} {v:,}" for k, v in stats.as_dict().items()))
+    _progress("protocol: " + ", ".join(f"{k} {v:,}" for k, v in (split.report or {}).items()))
     assert split.train_events is not None  # a log always carries its events
     sessions_events = list(split.train_events)
     if opts.max_sessions:
@@ -258,7 +259,7 @@ def _train_events(settings: Settings, opts: TrainOptions, recipe: Recipe) -> Pat
         opts=opts,
         n_events=n_events,
         default_epochs=recipe.epochs,
-        extra_info={"split": stats.as_dict(), "invalid_records": len(invalid),
+        extra_info={"split": stats.as_dict(), "protocol_report": split.report, "invalid_records": len(invalid),
                     "protocol": {"min_item_count": opts.min_item_count, "test_days": opts.test_days}},
     )
 

@@ -77,15 +77,16 @@ def test_gzip_log_reads_the_same(tmp_path):
 
 def test_default_options():
     events, _ = read_event_log(LOG)
-    # A and B are seen exactly 5 times (kept), C 4 (dropped) under the default threshold.
-    split = split_events(events, ProtocolOptions(test_days=1))
+    # Counting over every session (SR-GNN's order): A and B are seen exactly 5 times (kept), C 4
+    # (dropped) under the default threshold.
+    split = split_events(events, ProtocolOptions(test_days=1, count_items="all"))
     assert split.train_sessions == [["A", "B", "B"]] and split.test_sessions == [
         ["A", "B"],
         ["A", "B"],
     ]
     assert split.test_keys == ["s-8", "s-5"]
     with pytest.raises(DataError, match="no session survives"):
-        split_events(events, ProtocolOptions(min_item_count=6))
+        split_events(events, ProtocolOptions(min_item_count=6, count_items="all"))
     # The log spans 6 days: a 7-day test window leaves nothing to train on.
     with pytest.raises(DataError, match="no training session: the sessions span 6.0 days"):
         split_events(events)
@@ -148,3 +149,31 @@ def test_options_are_validated():
         ProtocolOptions(test_days=0)
     with pytest.raises(DataError, match="not found"):
         read_event_log(LOG.with_name("missing.jsonl"))
+
+
+def _clicks(key: str, start_s: float, items: str, gap_s: float = 60.0) -> list[Event]:
+    return [Event(f"{key}-{j}", key, "click", int((start_s + j * gap_s) * 1000), item_id=i, session_id=key)
+            for j, i in enumerate(items)]
+
+
+def test_no_session_is_in_both_windows_and_items_count_in_training_only():
+    day = 86_400.0
+    events = [
+        *_clicks("old", 0, "abab"),
+        *_clicks("older", day, "abc"),
+        # Starts a minute before the split (day 5 - 1 day test window = day 4), ends after it.
+        *_clicks("straddle", 4 * day - 60, "abcc", gap_s=40.0),
+        *_clicks("new", 4 * day + 3600, "abcd"),
+        *_clicks("newest", 5 * day, "ab"),
+    ]
+    split = split_events(events, ProtocolOptions(test_days=1, min_item_count=2))
+    assert split.train_keys == ["old", "older"] and split.test_keys == ["new", "newest"]
+    assert split.report is not None and split.report["straddling_split"] == 1
+    # c is seen once in training (twice with the test window, which must not count): dropped,
+    # with d (never in training); "new" keeps a, b; its two later prefixes are gone.
+    assert split.items == ("a", "b")
+    assert split.test_sessions == [["a", "b"], ["a", "b"]]
+    assert split.report["rare_items_dropped"] == 2 and split.report["test_prefixes_dropped"] == 2
+    # SR-GNN's order counts the test window too: c (3 times in all) survives.
+    alt = split_events(events, ProtocolOptions(test_days=1, min_item_count=2, count_items="all"))
+    assert "c" in alt.items and alt.report is not None and alt.report["straddling_split"] == 1

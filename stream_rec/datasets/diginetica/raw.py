@@ -7,7 +7,7 @@ import calendar
 import csv
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ...core.events import Event
@@ -183,6 +183,8 @@ def preprocess_item_views(
         )
         for sid, cs in clicks.items()
     ]
+    # SR-GNN's preprocessing counts items over every session, test ones included.
+    options = replace(options or ProtocolOptions(), count_items="all")
     return apply_protocol(sessions, options, renumber_items=True)
 
 
