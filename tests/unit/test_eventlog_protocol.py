@@ -152,8 +152,8 @@ def test_options_are_validated():
 
 
 def _clicks(key: str, start_s: float, items: str, gap_s: float = 60.0) -> list[Event]:
-    return [Event(f"{key}-{j}", key, "click", int((start_s + j * gap_s) * 1000), item_id=i, session_id=key)
-            for j, i in enumerate(items)]
+    return [Event(f"{key}-{j}", key, "click", int((start_s + j * gap_s) * 1000), item_id=i,
+                  session_id=key) for j, i in enumerate(items)]
 
 
 def test_no_session_is_in_both_windows_and_items_count_in_training_only():
