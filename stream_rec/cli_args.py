@@ -26,6 +26,8 @@ _MODEL = ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threa
 _SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "cold_start_trending", "explain", "batch_max",
             "batch_wait_ms", "session_gap_s", "max_purchased")
 _WORKER = ("engine", "app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level")
+_INPUT = ("max_record_bytes", "max_clock_skew_s", "max_event_age_s", "dlq_max_original_bytes",
+          "dlq_failure")
 
 
 class CliParser(argparse.ArgumentParser):
@@ -155,7 +157,7 @@ def _add_broker(sub: argparse._SubParsersAction[CliParser]) -> None:
 
 def _add_worker(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("worker", help="run a worker (--engine faust or direct): events in, recommendations out")
-    _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + _WORKER)
+    _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + _WORKER + _INPUT)
 
 
 def _add_produce(sub: argparse._SubParsersAction[CliParser]) -> None:

@@ -36,6 +36,12 @@ class Settings:
     changelog_barrier: bool = _f(False, "After each micro-batch, wait for the state changelog writes and close them with a marker record per partition. Needed on Tansu 0.6 (the embedded broker), whose end offsets are wrong after multi-record produce batches, which would cut changelog recovery short.")
     engine: str = _f("direct", "Worker engine: direct (the core on plain aiokafka with faust's table format; several times faster) or faust (faust-streaming agent and Table).", choices=("direct", "faust"))
     app_id: str = _f("stream-rec", "Faust app id: the consumer group and the changelog topics' prefix.")
+    # --- bad input ---------------------------------------------------------------------
+    max_record_bytes: int = _f(64 << 10, "Largest event record (bytes); a larger one is dead-lettered unread.", min=1)
+    max_clock_skew_s: float = _f(86400.0, "How far (s) an event's ts may lie after its record's Kafka timestamp; later ones are dead-lettered (0 = no check; ts must always fit int64).", min=0)
+    max_event_age_s: float = _f(0.0, "How far (s) an event's ts may lie before its record's Kafka timestamp (0 = no limit: replaying an old event log is allowed).", min=0)
+    dlq_max_original_bytes: int = _f(64 << 10, "Bytes of the original record kept in a dead letter (its full length and sha256 are always kept).", min=0)
+    dlq_failure: str = _f("log", "When writing a dead letter fails: log (rate-limited) and count it, and go on; or fail (stop the worker).", choices=("log", "fail"))
     # --- state -------------------------------------------------------------------------
     data_dir: str = _f("var/worker", "Worker state directory (RocksDB session tables live under it).")
     state_memory_mb: int = _f(64, "RocksDB memory budget (MB) of a worker's session tables: block cache and memtables of all its partitions share it, so memory stays flat as users accumulate.", min=4)

@@ -53,6 +53,7 @@ def run_records(
 
     The records go through the workers' intake (:mod:`stream_rec.core.intake`): a record without
     a key is invalid here as it is live."""
-    intake = take_records((key, value, offset, None) for offset, (key, value) in enumerate(records))
+    intake = take_records(
+        (key, value, offset, None, None) for offset, (key, value) in enumerate(records))
     invalid = [bad for bad, _ in intake.invalid]
     return run_events(recommender, intake.events, batch_size=batch_size), invalid

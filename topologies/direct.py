@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -31,12 +32,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from stream_rec.core.events import dead_letter
+from stream_rec.core.events import InvalidEvent
 from stream_rec.core.intake import decode_states, take_records
+from stream_rec.core.isolation import processing_error, step_isolated
 from stream_rec.core.session import SessionState
 from stream_rec.kafka.clients import group_timing_ms
+from stream_rec.kafka.dead_letters import DeadLetters, RateLimitedLog
 from stream_rec.kafka.fetch_wait import AdaptiveFetchWait
 from stream_rec.runtime.partitioned_store import PartitionedSessionDB
+from stream_rec.serving.compose import record_limits
 from stream_rec.serving.holder import ModelHolder
 from stream_rec.serving.stats import WorkerStats
 from stream_rec.settings import Settings
@@ -68,6 +72,9 @@ class DirectWorker:
         self.settings = settings
         self.holder = holder or ModelHolder(settings)
         self.stats = WorkerStats()
+        self.limits = record_limits(settings)
+        self.dead_letters = DeadLetters(settings, self.stats, log)
+        self._errors = RateLimitedLog(log)
         self.db = PartitionedSessionDB(Path(settings.data_dir) / settings.app_id, settings.state_memory_mb << 20)
         self.changelog = changelog_topic(settings)
         self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
@@ -164,23 +171,22 @@ class DirectWorker:
         """Fold, encode, search, write local state and hand all output to the producer.
 
         Returns a future of this batch's offsets to commit, resolved once every record it
-        produced is acknowledged; the next batch is processed meanwhile.
+        produced is acknowledged; the next batch is processed meanwhile. A record that is
+        invalid, or whose processing raises, is dead-lettered; the rest are answered.
         """
         assert self.producer is not None
         s = self.settings
         now_ms = int(time.time() * 1000)
         futures = []
         commit: dict[TopicPartition, int] = {}
-        records: list[tuple[bytes | None, bytes | None, int, Any]] = []
+        records: list[tuple[bytes | None, bytes | None, int, int | None, Any]] = []
         for tp, messages in batch.items():
-            records.extend((msg.key, msg.value, msg.offset, msg) for msg in messages)
+            records.extend((msg.key, msg.value, msg.offset, msg.timestamp, msg) for msg in messages)
             commit[tp] = messages[-1].offset + 1
             self.stats.events += len(messages)
-        intake = take_records(records)
+        intake = take_records(records, self.limits)
         for invalid, msg in intake.invalid:
-            futures.append(await self.producer.send(
-                s.dlq_topic, key=msg.key, value=dead_letter(invalid, msg.topic, msg.partition, msg.offset, now_ms)))
-        self.stats.dead_letters += len(intake.invalid)
+            futures.append(await self._dead_letter(invalid, msg, now_ms))
         self.stats.batches += 1
         events, offsets = intake.events, intake.offsets
         partition_of = {user: msg.partition for user, msg in intake.origin.items()}
@@ -188,25 +194,39 @@ class DirectWorker:
             states = self._read_states(partition_of)
             # Off the event loop: ONNX Runtime and hnswlib release the GIL, so fetching the
             # next batch and delivering the previous one proceed meanwhile.
-            result = await asyncio.to_thread(self.holder.recommender.step, states, events, offsets, now_ms)
+            result = await asyncio.to_thread(
+                step_isolated, self.holder.recommender, states, events, offsets, now_ms)
+            for i, exc in result.failed:
+                msg = intake.sources[i]
+                self.stats.processing_errors += 1
+                self._errors.error("event at %s[%d]@%d raised %s: %s; dead-lettered",
+                                   msg.topic, msg.partition, msg.offset, type(exc).__name__, exc)
+                futures.append(await self._dead_letter(processing_error(exc, msg.value), msg, now_ms))
             writes: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
             for user, state in result.states.items():
                 key, value = user.encode(), state.to_bytes()
                 p = partition_of[user]
                 writes[p].append((key, value))
                 futures.append(await self.producer.send(self.changelog, key=key, value=value, partition=p))
-            for key, value in result.answers.records():
-                futures.append(await self.producer.send(s.recs_topic, key=key, value=value))
-            self.stats.recommendations += len(result.answers)
+            for answers in result.answers:
+                for key, value in answers.records():
+                    futures.append(await self.producer.send(s.recs_topic, key=key, value=value))
+                self.stats.recommendations += len(answers)
             for p, items in writes.items():
                 self.db.write(p, items)
         return asyncio.ensure_future(self._delivered(futures, commit))
+
+    async def _dead_letter(self, invalid: InvalidEvent, msg: Any, now_ms: int) -> asyncio.Future[Any]:
+        assert self.producer is not None
+        value = self.dead_letters.value(invalid, msg.topic, msg.partition, msg.offset, now_ms)
+        return await self.dead_letters.send(
+            functools.partial(self.producer.send, self.settings.dlq_topic), msg.key, value)
 
     async def _delivered(self, futures: list[Any], commit: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         metas = await asyncio.gather(*futures)
         last: dict[int, int] = {}
         for meta in metas:
-            if meta.topic == self.changelog:
+            if meta is not None and meta.topic == self.changelog:
                 last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
         for p, off in last.items():
             if off > self.db.changelog_offset(p):

@@ -23,9 +23,12 @@ import faust
 from faust.streams import _current_event
 from faust.types import EventT
 
-from stream_rec.core.events import dead_letter
+from stream_rec.core.events import InvalidEvent
 from stream_rec.core.intake import decode_states, take_records
+from stream_rec.core.isolation import processing_error, step_isolated
 from stream_rec.kafka.clients import faust_broker_url, heartbeat_interval_s
+from stream_rec.kafka.dead_letters import DeadLetters, RateLimitedLog
+from stream_rec.serving.compose import record_limits
 from stream_rec.serving.holder import ModelHolder
 from stream_rec.serving.stats import WorkerStats
 from stream_rec.settings import Settings
@@ -122,17 +125,28 @@ def _batch_handler(
     recs_topic: Any, dlq_topic: Any,
 ) -> Callable[[list[EventT]], Awaitable[None]]:
     """The agent's work on one micro-batch: intake, states, one core step, writes, answers."""
+    limits = record_limits(settings)
+    dead_letters = DeadLetters(settings, stats, log)
+    errors = RateLimitedLog(log)
+
+    async def dead_letter(invalid: InvalidEvent, ev: EventT, now_ms: int) -> None:
+        msg = ev.message
+        value = dead_letters.value(invalid, msg.topic, msg.partition, msg.offset, now_ms)
+        # Delivery is awaited in the background; a failure is logged and counted there.
+        await dead_letters.send(dlq_topic.send, msg.key, value)
 
     async def handle(batch: list[EventT]) -> None:
         now_ms = int(time.time() * 1000)
-        # origin: the faust event, so a user's table access runs in the user's partition
-        intake = take_records((ev.message.key, ev.message.value, ev.message.offset, ev) for ev in batch)
+        # origin: the faust event, so a user's table access runs in the user's partition;
+        # faust's message timestamp is in seconds
+        intake = take_records(
+            ((ev.message.key, ev.message.value, ev.message.offset,
+              int(ev.message.timestamp * 1000) if ev.message.timestamp else None, ev)
+             for ev in batch),
+            limits,
+        )
         for invalid, ev in intake.invalid:
-            msg = ev.message
-            dlq_topic.send_soon(
-                key=msg.key, value=dead_letter(invalid, msg.topic, msg.partition, msg.offset, now_ms)
-            )
-        stats.dead_letters += len(intake.invalid)
+            await dead_letter(invalid, ev, now_ms)
         stats.events += len(batch)
         stats.batches += 1
         if not intake.events:
@@ -146,7 +160,14 @@ def _batch_handler(
         for user, exc in decoded.resets.items():
             log.error("unreadable state for user %r, starting afresh: %s", user, exc)
         stats.state_resets += len(decoded.resets)
-        result = holder.recommender.step(decoded.states, intake.events, intake.offsets, now_ms=now_ms)
+        result = step_isolated(
+            holder.recommender, decoded.states, intake.events, intake.offsets, now_ms=now_ms)
+        for i, error in result.failed:
+            ev = intake.sources[i]
+            stats.processing_errors += 1
+            errors.error("event at %s[%d]@%d raised %s: %s; dead-lettered", ev.message.topic,
+                         ev.message.partition, ev.message.offset, type(error).__name__, error)
+            await dead_letter(processing_error(error, ev.message.value), ev, now_ms)
         for user, state in result.states.items():
             with as_current(context[user]):
                 sessions[user.encode()] = state.to_bytes()
@@ -158,9 +179,10 @@ def _batch_handler(
             for partition in {context[u].message.partition for u in result.states}:
                 sessions.send_changelog(partition, BARRIER_KEY, b"")
             await app.producer.flush()
-        for key, value in result.answers.records():
-            await recs_topic.send(key=key, value=value)
-        stats.recommendations += len(result.answers)
+        for answers in result.answers:
+            for key, value in answers.records():
+                await recs_topic.send(key=key, value=value)
+            stats.recommendations += len(answers)
 
     return handle
 

@@ -6,12 +6,18 @@ Events are JSON objects keyed by ``user_id`` on the events topic::
      "ts": 1732370000000, "session_id": "s-3"}
 
 ``parse_event`` never raises on bad input: it returns an :class:`Event` or an
-:class:`InvalidEvent` carrying the reason, which becomes a dead-letter record.
+:class:`InvalidEvent` carrying the reason (text) and its ``code`` (one of ``REASON_CODES``, for
+machines), which becomes a dead-letter record.
+
+Every field is bounded (docs/reliability.md): ids at most ``MAX_ID_LEN`` characters, a query at
+most ``MAX_QUERY_LEN``, ``ts`` an epoch-ms integer in ``[ts_min, ts_max]`` and always within
+int64 (``MAX_TS``), so no value that passes can overflow the state's int64 arrays.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -32,12 +38,26 @@ __all__ = [
     "decode_recommendation",
     "RecommendationBatch",
     "dead_letter",
+    "MAX_ID_LEN",
+    "MAX_QUERY_LEN",
+    "MAX_TS",
+    "MAX_REASON_LEN",
+    "DLQ_ORIGINAL_BYTES",
+    "REASON_CODES",
 ]
 
 EVENT_TYPES = ("click", "search", "purchase")
 _ITEM_TYPES = frozenset(("click", "purchase"))
-_MAX_ID_LEN = 256
-_MAX_QUERY_LEN = 1024
+MAX_ID_LEN = 256  # characters of event_id, user_id, item_id, session_id
+MAX_QUERY_LEN = 1024  # characters of a search query
+MAX_TS = 2**63 - 1  # ts is stored as int64 epoch ms
+MAX_REASON_LEN = 300  # characters of a dead letter's reason (it may quote the input)
+DLQ_ORIGINAL_BYTES = 64 << 10  # default bytes of the original kept in a dead letter
+# Machine-readable reasons (InvalidEvent.code, the dead letter's `reason_code`).
+REASON_CODES = (
+    "no_key", "key_mismatch", "record_too_large", "not_json", "not_object", "missing_field",
+    "bad_field", "unknown_type", "too_long", "ts_out_of_range", "processing_error",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,73 +75,96 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class InvalidEvent:
-    """A record that failed validation, with the reason and the original bytes."""
+    """A record that failed validation (or processing): reason, original bytes, reason code."""
 
     reason: str
     raw: bytes
+    code: str = "bad_field"  # one of REASON_CODES
+
+
+class _Invalid(ValueError):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def _clip(text: str, limit: int = MAX_REASON_LEN) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _ident(obj: dict[str, Any], name: str, required: bool) -> str | None:
     value = obj.get(name)
     if value is None:
         if required:
-            raise ValueError(f"missing field `{name}`")
+            raise _Invalid("missing_field", f"missing field `{name}`")
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError(f"field `{name}` must be a string or integer; got {type(value).__name__}")
+        raise _Invalid(
+            "bad_field", f"field `{name}` must be a string or integer; got {type(value).__name__}")
     text = str(value)
-    if not text or len(text) > _MAX_ID_LEN:
-        raise ValueError(f"field `{name}` must be 1..{_MAX_ID_LEN} characters; got {len(text)}")
+    if not text or len(text) > MAX_ID_LEN:
+        raise _Invalid(
+            "too_long" if text else "bad_field",
+            f"field `{name}` must be 1..{MAX_ID_LEN} characters; got {len(text)}")
     return text
 
 
-def _validate(obj: Any) -> Event:
+def _validate(obj: Any, ts_min: int, ts_max: int) -> Event:
     if not isinstance(obj, dict):
-        raise ValueError(f"expected a JSON object; got {type(obj).__name__}")
+        raise _Invalid("not_object", f"expected a JSON object; got {type(obj).__name__}")
     event_id = _ident(obj, "event_id", True)
     user_id = _ident(obj, "user_id", True)
     etype = obj.get("type")
     if etype is None:
-        raise ValueError("missing field `type`")
-    if etype not in EVENT_TYPES:
-        raise ValueError(f"unknown event type {etype!r}; expected one of {', '.join(EVENT_TYPES)}")
+        raise _Invalid("missing_field", "missing field `type`")
+    if not isinstance(etype, str) or etype not in EVENT_TYPES:
+        raise _Invalid("unknown_type", _clip(
+            f"unknown event type {etype!r}; expected one of {', '.join(EVENT_TYPES)}"))
     ts = obj.get("ts")
     if ts is None:
-        raise ValueError("missing field `ts`")
+        raise _Invalid("missing_field", "missing field `ts`")
     if isinstance(ts, bool) or not isinstance(ts, int) or ts < 0:
-        raise ValueError(f"field `ts` must be a non-negative integer (epoch ms); got {ts!r}")
+        raise _Invalid("bad_field", _clip(
+            f"field `ts` must be a non-negative integer (epoch ms); got {ts!r}"))
+    if not ts_min <= ts <= ts_max:
+        raise _Invalid("ts_out_of_range", _clip(
+            f"field `ts` must be within [{ts_min}, {ts_max}] (epoch ms); got {ts}"))
     item_id = _ident(obj, "item_id", etype in _ITEM_TYPES)
     query = None
     if etype == "search":
         query = obj.get("query")
         if not isinstance(query, str) or not query.strip():
-            raise ValueError("a search event needs a non-empty string `query`")
-        if len(query) > _MAX_QUERY_LEN:
-            raise ValueError(f"field `query` longer than {_MAX_QUERY_LEN} characters")
+            raise _Invalid("bad_field", "a search event needs a non-empty string `query`")
+        if len(query) > MAX_QUERY_LEN:
+            raise _Invalid("too_long", f"field `query` longer than {MAX_QUERY_LEN} characters")
     session_id = _ident(obj, "session_id", False)
     assert event_id is not None and user_id is not None
     return Event(event_id, user_id, etype, ts, item_id, query, session_id)
 
 
-def parse_event(raw: bytes, key: bytes | None = None) -> Event | InvalidEvent:
+def parse_event(
+    raw: bytes, key: bytes | None = None, ts_min: int = 0, ts_max: int = MAX_TS
+) -> Event | InvalidEvent:
     """Decode and validate one record. Never raises on bad input.
 
     When the record has a Kafka key it must match ``user_id``: a mismatch means
-    the producer partitioned the event under another user's state.
+    the producer partitioned the event under another user's state. ``ts`` must lie in
+    ``[ts_min, ts_max]`` (the intake derives the window from the record's Kafka timestamp).
     """
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        return InvalidEvent(f"not valid JSON: {exc}", raw)
+        return InvalidEvent(_clip(f"not valid JSON: {exc}"), raw, "not_json")
     try:
-        event = _validate(obj)
-    except ValueError as exc:
-        return InvalidEvent(str(exc), raw)
+        event = _validate(obj, max(ts_min, 0), min(ts_max, MAX_TS))
+    except _Invalid as exc:
+        return InvalidEvent(str(exc), raw, exc.code)
     if key is not None and key.decode("utf-8", "replace") != event.user_id:
         return InvalidEvent(
-            f"record key {key!r} does not match user_id {event.user_id!r}; "
-            "events must be keyed by user_id",
+            _clip(f"record key {key[:MAX_ID_LEN * 4]!r} does not match user_id "
+                  f"{event.user_id!r}; events must be keyed by user_id", 2 * MAX_REASON_LEN),
             raw,
+            "key_mismatch",
         )
     return event
 
@@ -269,21 +312,39 @@ def decode_recommendation(raw: bytes) -> Recommendation:
     )
 
 
+def _kept_text(kept: bytes, truncated: bool) -> tuple[str, str]:
+    """(text, encoding) of the kept bytes: UTF-8 when they decode (a truncation may cut a
+    character: up to 3 trailing bytes are dropped then), else base64."""
+    for cut in range(4 if truncated else 1):
+        try:
+            return kept[: len(kept) - cut].decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            continue
+    return base64.b64encode(kept).decode("ascii"), "base64"
+
+
 def dead_letter(
-    invalid: InvalidEvent, topic: str, partition: int, offset: int, now_ms: int
+    invalid: InvalidEvent, topic: str, partition: int, offset: int, now_ms: int,
+    max_original_bytes: int = DLQ_ORIGINAL_BYTES,
 ) -> bytes:
-    """The dead-letter record: reason, original bytes (as text when decodable) and origin."""
-    try:
-        original: str = invalid.raw.decode("utf-8")
-        encoding = "utf-8"
-    except UnicodeDecodeError:
-        original = base64.b64encode(invalid.raw).decode("ascii")
-        encoding = "base64"
+    """The dead-letter record: reason and its code, origin, and the original bytes (as text
+    when decodable) up to ``max_original_bytes``, with the full length and its sha256.
+
+    Its size is bounded whatever came in: at most ~6 x ``max_original_bytes`` (JSON escapes a
+    control byte as 6 characters; base64 takes 4/3) plus about 1 KiB.
+    """
+    raw = invalid.raw
+    truncated = len(raw) > max_original_bytes
+    original, encoding = _kept_text(raw[:max_original_bytes], truncated)
     return orjson.dumps(
         {
-            "reason": invalid.reason,
+            "reason": _clip(invalid.reason, 2 * MAX_REASON_LEN),
+            "reason_code": invalid.code,
             "original": original,
             "original_encoding": encoding,
+            "original_bytes": len(raw),
+            "original_sha256": hashlib.sha256(raw).hexdigest(),
+            "original_truncated": truncated,
             "source": {"topic": topic, "partition": partition, "offset": offset},
             "dead_lettered_ts": now_ms,
         }

@@ -10,12 +10,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.intake import RecordLimits
 from ..core.recommender import Recommender, ServingConfig
 from ..core.session import SessionPolicy
 from ..settings import Settings
 from .bundle import ModelBundle
 
-__all__ = ["session_policy", "serving_config", "blend_args", "logit_scale", "build_recommender"]
+__all__ = [
+    "record_limits", "session_policy", "serving_config", "blend_args", "logit_scale",
+    "build_recommender",
+]
+
+
+def record_limits(settings: Settings) -> RecordLimits:
+    """The intake's bounds on one record (record size, ts against the Kafka timestamp)."""
+    return RecordLimits(
+        max_record_bytes=settings.max_record_bytes,
+        max_future_ms=int(settings.max_clock_skew_s * 1000) or None,
+        max_past_ms=int(settings.max_event_age_s * 1000) or None,
+    )
 
 
 def session_policy(settings: Settings, max_len: int) -> SessionPolicy:

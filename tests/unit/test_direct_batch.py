@@ -26,6 +26,7 @@ class Record:  # the fields of aiokafka's ConsumerRecord the engine reads
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = -1  # no Kafka timestamp: the ts window is not checked
 
 
 class RecordingProducer:
