@@ -145,7 +145,7 @@ class Recommender:
             snapshots = [snapshots[i] for i in sorted(last_index.values())]
         t1 = time.perf_counter()
         if self.config.cold_start_trending and events:
-            self._count_trending(events)
+            self._count_trending(events, now_ms)
         recs = self.recommend(snapshots, now_ms=now_ms, _t0=t1)
         self.times.state += t1 - t0
         self.times.steps += 1
@@ -234,13 +234,15 @@ class Recommender:
             out.append(seen[np.argmax(sims, axis=1)].tolist())
         return out
 
-    def _count_trending(self, events: Sequence[Event]) -> None:
+    def _count_trending(self, events: Sequence[Event], now_ms: int | None) -> None:
         with_items = [e for e in events if e.item_id is not None]
         if not with_items:
             return
         rows = self.vocab.rows_for_hashes(np.array([item_hash(e.item_id or "") for e in with_items], np.int64))
         purchases = np.array([e.type == "purchase" for e in with_items])
-        self.trending.update(rows, max(e.ts for e in with_items), purchases)
+        # Processing time bounds the trending clock (trending.py): a skewed ts cannot take it over.
+        now = now_ms if now_ms is not None else int(time.time() * 1000)
+        self.trending.update(rows, max(e.ts for e in with_items), purchases, now_ms=now)
 
     def _exclusions(self, states: Sequence[SessionState]) -> list[np.ndarray] | None:
         cfg = self.config

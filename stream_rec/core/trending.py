@@ -4,6 +4,10 @@ Exponentially decayed event counts per item row (a purchase counts more than a
 click), updated from every micro-batch. A session with no item the model knows
 (a first search, an unknown item) gets the trending top-k instead of a vector
 computed from nothing. Memory: one float64 per catalogue item.
+
+The clock follows event time, but never beyond the processing time plus ``max_ahead_ms``
+(60 s): one event stamped far in the future would otherwise decay every count to nothing and
+leave its own item alone on top.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ __all__ = ["TrendingItems"]
 
 class TrendingItems:
     def __init__(self, n_items: int, half_life_s: float = 3600.0, prior: np.ndarray | None = None,
-                 purchase_weight: float = 3.0) -> None:
+                 purchase_weight: float = 3.0, max_ahead_ms: int = 60_000) -> None:
         """``prior`` (n_items + 1,) seeds the counts (e.g. training popularity) until the stream speaks."""
         self.half_life_ms = half_life_s * 1000.0
         self.purchase_weight = purchase_weight
@@ -28,9 +32,14 @@ class TrendingItems:
             self.scores[:] = p / max(p.sum(), 1.0)  # a prior worth one event in total
         self.scores[0] = 0.0
         self.clock_ms: int | None = None
+        self.max_ahead_ms = max_ahead_ms
 
-    def update(self, rows: np.ndarray, ts_ms: int, purchases: np.ndarray | None = None) -> None:
-        """Count item rows seen up to ``ts_ms`` (0 rows = no item are ignored)."""
+    def update(self, rows: np.ndarray, ts_ms: int, purchases: np.ndarray | None = None,
+               now_ms: int | None = None) -> None:
+        """Count item rows seen up to ``ts_ms`` (0 rows = no item are ignored), a time
+        clamped to ``now_ms + max_ahead_ms`` when the processing time ``now_ms`` is given."""
+        if now_ms is not None:
+            ts_ms = min(ts_ms, now_ms + self.max_ahead_ms)
         if self.clock_ms is not None and ts_ms > self.clock_ms:
             self.scores *= math.pow(0.5, (ts_ms - self.clock_ms) / self.half_life_ms)
         self.clock_ms = ts_ms if self.clock_ms is None else max(self.clock_ms, ts_ms)
