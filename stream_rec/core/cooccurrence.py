@@ -60,10 +60,13 @@ class SessionNeighbours:
         with np.load(path) as z:
             return cls(z["s_indptr"], z["s_items"], z["i_indptr"], z["i_sessions"], **kw)
 
-    def scores(self, rows: np.ndarray, n: int = 100, normalise: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def scores(
+        self, rows: np.ndarray, n: int = 100, normalise: bool = True, before: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The session's item rows in order (0 = unknown) -> the ``n`` best item rows and their
         V-SKNN scores, normalised to sum 1 unless ``normalise`` is False (both empty when no
-        item is known). Ties go to the lower row."""
+        item is known). Ties go to the lower row. ``before``: only training sessions with a
+        lower index are neighbours (a teacher for training session ``before`` sees its past)."""
         rows = np.asarray(rows, np.int64)
         length = float(len(rows))
         pos = np.flatnonzero(rows > 0)
@@ -79,6 +82,11 @@ class SessionNeighbours:
             return np.zeros(0, np.int64), np.zeros(0)
         cand = np.concatenate([self.i_sessions[s:e] for s, e in zip(starts, ends)])
         cand_pos = np.repeat(positions, counts)
+        if before is not None:
+            past = cand < before
+            cand, cand_pos = cand[past], cand_pos[past]
+            if not len(cand):
+                return np.zeros(0, np.int64), np.zeros(0)
         sessions, inverse = np.unique(cand, return_inverse=True)
         if sessions.size > self.sample_size:  # keep the most recent ones
             cutoff = sessions.size - self.sample_size

@@ -29,7 +29,7 @@ from ..core.session import SessionState
 from ..datasets.eventlog import ProtocolOptions, SessionSplit
 from ..datasets.splits import STANDARD_DATASETS, load_named_split
 from ..errors import ConfigError, DataError
-from ..serving.compose import blend_args, logit_scale, session_policy
+from ..serving.compose import blend_args, logit_scale, served_ef, serving_index, session_policy
 from .baselines import ItemKNN, Popularity, SessionKNN, evaluate
 from .cases import EvalCase, prefix_states, split_test_events
 from .metrics import RankingAccumulator
@@ -217,7 +217,7 @@ def evaluate_bundle(
     ranks: dict[str, np.ndarray] = {}
     lists: dict[str, list[list[str]]] = {}
     for kind in indexes:
-        index = bundle.index(kind=kind, ef=settings.hnsw_ef, threads=settings.index_threads)  # type: ignore[arg-type]
+        index = serving_index(bundle, settings, kind)
         t2 = time.perf_counter()
         acc, ranks[kind], lists[kind] = rank_cases(
             index, encoded, cases, bundle.vocab, k, blend=blend, sessions=sessions_rows,
@@ -225,7 +225,7 @@ def evaluate_bundle(
         summary = acc.summary(percent=True)
         summary["search_seconds"] = round(time.perf_counter() - t2, 2)
         if kind == "hnsw":
-            summary["ef"] = bundle.serving_ef(settings.hnsw_ef)
+            summary["ef"] = served_ef(bundle, settings)
         results[kind] = summary
         say(f"{kind}: hr@{k} {summary[f'hr@{k}']:.2f} mrr@{k} {summary[f'mrr@{k}']:.2f} "
             f"({summary['search_seconds']:.1f}s)")
@@ -235,7 +235,7 @@ def evaluate_bundle(
         "prefixes": len(cases),
         "test_sessions": len(sessions),
         "k": k,
-        "ef": bundle.serving_ef(settings.hnsw_ef),
+        "ef": served_ef(bundle, settings),
         "cooccurrence_weight": blend.weight if blend is not None else 0.0,
         "index": results,
         "encode_seconds": round(encode_s, 2),
@@ -330,7 +330,7 @@ def run_evaluation(
         **{m: serving[m] for m in ("hr@10", "mrr@10") if m in serving},
         "prefixes": off.report["prefixes"],
         "serving_index": "hnsw",
-        "ef": bundle.serving_ef(settings.hnsw_ef),
+        "ef": served_ef(bundle, settings),
         f"hr@{k}_by_length": serving[f"hr@{k}_by_length"],
         "index": off.report["index"],
         "hnsw_cost": {m: _points(exact[m], serving[m]) for m in (f"hr@{k}", f"mrr@{k}", f"ndcg@{k}")},

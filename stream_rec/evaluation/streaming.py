@@ -88,11 +88,12 @@ async def _replay(
 
     wanted = {e.event_id for s in sessions for e in s}
     got: dict[str, Recommendation] = {}
-    consumer = AIOKafkaConsumer(
-        settings.recs_topic, bootstrap_servers=settings.bootstrap_servers, group_id=None,
-        auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=50,
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks=1)
+    from ..kafka.clients import consumer_config, producer_config
+
+    consumer = AIOKafkaConsumer(settings.recs_topic, **consumer_config(
+        settings, group_id=None, auto_offset_reset="earliest", enable_auto_commit=False,
+        fetch_max_wait_ms=50))
+    producer = AIOKafkaProducer(**producer_config(settings, linger_ms=5))
     await consumer.start()
     await producer.start()
     t0 = time.perf_counter()
@@ -148,8 +149,8 @@ def replay_sessions(
     run_dir = Path(options.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with kafka_or_embedded(settings, say) as (s, _broker):
-        asyncio.run(ensure_topics(s.bootstrap_servers, {s.events_topic: s.partitions,
-                                                        s.recs_topic: s.partitions, s.dlq_topic: 1}))
+        topics = {s.events_topic: s.partitions, s.recs_topic: s.partitions, s.dlq_topic: 1}
+        asyncio.run(ensure_topics(s.bootstrap_servers, topics, settings=s))
         say(f"starting worker (coalesce off, filters off, hnsw ef {s.hnsw_ef}; log: {run_dir / 'worker.log'})")
         t0 = time.perf_counter()
         with WorkerProcess(s, run_dir) as worker:
@@ -197,6 +198,7 @@ def streaming_evaluate(
     ``split``'s test sessions (the first ``max_sessions``) through the pipeline."""
     from ..core.session import SessionPolicy
     from ..serving.bundle import ModelBundle
+    from ..serving.compose import served_ef
 
     loaded = ModelBundle.load(bundle)
     sessions = split_test_events(split)
@@ -219,7 +221,7 @@ def streaming_evaluate(
     report = {
         "model_version": loaded.version,
         "index": "hnsw",
-        "ef": loaded.serving_ef(worker_settings.hnsw_ef),
+        "ef": served_ef(loaded, worker_settings),
         **acc.summary(percent=True),
         "unanswered_prefixes": sum(c.event_id not in recs for c in cases),
         "replay": facts,

@@ -152,6 +152,7 @@ def write_bundle(
             "scale": cfg.scale,
             "architecture": {
                 "name": "sasrec",
+                "repeat": cfg.repeat,
                 "n_layers": cfg.n_layers,
                 "n_heads": cfg.n_heads,
                 "ffn_dim": cfg.ffn_dim,

@@ -16,7 +16,7 @@ import torch
 from ..core.features import MAX_QUERY_TOKENS, ItemVocab, featurize
 
 __all__ = ["Session", "Rows", "Example", "featurize_sessions", "next_item_targets", "training_examples",
-           "pad_examples", "length_batches"]
+           "pad_examples", "pad_teacher", "length_batches"]
 
 Session = tuple[np.ndarray, np.ndarray, np.ndarray]  # item hashes (n,), types (n,), query hashes (n, Q)
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # item rows (n,), types (n,), query buckets (n, Q)
@@ -31,6 +31,10 @@ class Example:
     types: np.ndarray  # (n,)
     queries: np.ndarray  # (n, Q) buckets
     targets: np.ndarray  # (n,) column of the next item (row - 1), -1 when there is none
+    # Distillation (model/distill.py): per position, a teacher's best columns and their
+    # probabilities for the next item, (n, C); -1 / 0 where it has none.
+    teacher_cols: np.ndarray | None = None
+    teacher_probs: np.ndarray | None = None
 
 
 def featurize_sessions(sessions: Sequence[Session], vocab: ItemVocab, query_buckets: int) -> list[Rows]:
@@ -59,15 +63,20 @@ def next_item_targets(rows: np.ndarray) -> np.ndarray:
     return padded[after] - 1  # row 0 at index n -> -1
 
 
-def training_examples(featurized: list[Rows], max_len: int) -> list[Example]:
+def training_examples(
+    featurized: list[Rows], max_len: int, teachers: Sequence[tuple[np.ndarray, np.ndarray]] | None = None
+) -> list[Example]:
+    """Windows of at most ``max_len`` events (from each session's end) with per-position targets;
+    ``teachers[i]`` (cols, probs), each (n_i, C), rides along with session i's positions."""
     out = []
-    for items, types, queries in featurized:
+    for n, (items, types, queries) in enumerate(featurized):
         targets = next_item_targets(items)
         for end in range(len(items), 0, -max_len):  # windows from the end; earlier ones lose context
             start = max(0, end - max_len)
             if np.any(targets[start:end] >= 0):
                 sl = slice(start, end)
-                out.append(Example(items[sl], types[sl], queries[sl], targets[sl]))
+                t_cols, t_probs = (None, None) if teachers is None else (teachers[n][0][sl], teachers[n][1][sl])
+                out.append(Example(items[sl], types[sl], queries[sl], targets[sl], t_cols, t_probs))
     return out
 
 
@@ -83,6 +92,22 @@ def pad_examples(batch: Sequence[Example]) -> tuple[torch.Tensor, ...]:
         items[i, length - n :], types[i, length - n :] = e.items, e.types
         queries[i, length - n :], targets[i, length - n :] = e.queries, e.targets
     return tuple(torch.from_numpy(a) for a in (items, types, queries, targets))
+
+
+def pad_teacher(batch: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(cols (B, L, C) int64, probs (B, L, C) float32) left-padded like :func:`pad_examples`, or
+    None when the batch carries no teacher."""
+    if batch[0].teacher_cols is None:
+        return None
+    length = max(len(e.items) for e in batch)
+    c = batch[0].teacher_cols.shape[1]
+    cols = np.full((len(batch), length, c), -1, np.int64)
+    probs = np.zeros((len(batch), length, c), np.float32)
+    for i, e in enumerate(batch):
+        assert e.teacher_cols is not None and e.teacher_probs is not None
+        n = len(e.items)
+        cols[i, length - n :], probs[i, length - n :] = e.teacher_cols, e.teacher_probs
+    return torch.from_numpy(cols), torch.from_numpy(probs)
 
 
 def length_batches(examples: Sequence[Example], batch_size: int, rng: np.random.Generator) -> list[list[Example]]:

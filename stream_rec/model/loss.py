@@ -112,21 +112,51 @@ def session_cross_entropy(
     negatives: torch.Tensor | None = None,
     extra_cols: torch.Tensor | None = None,
     extra_bias: torch.Tensor | None = None,
+    soft_cols: torch.Tensor | None = None,
+    soft_probs: torch.Tensor | None = None,
+    soft_weight: float = 0.0,
 ) -> torch.Tensor:
     """Mean cross-entropy with logits ``session @ items.T`` (+ ``extra_bias`` on ``extra_cols``).
 
     Full softmax when ``negatives`` is None, else the sampled estimate (``negatives`` sorted,
     distinct). ``extra_cols`` (N, M) must list each column at most once per row (-1 = unused).
+    With ``soft_cols`` / ``soft_probs`` (N, C; a teacher's distribution, -1 / 0 = unused) the
+    target is ``(1 - soft_weight)`` the one-hot next item plus ``soft_weight`` the teacher's
+    distribution (rows without a teacher keep the one-hot); sampled, the teacher's columns join
+    the normaliser exactly.
     """
     if session.shape[0] == 0:
         raise ValueError("session_cross_entropy needs at least one row")
+    soft_term = has_soft = None
+    if soft_cols is not None and soft_probs is not None and soft_weight > 0:
+        used_soft = soft_cols >= 0
+        soft_logit = torch.einsum("nd,ncd->nc", session, items[soft_cols.clamp(min=0)])  # (N, C)
+        soft_term = (soft_probs * used_soft * soft_logit).sum(dim=1)  # (N,)
+        has_soft = used_soft.any(dim=1)
+        if negatives is not None and extra_cols is None:  # count the teacher's columns exactly
+            extra_cols, extra_bias = soft_cols, torch.zeros_like(soft_probs)
+    lse, target_logit = _lse_and_target(session, items, targets, bound, negatives, extra_cols, extra_bias)
+    if soft_term is not None and has_soft is not None:
+        weight = soft_weight * has_soft.to(session.dtype)  # (N,)
+        target_logit = (1.0 - weight) * target_logit + weight * soft_term
+    return (lse - target_logit).mean()
+
+
+def _lse_and_target(
+    session: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    bound: float | None,
+    negatives: torch.Tensor | None,
+    extra_cols: torch.Tensor | None,
+    extra_bias: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N,) normaliser (log-sum-exp over the catalogue, exact or sampled) and target logits."""
     target_logit = (session * items[targets]).sum(dim=1)  # (N,)
     if extra_cols is None or extra_bias is None:
         if negatives is None:
-            lse = logsumexp_rows(session, items, bound)
-        else:
-            lse = sampled_logsumexp_rows(session, items, targets, negatives)
-        return (lse - target_logit).mean()
+            return logsumexp_rows(session, items, bound), target_logit
+        return sampled_logsumexp_rows(session, items, targets, negatives), target_logit
     used = extra_cols >= 0  # (N, M)
     cols = extra_cols.clamp(min=0)
     extra_logit = torch.einsum("nd,nmd->nm", session, items[cols])  # (N, M)
@@ -136,8 +166,7 @@ def session_cross_entropy(
         # Replace exp(l) by exp(l + b) for each extra column: lse += log1p(sum p_j (e^b_j - 1)).
         lse = logsumexp_rows(session, items, bound)
         share = torch.exp(extra_logit - lse.unsqueeze(1)) * torch.expm1(extra_bias)
-        lse = lse + torch.log1p((share * used).sum(dim=1).clamp(min=-1 + 1e-6))
-        return (lse - target_logit).mean()
+        return lse + torch.log1p((share * used).sum(dim=1).clamp(min=-1 + 1e-6)), target_logit
     # Sampled: the target and the extra columns exactly, the negatives for everything else.
     v, k = items.shape[0], negatives.shape[0]
     neg_logits = session @ items[negatives].T + math.log((v - 1) / k)  # (N, K)
@@ -150,4 +179,4 @@ def session_cross_entropy(
     neg_logits = neg_logits.masked_fill(taken, -math.inf)
     extra = (extra_logit + extra_bias).masked_fill(~used | on_target, -math.inf)
     lse = torch.logsumexp(torch.cat((target_logit.unsqueeze(1), extra, neg_logits), dim=1), dim=1)
-    return (lse - target_logit).mean()
+    return lse, target_logit

@@ -218,8 +218,12 @@ class SessionTransformer(nn.Module):
         negatives: torch.Tensor | None = None,
         extra_cols: torch.Tensor | None = None,
         extra_bias: torch.Tensor | None = None,
+        soft: tuple[torch.Tensor, torch.Tensor, float] | None = None,
     ) -> torch.Tensor:
         """Cross-entropy of (N, D) session vectors against (N,) target columns.
+
+        ``soft`` (cols (N, C), probs (N, C), weight): a teacher's distribution mixed into the
+        target (distillation, :mod:`.distill`).
 
         Full softmax (fused, see :mod:`.loss`) unless ``negatives`` (sorted distinct columns)
         are given; ``extra_cols`` / ``extra_bias`` (N, M) are repeat-head bonuses.
@@ -229,6 +233,7 @@ class SessionTransformer(nn.Module):
         return session_cross_entropy(
             scaled, items, targets, bound=self.config.scale if self.config.normalize else None,
             negatives=negatives, extra_cols=extra_cols, extra_bias=extra_bias,
+            **({} if soft is None else {"soft_cols": soft[0], "soft_probs": soft[1], "soft_weight": soft[2]}),
         )
 
     def logits(self, session: torch.Tensor) -> torch.Tensor:

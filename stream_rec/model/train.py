@@ -27,6 +27,7 @@ from .examples import (
     featurize_sessions,
     length_batches,
     pad_examples,
+    pad_teacher,
     training_examples,
 )
 from .sasrec import SASRecConfig, SessionTransformer
@@ -65,6 +66,10 @@ class TrainConfig:
     # After selection, one chronological pass over the held-out sessions at the final learning
     # rate: they are the most recent data, and the test slice follows them in time.
     refit: bool = True
+    # Distillation (model/distill.py): weight of V-SKNN's next-item distribution in the target;
+    # 0 = off. Its teacher keeps the best ``distill_candidates`` items per position.
+    distill: float = 0.0
+    distill_candidates: int = 50
     negatives: int = 0  # sampled softmax with this many shared uniform negatives; 0 = full softmax
 
     def __post_init__(self) -> None:
@@ -149,7 +154,18 @@ def train_model(
     n_valid = int(len(sessions) * tc.valid_fraction)
     featurized = featurize_sessions(sessions, vocab, cfg.query_buckets) if sessions else []
     train_f, valid_f = featurized[: len(featurized) - n_valid], featurized[len(featurized) - n_valid :]
-    examples = training_examples(train_f, cfg.max_len)
+    teachers = None
+    if tc.distill > 0:
+        if cfg.repeat:
+            raise ConfigError("distillation and the repeat head do not combine yet; choose one")
+        from .distill import teacher_targets
+
+        t_teacher = time.perf_counter()
+        teachers = teacher_targets(train_f, cfg.n_items, tc.distill_candidates, progress)
+        if progress is not None:
+            progress(f"teacher (V-SKNN over each session's past) for {len(train_f):,} sessions "
+                     f"in {time.perf_counter() - t_teacher:.0f}s")
+    examples = training_examples(train_f, cfg.max_len, teachers)
     if not examples:
         raise DataError(f"no training positions: {len(train_f)} sessions have no event followed by a known item")
     prefixes, valid_targets = valid_cases(valid_f, cfg.max_len)
@@ -184,6 +200,8 @@ def _batch_loss(
     queries: torch.Tensor,
     targets: torch.Tensor,
     negatives: int,
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
+    distill: float = 0.0,
 ) -> torch.Tensor:
     """The loss of every position with a target (full or sampled softmax, repeat head if any)."""
     cfg = model.config
@@ -197,7 +215,8 @@ def _batch_loss(
     neg = None
     if 0 < negatives < cfg.n_items:
         neg = torch.randperm(cfg.n_items)[:negatives].sort().values
-    return model.loss(session[mask], targets[mask], neg, extra_cols, extra_bias)
+    soft = None if teacher is None or distill <= 0 else (teacher[0][mask], teacher[1][mask], distill)
+    return model.loss(session[mask], targets[mask], neg, extra_cols, extra_bias, soft)
 
 
 def _refit(
@@ -255,7 +274,8 @@ def _fit(
         t_note = t_epoch
         for step, batch in enumerate(batches, 1):
             items, types, queries, targets = pad_examples(batch)
-            loss = _batch_loss(model, items, types, queries, targets, tc.negatives)
+            loss = _batch_loss(model, items, types, queries, targets, tc.negatives, pad_teacher(batch),
+                               tc.distill)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..core.cooccurrence import CANDIDATES
 from ..core.intake import RecordLimits
 from ..core.recommender import Recommender, ServingConfig
+from ..core.seams import CandidateIndex
 from ..core.session import SessionPolicy
 from ..settings import Settings
 from .bundle import ModelBundle
@@ -68,6 +70,39 @@ def logit_scale(bundle: ModelBundle) -> float:
     return float(bundle.manifest.get("scale", 1.0)) if bundle.manifest.get("normalized") else 1.0
 
 
+def ef_floor(settings: Settings, bundle: ModelBundle) -> int:
+    """The most candidates the core may ask the index for one query with these settings.
+
+    HNSW searches with ``max(ef, k)`` and the batch's k is its largest query's (top k plus the
+    most exclusions, spare candidates for the repeat head, the blend's 100): an ``ef`` at least
+    this large keeps the search breadth, and so each user's answer, independent of who else is
+    in the micro-batch.
+    """
+    k = max(settings.top_k, CANDIDATES if blend_args(bundle, settings) else 0)
+    if settings.filter_purchased:
+        k += settings.max_purchased
+    if settings.filter_clicked:
+        k += bundle.max_len
+    if bundle.manifest.get("architecture", {}).get("repeat"):
+        k += bundle.max_len
+    return k
+
+
+def serving_index(
+    bundle: ModelBundle, settings: Settings, kind: str | None = None
+) -> CandidateIndex:
+    """The index a recommender serving ``bundle`` under ``settings`` searches (``kind`` overrides
+    ``settings.index``): HNSW at the bundle's validated ef (or --hnsw-ef), raised to
+    :func:`ef_floor`."""
+    return bundle.index(kind=kind or settings.index, ef=served_ef(bundle, settings),
+                        threads=settings.index_threads)
+
+
+def served_ef(bundle: ModelBundle, settings: Settings) -> int:
+    """HNSW ef as served: the bundle's validated ef (or --hnsw-ef), raised to :func:`ef_floor`."""
+    return max(bundle.serving_ef(settings.hnsw_ef), ef_floor(settings, bundle))
+
+
 def build_recommender(bundle: ModelBundle, settings: Settings) -> Recommender:
     """The recommender serving ``bundle`` as ``settings`` ask (encoder, index, policy, blend)."""
     return Recommender(
@@ -76,7 +111,7 @@ def build_recommender(bundle: ModelBundle, settings: Settings) -> Recommender:
             intra_op_threads=settings.intra_op_threads,
             inter_op_threads=settings.inter_op_threads,
         ),
-        bundle.index(kind=settings.index, ef=settings.hnsw_ef, threads=settings.index_threads),
+        serving_index(bundle, settings),
         bundle.vocab,
         model_version=bundle.version,
         max_len=bundle.max_len,
