@@ -87,6 +87,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, dropout=args.dropout, scale=args.scale,
         max_minutes=args.max_minutes, max_sessions=args.max_sessions, negatives=args.negatives,
         repeat=args.repeat, patience=args.patience, lr_decay_every=args.lr_decay_every,
+        distill=args.distill,
         min_item_count=args.min_item_count, test_days=args.test_days,
     )
     path = train_bundle(settings, opts)

@@ -197,6 +197,9 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
                    help="sampled softmax with N shared uniform negatives, 0 = full softmax (default: per data set)")
     p.add_argument("--repeat", action=argparse.BooleanOptionalAction, default=None,
                    help="the model's repeat head: a learned bonus for the session's own items (default: per data set)")
+    p.add_argument("--distill", type=_fraction, default=None,
+                   help="weight of V-SKNN's next-item distribution (over each session's past) in the training "
+                   "target, 0 = off (default: per data set)")
     p.add_argument("--patience", type=_non_negative_int, default=None,
                    help="stop after N epochs without a better validation HR@20 + MRR@20, 0 = never (default 2)")
     p.add_argument("--max-sessions", type=_positive_int, default=None,

@@ -78,6 +78,7 @@ class Recipe:
     negatives: int = 0  # sampled softmax with this many shared uniform negatives; 0 = full softmax
     repeat: bool = False  # the model's repeat head (a logit bonus for the session's own items)
     patience: int = 2  # early stop after this many epochs without a better validation score
+    distill: float = 0.0  # weight of V-SKNN's distribution in the training target (model/distill)
 
 
 # The standard splits (Diginetica, Nowplaying, any `sessions` split): Adam 1e-3 decayed x0.1 every
@@ -122,6 +123,7 @@ class TrainOptions:
     negatives: int | None = None
     repeat: bool | None = None
     patience: int | None = None
+    distill: float | None = None
     max_sessions: int | None = None  # train on the LAST n training sessions only (quick runs)
     min_item_count: int = 5  # --dataset events: the protocol's filter
     test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
@@ -134,7 +136,7 @@ class TrainOptions:
         overrides = {
             name: getattr(self, name)
             for name in ("epochs", "dim", "lr", "batch_size", "dropout", "emb_dropout", "scale",
-                         "lr_decay_every", "max_minutes", "negatives", "repeat", "patience")
+                         "lr_decay_every", "max_minutes", "negatives", "repeat", "patience", "distill")
             if getattr(self, name) is not None
         }
         return replace(base, **overrides)
@@ -298,7 +300,7 @@ def train_sessions_to_bundle(
         lr_decay_every=recipe.lr_decay_every, seed=opts.seed, threads=opts.threads,
         valid_fraction=recipe.valid_fraction,
         max_seconds=recipe.max_minutes * 60.0 if recipe.max_minutes else None,  # 0 = no cap
-        negatives=recipe.negatives, patience=recipe.patience,
+        negatives=recipe.negatives, patience=recipe.patience, distill=recipe.distill,
     )
     _progress(f"training on {len(sessions):,} sessions, {len(vocab):,} items: {model_cfg}, {train_cfg}")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -333,6 +335,7 @@ def train_sessions_to_bundle(
                 "lr_decay_every": recipe.lr_decay_every, "batch_size": recipe.batch_size,
                 "max_minutes": recipe.max_minutes, "max_len": opts.max_len,
                 "negatives": recipe.negatives, "repeat": recipe.repeat, "patience": recipe.patience,
+                "distill": recipe.distill,
                 "valid_fraction": recipe.valid_fraction,
             },
             "history": metrics.history,
