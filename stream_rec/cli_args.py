@@ -19,13 +19,16 @@ _SPLITS = ("diginetica", "nowplaying", "sessions")
 
 __all__ = ["CliParser", "add_subcommands", "settings_from"]
 
-_KAFKA = ("bootstrap_servers", "events_topic", "recs_topic", "dlq_topic", "partitions")
+_SECURITY = ("security_protocol", "ssl_cafile", "ssl_certfile", "ssl_keyfile", "sasl_mechanism",
+             "sasl_username", "sasl_password")
+_KAFKA = ("bootstrap_servers", "events_topic", "recs_topic", "dlq_topic", "partitions", *_SECURITY)
 _GROUP = ("session_timeout_s", "standby_replicas", "changelog_barrier")
 _MODEL = ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
           "inter_op_threads", "index", "hnsw_ef", "index_threads")
 _SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "cold_start_trending", "explain", "batch_max",
             "batch_wait_ms", "session_gap_s", "max_purchased")
 _WORKER = ("engine", "app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level")
+_TOPICS = ("replication_factor", "min_insync_replicas", "producer_idempotence", "faust_table_views")
 _INPUT = ("max_record_bytes", "max_clock_skew_s", "max_event_age_s", "dlq_max_original_bytes",
           "dlq_failure")
 
@@ -157,7 +160,7 @@ def _add_broker(sub: argparse._SubParsersAction[CliParser]) -> None:
 
 def _add_worker(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("worker", help="run a worker (--engine faust or direct): events in, recommendations out")
-    _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + _WORKER + _INPUT)
+    _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + _WORKER + _INPUT + _TOPICS)
 
 
 def _add_produce(sub: argparse._SubParsersAction[CliParser]) -> None:
@@ -249,7 +252,7 @@ def _add_evaluate(sub: argparse._SubParsersAction[CliParser]) -> None:
     _add_protocol_args(p)
     _add_settings(p, ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
                       "inter_op_threads", "hnsw_ef", "index_threads", "top_k", "session_gap_s",
-                      "bootstrap_servers", "partitions", "log_level"))
+                      "bootstrap_servers", "partitions", "log_level", *_SECURITY))
 
 
 def _add_ablation(sub: argparse._SubParsersAction[CliParser]) -> None:
@@ -271,7 +274,7 @@ def _add_tail(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--from-beginning", action="store_true", help="start at the oldest retained record")
     p.add_argument("--max", type=_positive_int, default=None, help="stop after N records")
     p.add_argument("--json", action="store_true", help="print raw JSON records")
-    _add_settings(p, ("bootstrap_servers", "recs_topic"))
+    _add_settings(p, ("bootstrap_servers", "recs_topic", *_SECURITY))
 
 
 def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:

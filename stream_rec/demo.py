@@ -124,10 +124,11 @@ def _print_rec(out: TextIO, rec: Any, history: deque[str] | None, latency_ms: fl
 async def _consume(settings: Settings, topic: str) -> Any:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", fetch_max_wait_ms=20,
-    )
+    from .kafka.clients import consumer_config
+
+    consumer = AIOKafkaConsumer(**consumer_config(
+        settings, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+        fetch_max_wait_ms=20))
     await consumer.start()
     parts = None
     for _ in range(100):
@@ -167,9 +168,11 @@ class _LiveRun:
     async def run(self) -> dict[str, Any]:
         from aiokafka import AIOKafkaProducer
 
+        from .kafka.clients import producer_config
+
         self.recs_c = await _consume(self.settings, self.settings.recs_topic)
         self.dlq_c = await _consume(self.settings, self.settings.dlq_topic)
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, linger_ms=1, acks=1)
+        self.producer = AIOKafkaProducer(**producer_config(self.settings, linger_ms=1))
         await self.producer.start()
         readers = [asyncio.create_task(self.read_recs()), asyncio.create_task(self.read_dlq())]
         summary = None
@@ -356,7 +359,8 @@ def run_demo(settings: Settings, opts: DemoOptions, out: TextIO | None = None) -
     summary: dict[str, Any] = {}
     with kafka_or_embedded(settings, _say) as (s, _broker):
         asyncio.run(ensure_topics(s.bootstrap_servers, {s.events_topic: s.partitions,
-                                                        s.recs_topic: s.partitions, s.dlq_topic: 1}))
+                                                        s.recs_topic: s.partitions, s.dlq_topic: 1},
+                                  settings=s))
         s = s.with_(bundle=str(bundle), data_dir=str(run_dir / "state"), worker_port=free_port(),
                     log_level="warning", model_poll_s=0)
         _say(f"starting worker (log: {run_dir / 'worker.log'})")

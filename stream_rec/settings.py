@@ -12,13 +12,40 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "env_name"]
+__all__ = ["Settings", "Secret", "env_name"]
 
 ENV_PREFIX = "STREAM_REC_"
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
+
+
+class Secret:
+    """A secret setting (a password): never in ``repr``, logs or ``--help``; ``reveal()`` it
+    only where a client needs it (stream_rec.kafka.clients)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str = "") -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash((Secret, self._value))
 
 
 @dataclass(frozen=True)
@@ -36,6 +63,17 @@ class Settings:
     changelog_barrier: bool = _f(False, "After each micro-batch, wait for the state changelog writes and close them with a marker record per partition. Needed on Tansu 0.6 (the embedded broker), whose end offsets are wrong after multi-record produce batches, which would cut changelog recovery short.")
     engine: str = _f("direct", "Worker engine: direct (the core on plain aiokafka with faust's table format; several times faster) or faust (faust-streaming agent and Table).", choices=("direct", "faust"))
     app_id: str = _f("stream-rec", "Faust app id: the consumer group and the changelog topics' prefix.")
+    replication_factor: int = _f(-1, "Replication factor of the topics the worker creates (-1 = the cluster's default.replication.factor).", min=-1)
+    min_insync_replicas: int = _f(-1, "min.insync.replicas of the topics the worker creates (-1 = the cluster's default).", min=-1)
+    producer_idempotence: bool = _f(False, "Idempotent producers (with acks=all, always on). Off by default: the embedded broker (Tansu 0.6) cannot do InitProducerId; turn it on for a real Kafka cluster. The faust engine's producer is never idempotent (faust ties it to exactly-once).")
+    # --- security (every Kafka client: workers, produce, tail, bench, evaluate, admin) ---
+    security_protocol: str = _f("PLAINTEXT", "Kafka security protocol.", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    ssl_cafile: str = _f("", "CA certificate file (PEM) to verify the brokers with (SSL, SASL_SSL). Empty: the system's CAs.")
+    ssl_certfile: str = _f("", "Client certificate file (PEM) for mutual TLS. Empty: none.")
+    ssl_keyfile: str = _f("", "Client private key file (PEM) of --ssl-certfile.")
+    sasl_mechanism: str = _f("PLAIN", "SASL mechanism (SASL_PLAINTEXT, SASL_SSL).", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+    sasl_username: str = _f("", "SASL user name.")
+    sasl_password: Secret = _f(Secret(), "SASL password (a secret: give it by the environment variable; it is never printed).")
     # --- bad input ---------------------------------------------------------------------
     max_record_bytes: int = _f(64 << 10, "Largest event record (bytes); a larger one is dead-lettered unread.", min=1)
     max_clock_skew_s: float = _f(86400.0, "How far (s) an event's ts may lie after its record's Kafka timestamp; later ones are dead-lettered (0 = no check; ts must always fit int64).", min=0)
@@ -71,6 +109,12 @@ class Settings:
     worker_port: int = _f(6066, "Port of the worker's status web server.", min=1)
     model_poll_s: float = _f(10.0, "How often (s) the worker looks for a newer bundle to swap in (0 = never; a pinned --bundle or --model-version is never swapped).", min=0)
     log_level: str = _f("warning", "Log level: debug, info, warning or error.", choices=("debug", "info", "warning", "error"))
+    faust_table_views: bool = _f(False, "--engine faust: serve faust's table web views (/table/...: any user's raw session state to whoever reaches the port). Off by default.")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.type in ("Secret", Secret) and not isinstance(getattr(self, f.name), Secret):
+                object.__setattr__(self, f.name, Secret(str(getattr(self, f.name))))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -93,6 +137,10 @@ class Settings:
             choices = f.metadata.get("choices")
             if choices and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ConfigError("ssl_certfile and ssl_keyfile go together; got only one")
+        if self.security_protocol.startswith("SASL") and not self.sasl_username:
+            raise ConfigError(f"security_protocol {self.security_protocol} needs sasl_username")
         if self.index == "hnsw" and 0 < self.hnsw_ef < self.top_k:
             raise ConfigError(f"hnsw_ef must be >= top_k ({self.top_k}); got {self.hnsw_ef}")
         if not (self.cooccurrence_weight == -1.0 or 0.0 <= self.cooccurrence_weight <= 1.0):
@@ -107,6 +155,9 @@ class Settings:
         out = {}
         for f in fields(self):
             v = getattr(self, f.name)
+            if isinstance(v, Secret):
+                out[env_name(f.name)] = v.reveal()
+                continue
             out[env_name(f.name)] = ("true" if v else "false") if isinstance(v, bool) else str(v)
         return out
 
@@ -141,6 +192,8 @@ def _coerce(name: str, typ: Any, raw: str, source: str) -> Any:
             return int(raw)
         if typ == "float":
             return float(raw)
+        if typ == "Secret":
+            return Secret(raw)
         return raw
     except ValueError:
         expected = {"bool": "true or false", "int": "an integer", "float": "a number"}.get(typ, typ)

@@ -36,7 +36,7 @@ from stream_rec.core.events import InvalidEvent
 from stream_rec.core.intake import decode_states, take_records
 from stream_rec.core.isolation import processing_error, step_isolated
 from stream_rec.core.session import SessionState
-from stream_rec.kafka.clients import group_timing_ms
+from stream_rec.kafka.clients import consumer_config, group_timing_ms, producer_config
 from stream_rec.kafka.dead_letters import DeadLetters, RateLimitedLog
 from stream_rec.kafka.fetch_wait import AdaptiveFetchWait
 from stream_rec.runtime.partitioned_store import PartitionedSessionDB
@@ -96,14 +96,15 @@ class DirectWorker:
         await ensure_topics(
             s.bootstrap_servers,
             {s.events_topic: s.partitions, s.recs_topic: s.partitions, s.dlq_topic: 1, self.changelog: s.partitions},
+            replication_factor=s.replication_factor,
             configs={self.changelog: {"cleanup.policy": "compact"}},
+            settings=s,
+            min_insync_replicas=s.min_insync_replicas,
         )
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap_servers, linger_ms=2, acks=1, max_batch_size=1 << 20,
-            max_request_size=8 << 20,
-        )
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
+        self.producer = AIOKafkaProducer(**producer_config(
+            s, linger_ms=2, max_batch_size=1 << 20, max_request_size=8 << 20))
+        self.consumer = AIOKafkaConsumer(**consumer_config(
+            s,
             group_id=s.app_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -111,7 +112,7 @@ class DirectWorker:
             max_poll_records=s.batch_max,
             fetch_max_wait_ms=max(1, int(s.batch_wait_ms)),
             max_partition_fetch_bytes=4 << 20,
-        )
+        ))
         self.fetch_wait = AdaptiveFetchWait(self.consumer, short_ms=s.batch_wait_ms)
         await self.producer.start()
         web = await self._start_web()
@@ -280,8 +281,8 @@ class DirectWorker:
         under-reports end offsets after multi-record batches.
         """
         s = self.settings
-        consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        consumer = AIOKafkaConsumer(**consumer_config(
+            s, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"))
         await consumer.start()
         n = 0
         try:

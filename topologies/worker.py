@@ -26,7 +26,7 @@ from faust.types import EventT
 from stream_rec.core.events import InvalidEvent
 from stream_rec.core.intake import decode_states, take_records
 from stream_rec.core.isolation import processing_error, step_isolated
-from stream_rec.kafka.clients import faust_broker_url, heartbeat_interval_s
+from stream_rec.kafka.clients import faust_config, heartbeat_interval_s
 from stream_rec.kafka.dead_letters import DeadLetters, RateLimitedLog
 from stream_rec.serving.compose import record_limits
 from stream_rec.serving.holder import ModelHolder
@@ -103,7 +103,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
 def _faust_app(settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
-        broker=faust_broker_url(settings.bootstrap_servers),
+        **faust_config(settings),
         store="rocksdb://",
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
@@ -111,6 +111,8 @@ def _faust_app(settings: Settings) -> faust.App:
         web_host=settings.worker_host,
         web_bind=settings.worker_host,
         web_port=settings.worker_port,
+        web_tables_enabled=settings.faust_table_views,  # /table/<name>/<key>/: raw state
+        **_replication(settings),
         stream_wait_empty=False,
         producer_linger_ms=1,
         table_standby_replicas=settings.standby_replicas,
@@ -118,6 +120,13 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=heartbeat_interval_s(settings.session_timeout_s),
         loghandlers=[],
     )
+
+
+def _replication(settings: Settings) -> dict[str, Any]:
+    """faust creates its own topics: -1 (the cluster's default) leaves faust's (1)."""
+    if settings.replication_factor > 0:
+        return {"topic_replication_factor": settings.replication_factor}
+    return {}
 
 
 def _batch_handler(

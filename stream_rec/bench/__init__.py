@@ -197,11 +197,12 @@ async def _run_kafka_phases(
         return await measure_relay(
             s.bootstrap_servers, preload, partitions=partitions, warmup=opts.warmup_events,
             batch_max=s.batch_max, session_timeout_s=s.session_timeout_s, run_dir=run_dir,
-            timeout_s=opts.timeout_s)
+            timeout_s=opts.timeout_s, settings=s)
 
     say("relay baseline (before the pipeline)")
     before = await relay()
-    await ensure_topics(s.bootstrap_servers, {s.events_topic: partitions, s.recs_topic: partitions, s.dlq_topic: 1})
+    await ensure_topics(s.bootstrap_servers, {s.events_topic: partitions, s.recs_topic: partitions, s.dlq_topic: 1},
+                        settings=s)
     result = await run_pipeline(
         s, workers=opts.workers, preload=preload, warmup=opts.warmup_events,
         # Generated before the phase (up to 500k), so the generator stays out of its window.

@@ -46,8 +46,10 @@ class _Answers:
     async def start(self, settings: Settings, fetch_max_wait_ms: int) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        c = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms)
+        from ..kafka.clients import consumer_config
+
+        c = AIOKafkaConsumer(**consumer_config(settings, group_id=None, enable_auto_commit=False,
+                                               auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms))
         await c.start()
         tps = [TopicPartition(settings.recs_topic, p) for p in range(settings.partitions)]
         c.assign(tps)

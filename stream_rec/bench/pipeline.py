@@ -63,6 +63,7 @@ async def produce(
     *,
     rate: float = 0.0,
     on_send: Callable[[Record], None] | None = None,
+    settings: Settings | None = None,
 ) -> tuple[int, float]:
     """Send ``records`` (flat out, or paced at ``rate``/s); returns (count, seconds).
 
@@ -71,11 +72,14 @@ async def produce(
     """
     from aiokafka import AIOKafkaProducer
 
+    from ..kafka.clients import producer_config
     from ..kafka.produce import Pacer
 
     paced = rate > 0
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=1 if paced else 5,
-                                max_batch_size=16384 if paced else 262144)
+    # acks=1: the load generator's own durability is not what the benchmark measures
+    producer = AIOKafkaProducer(**producer_config(
+        settings or Settings(), bootstrap, acks=1, enable_idempotence=False,
+        linger_ms=1 if paced else 5, max_batch_size=16384 if paced else 262144))
     await producer.start()
     n = 0
     t0 = time.perf_counter()
@@ -128,7 +132,8 @@ async def run_pipeline(
     """The three phases (module docstring) on fresh topics named in ``settings``."""
     n = len(preload)
     say(f"pipeline: preloading {n:,} events into {settings.events_topic} ({settings.partitions} partitions)")
-    _, secs = await produce(settings.bootstrap_servers, settings.events_topic, preload)
+    _, secs = await produce(settings.bootstrap_servers, settings.events_topic, preload,
+                            settings=settings)
     say(f"pipeline: preloaded in {secs:.1f}s; starting {workers} worker(s), engine {settings.engine}")
     fleet = Fleet(settings, workers, run_dir)
     answers = _Answers()
@@ -253,7 +258,7 @@ async def _offered_phase(
     assert before is not None
     say(f"pipeline: offering {rate:,.0f} events/s")
     sent, secs = await produce(settings.bootstrap_servers, settings.events_topic, records, rate=rate,
-                               on_send=answers.on_send)
+                               on_send=answers.on_send, settings=settings)
     # Overloaded, the backlog only grows: waiting past twice the phase's length adds nothing.
     done, overran = await answers.wait_answered(mon, min(timeout_s, 30.0 + 2 * secs))
     after = mon.at(done)
@@ -277,7 +282,7 @@ async def _flat_phase(
     assert before is not None
     target = before.events + len(records)
     sent, secs = await produce(settings.bootstrap_servers, settings.events_topic, records,
-                               on_send=answers.on_send)
+                               on_send=answers.on_send, settings=settings)
     done, overran = await answers.wait_answered(mon, timeout_s)
     after, late = await mon.wait_for(lambda s: s.events >= target, 10.0, "the flat-out events", partial=True)
     out: dict[str, Any] = {"sent": sent, "produce_per_s": round(sent / max(secs, 1e-9), 1), "timed_out": overran or late,

@@ -4,7 +4,8 @@ It moves each record of an input topic to an output topic with the same key, in
 batches of at most ``batch_max`` (the worker's micro-batch size), and waits for the
 batch's delivery before taking the next one (the at-least-once pattern the worker
 follows too). Its producer is configured like the faust worker's (acks=all, linger 1 ms).
-It runs as its own process (``python -m stream_rec.bench.relay``) and prints one
+It runs as its own process (``python -m stream_rec.bench.relay``, its security settings
+from the STREAM_REC_* environment :func:`measure_relay` hands it) and prints one
 progress line ``<CLOCK_MONOTONIC seconds> <records relayed>`` per batch to stdout.
 
 :func:`measure_relay` preloads the same records the pipeline gets into fresh topics
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StreamRecError
+from ..settings import Settings
 from .common import Record, say
 from .monitor import ProcStats
 from .pipeline import produce
@@ -34,17 +37,20 @@ __all__ = ["relay", "measure_relay", "main"]
 
 async def relay(
     bootstrap: str, in_topic: str, out_topic: str, group: str, batch_max: int,
-    session_timeout_s: float, stop: asyncio.Event,
+    session_timeout_s: float, stop: asyncio.Event, settings: Settings | None = None,
 ) -> int:
     """Relay until ``stop`` is set; returns the records relayed."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    consumer = AIOKafkaConsumer(
-        in_topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
+    from ..kafka.clients import consumer_config, producer_config
+
+    s = settings or Settings()
+    consumer = AIOKafkaConsumer(in_topic, **consumer_config(
+        s, bootstrap, group_id=group, auto_offset_reset="earliest",
         session_timeout_ms=int(session_timeout_s * 1000),
         heartbeat_interval_ms=int(min(3.0, session_timeout_s / 3) * 1000),
-    )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+    ))
+    producer = AIOKafkaProducer(**producer_config(s, bootstrap, linger_ms=1))
     await producer.start()
     await consumer.start()
     n = 0
@@ -83,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await relay(args.bootstrap_servers, args.in_topic, args.out_topic, args.group,
-                    args.batch_max, args.session_timeout_s, stop)
+                    args.batch_max, args.session_timeout_s, stop, Settings.from_env())
 
     asyncio.run(run())
     return 0
@@ -99,15 +105,17 @@ async def measure_relay(
     session_timeout_s: float,
     run_dir: Path,
     timeout_s: float = 300.0,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Preload ``records``, start the relay process, measure events/s after ``warmup`` records."""
     from ..kafka.admin import ensure_topics
 
     tag = uuid.uuid4().hex[:8]
     in_topic, out_topic = f"bench-relay-in-{tag}", f"bench-relay-out-{tag}"
-    await ensure_topics(bootstrap, {in_topic: partitions, out_topic: partitions})
+    await ensure_topics(bootstrap, {in_topic: partitions, out_topic: partitions},
+                        settings=settings)
     n = len(records)
-    await produce(bootstrap, in_topic, records)
+    await produce(bootstrap, in_topic, records, settings=settings)
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(run_dir / f"relay-{tag}.log", "wb")
     proc = await asyncio.create_subprocess_exec(
@@ -115,6 +123,7 @@ async def measure_relay(
         "--in-topic", in_topic, "--out-topic", out_topic, "--group", f"bench-relay-{tag}",
         "--batch-max", str(batch_max), "--session-timeout-s", str(session_timeout_s),
         stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+        env={**os.environ, **(settings or Settings()).to_env()},
     )
     assert proc.stdout is not None
     cpu = ProcStats(proc.pid)

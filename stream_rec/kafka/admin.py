@@ -6,8 +6,13 @@ import asyncio
 import re
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..errors import BrokerError, ConfigError
+from .clients import admin_config
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 __all__ = ["parse_bootstrap", "wait_for_kafka", "ensure_topics"]
 
@@ -28,8 +33,12 @@ def parse_bootstrap(bootstrap_servers: str) -> list[tuple[str, int]]:
     return out
 
 
-async def wait_for_kafka(bootstrap_servers: str, timeout: float = 30.0) -> None:
-    """Returns once the cluster answers a metadata request; BrokerError after ``timeout`` s."""
+async def wait_for_kafka(
+    bootstrap_servers: str, timeout: float = 30.0, settings: Settings | None = None
+) -> None:
+    """Returns once the cluster answers a metadata request; BrokerError after ``timeout`` s.
+
+    ``settings`` give the security settings (TLS, SASL); None: plaintext."""
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
@@ -37,7 +46,8 @@ async def wait_for_kafka(bootstrap_servers: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     last = "no attempt made"
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(
+            **admin_config(settings, bootstrap_servers, request_timeout_ms=5000))
         try:
             await admin.start()
             cluster = await admin.describe_cluster()
@@ -61,11 +71,16 @@ async def ensure_topics(
     replication_factor: int = 1,
     timeout: float = 30.0,
     configs: Mapping[str, Mapping[str, str]] | None = None,
+    settings: Settings | None = None,
+    min_insync_replicas: int = -1,
 ) -> dict[str, int]:
     """Creates the topics that do not exist yet; returns every topic's partition count.
 
     ``configs`` gives per-topic settings for topics created now (e.g. a changelog's
-    ``{"cleanup.policy": "compact"}``).
+    ``{"cleanup.policy": "compact"}``). ``replication_factor`` -1 is the cluster's
+    ``default.replication.factor`` (asked of a broker; 1 when it does not say, as the embedded
+    broker does not); ``min_insync_replicas`` >= 1 sets the topics' ``min.insync.replicas``
+    (-1: the cluster's default). ``settings`` give the security settings; None: plaintext.
 
     Idempotent: an existing topic is fine and keeps its partition count (compare the result
     when you need an exact count). Returns once every partition has a leader.
@@ -82,20 +97,23 @@ async def ensure_topics(
             )
         if partitions < 1:
             raise ConfigError(f"topic {name!r} needs >= 1 partitions; got {partitions}")
-    if replication_factor < 1:
-        raise ConfigError(f"replication_factor must be >= 1; got {replication_factor}")
-    await wait_for_kafka(bootstrap_servers, timeout)
+    if replication_factor < 1 and replication_factor != -1:
+        raise ConfigError(f"replication_factor must be >= 1, or -1; got {replication_factor}")
+    await wait_for_kafka(bootstrap_servers, timeout, settings)
     if not topics:
         return {}
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=int(timeout * 1000)
+        **admin_config(settings, bootstrap_servers, request_timeout_ms=int(timeout * 1000))
     )
+    extra = {"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas > 0 else {}
     try:
         await admin.start()
+        if replication_factor == -1:
+            replication_factor = await _default_replication_factor(admin)
         response = await admin.create_topics(
             [
                 NewTopic(name, n, replication_factor,
-                         topic_configs=dict((configs or {}).get(name, {})))
+                         topic_configs={**extra, **(configs or {}).get(name, {})})
                 for name, n in topics.items()
             ]
         )
@@ -127,3 +145,25 @@ async def ensure_topics(
         ) from exc
     finally:
         await admin.close()
+
+
+async def _default_replication_factor(admin: Any) -> int:
+    """The cluster's ``default.replication.factor`` (CreateTopics before v4, all aiokafka
+    sends, cannot say -1), or 1 when no broker answers it."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+    from aiokafka.errors import KafkaError
+
+    try:
+        cluster = await admin.describe_cluster()
+        broker = str(cluster["brokers"][0]["node_id"])
+        wanted = {"default.replication.factor": None}
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.BROKER, broker, wanted)])
+        for resource in response.resources:
+            for entry in resource[4]:
+                if entry[0] == "default.replication.factor" and entry[1]:
+                    return max(1, int(entry[1]))
+    except (KafkaError, OSError, ValueError, LookupError, TypeError, AttributeError,
+            asyncio.TimeoutError):
+        pass
+    return 1

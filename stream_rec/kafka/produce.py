@@ -79,7 +79,9 @@ async def send_records(
 ) -> int:
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5, acks=1)
+    from .clients import producer_config
+
+    producer = AIOKafkaProducer(**producer_config(settings, linger_ms=5))
     await producer.start()
     pacer = Pacer(rate)
     n = 0

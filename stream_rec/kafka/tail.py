@@ -25,13 +25,14 @@ async def _tail(
 ) -> None:
     from aiokafka import AIOKafkaConsumer
 
-    consumer = AIOKafkaConsumer(
-        settings.recs_topic,
-        bootstrap_servers=settings.bootstrap_servers,
+    from .clients import consumer_config
+
+    consumer = AIOKafkaConsumer(settings.recs_topic, **consumer_config(
+        settings,
         group_id=None,
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
-    )
+    ))
     await consumer.start()
     wanted = user.encode() if user is not None else None
     n = 0
