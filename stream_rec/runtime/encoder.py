@@ -101,6 +101,10 @@ class OnnxEncoder:
             )
         self._outputs = outputs[:2]
 
+    def input_shapes(self) -> list[list[int | str | None]]:
+        """The ONNX inputs' declared shapes (a str or None for a dynamic axis)."""
+        return [list(i.shape) for i in self._session.get_inputs()]
+
     @property
     def dim(self) -> int:
         return self._dim

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import hnswlib
 import numpy as np
@@ -25,6 +26,20 @@ __all__ = ["ExactIndex", "HnswIndex"]
 
 _PAD_SCORE = np.float32(-np.inf)
 _EXACT_CHUNK_CELLS = 1 << 24  # bounds the (queries x items) score block to 64 MiB
+
+
+def _check_holds(index: Any, table: np.ndarray, where: str) -> None:
+    """The graph holds these item vectors (first, middle, last row): not another bundle's."""
+    n = table.shape[0] - 1
+    labels = sorted({1, (n + 1) // 2, n})
+    try:
+        stored = np.asarray(index.get_items(labels), np.float32)
+    except RuntimeError as exc:
+        raise DataError(f"HNSW index {where!r} lacks item rows {labels}: {exc}") from exc
+    if stored.shape != (len(labels), table.shape[1]) or not np.allclose(
+            stored, table[labels], atol=1e-5):
+        raise DataError(f"HNSW index {where!r} does not hold this bundle's item vectors "
+                        f"(rows {labels} differ)")
 
 
 def _item_table(vectors: np.ndarray) -> np.ndarray:
@@ -226,6 +241,8 @@ class HnswIndex:
             raise DataError(
                 f"HNSW index {where!r} holds {count} items; the item vectors have {n_expected}"
             )
+        if n_expected and not isinstance(vectors_or_dim, (int, np.integer)):
+            _check_holds(index, _item_table(vectors_or_dim), where)
         return cls(index, ef=ef, threads=threads)
 
     @property

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..core.seams import CandidateIndex
     from ..runtime.encoder import OnnxEncoder
 
-__all__ = ["FORMAT", "HnswParams", "ModelBundle", "resolve_bundle"]
+__all__ = ["FORMAT", "HnswParams", "ModelBundle", "resolve_bundle", "bundles_newest_first"]
 
 FORMAT = 1
 MANIFEST, ENCODER, ITEM_VECTORS, ITEM_IDS, POPULARITY, HNSW = (
@@ -49,6 +49,7 @@ _FILES = (ENCODER, ITEM_VECTORS, ITEM_IDS, POPULARITY, HNSW)
 COOCCURRENCE = "cooccurrence.npz"  # optional: training sessions for the co-occurrence blend
 _REQUIRED_KEYS = ("format", "version", "created", "dim", "max_len", "query_buckets", "n_items", "normalized")
 _TMP_PREFIX = ".tmp-"
+_MAX_LEN_LIMIT = 1024  # events a session encoder may take; the model's own length is checked too
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,43 @@ class ModelBundle:
         )
         if enc.dim != self.dim:
             raise BundleError(f"{self.path / ENCODER} outputs dim {enc.dim}; the manifest says {self.dim}")
+        self._check_encoder(enc)
         return enc
+
+    def _check_encoder(self, enc: OnnxEncoder) -> None:
+        """The encoder takes the manifest's ``max_len`` and answers (1, dim) (and (1, max_len)
+        repeat bonuses): one session of full length, encoded once. A manifest whose max_len
+        the model cannot take (a larger position table than it has, a fixed length) fails here
+        with a BundleError, not at the first full batch (max_len 5000 on a 50-position model:
+        12.4 GB RSS in 40 s before this check)."""
+        from ..core.features import MAX_QUERY_TOKENS, TYPE_CODES, ModelInputs
+
+        length = self.max_len
+        if not 1 <= length <= _MAX_LEN_LIMIT:
+            raise BundleError(f"{self.path / MANIFEST}: max_len must be 1..{_MAX_LEN_LIMIT}; got {length}")
+        for spec in enc.input_shapes():
+            if len(spec) >= 2 and isinstance(spec[1], int) and spec[1] != length:
+                raise BundleError(f"{self.path / ENCODER} takes sequences of length {spec[1]}; "
+                                  f"the manifest says max_len={length}")
+        positions = _position_rows(self.path / ENCODER)
+        if positions is not None and positions != length:
+            raise BundleError(f"{self.path / ENCODER} embeds {positions} positions; "
+                              f"the manifest says max_len={length}")
+        probe = ModelInputs(
+            items=np.ones((1, length), np.int64),
+            types=np.full((1, length), TYPE_CODES["click"], np.int64),
+            queries=np.zeros((1, length, MAX_QUERY_TOKENS), np.int64),
+        )
+        try:
+            session, repeat = enc.encode_sessions(probe)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise BundleError(f"{self.path / ENCODER} cannot encode a session of the manifest's "
+                              f"max_len={length}: {type(exc).__name__}: {exc}") from exc
+        if session.shape != (1, self.dim) or (repeat is not None and repeat.shape != (1, length)):
+            raise BundleError(
+                f"{self.path / ENCODER} answers shapes {session.shape}"
+                f"{'' if repeat is None else f', repeat {repeat.shape}'} for one session of "
+                f"length {length}; expected (1, {self.dim})")
 
     @property
     def cooccurrence_weight(self) -> float:
@@ -200,6 +237,21 @@ class ModelBundle:
         return f"ModelBundle({str(self.path)!r}, version={self.version!r}, n_items={len(self.vocab)})"
 
 
+def _position_rows(encoder: Path) -> int | None:
+    """Rows of the SASRec graph's position table (``pos_emb.weight``), read with the ``onnx``
+    package when it is installed (the train extra); None without it or without such a table."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    try:
+        graph = onnx.load(str(encoder), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - onnxruntime loaded it; onnx's view is only a check
+        return None
+    rows = [int(t.dims[0]) for t in graph.initializer if t.name == "pos_emb.weight" and t.dims]
+    return rows[0] if rows else None
+
+
 # ---------------------------------------------------------------------------------- resolve
 def _created(manifest_file: Path) -> datetime | None:
     try:
@@ -234,18 +286,25 @@ def resolve_bundle(
                 f"available: {', '.join(known) or 'none'}"
             )
         return p
+    return bundles_newest_first(root)[0]
+
+
+def bundles_newest_first(bundles_dir: str | os.PathLike[str]) -> list[Path]:
+    """The bundles under ``bundles_dir`` by manifest ``created``, newest first (hidden ones,
+    i.e. bundles being written, and unreadable manifests are skipped); BundleError if none."""
+    root = Path(bundles_dir)
     if not root.is_dir():
         raise BundleError(f"bundles directory {str(root)!r} does not exist; train a model with `stream-rec train`")
-    best: tuple[datetime, str] | None = None
+    found: list[tuple[datetime, str]] = []
     for d in root.iterdir():
         if d.name.startswith(".") or not d.is_dir():
             continue
         created = _created(d / MANIFEST)
-        if created is not None and (best is None or (created, d.name) > best):
-            best = (created, d.name)
-    if best is None:
+        if created is not None:
+            found.append((created, d.name))
+    if not found:
         raise BundleError(
             f"no model bundle in {str(root)!r}: expected sub-directories holding {MANIFEST}; "
             "train a model with `stream-rec train`"
         )
-    return root / best[1]
+    return [root / name for _, name in sorted(found, reverse=True)]

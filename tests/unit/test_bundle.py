@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -24,6 +26,8 @@ from stream_rec.model import (  # noqa: E402
 from stream_rec.model.bundle_writer import write_bundle  # noqa: E402
 from stream_rec.runtime.index import ExactIndex, HnswIndex  # noqa: E402
 from stream_rec.serving.bundle import HnswParams, ModelBundle, resolve_bundle  # noqa: E402
+from stream_rec.serving.holder import ModelHolder  # noqa: E402
+from stream_rec.settings import Settings  # noqa: E402
 
 from .tiny_model import successor_corpus, train_tiny  # noqa: E402
 
@@ -191,3 +195,58 @@ def test_failed_write_leaves_nothing_behind(trained, tmp_path):
     with pytest.raises(BundleError, match="popularity must have shape"):
         write_bundle(tmp_path, model, vocab, np.zeros(3, np.float32), {"data": "x"}, metrics)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- checked before serving (issue 11): the encoder against the manifest's max_len and dim, the
+# HNSW graph against the item vectors; an unpinned worker serves the newest *valid* bundle
+def _set(bundle, **manifest):
+    m = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**m, **manifest}))
+
+
+@pytest.mark.parametrize("max_len, match", [(5000, "max_len must be 1..1024"),
+                                            (50, "embeds 12 positions; .*max_len=50")])
+def test_a_max_len_the_model_cannot_take_is_a_bundle_error(bundle_path, tmp_path, max_len, match):
+    b = _copy(bundle_path, tmp_path, "b", "2020-01-01T00:00:00+00:00")
+    _set(b, max_len=max_len)
+    with pytest.raises(BundleError, match=match):
+        ModelBundle.load(b).encoder(providers="cpu")
+    ModelBundle.load(bundle_path).encoder(providers="cpu")  # its own max_len passes
+
+
+def test_an_hnsw_graph_of_other_vectors_is_a_bundle_error(bundle_path, tmp_path):
+    b = _copy(bundle_path, tmp_path, "b", "2020-01-01T00:00:00+00:00")
+    vectors = np.load(b / "item_vectors.npy")
+    HnswIndex.build(vectors[::-1].copy()).save(b / "hnsw.bin")  # same size and dim, other rows
+    with pytest.raises(BundleError, match="does not hold this bundle's item vectors"):
+        ModelBundle.load(b).index("hnsw")
+    ModelBundle.load(bundle_path).index("hnsw")
+
+
+def test_an_unpinned_worker_serves_the_newest_valid_bundle(bundle_path, tmp_path, caplog):
+    root = tmp_path / "bundles"
+    _copy(bundle_path, root, "v1", "2020-01-01T00:00:00+00:00")
+    corrupt = _copy(bundle_path, root, "v2", "2021-01-01T00:00:00+00:00")
+    (corrupt / "encoder.onnx").write_bytes(b"not a model")
+    settings = Settings.from_env({}, bundles_dir=str(root), providers="cpu", model_poll_s=0)
+    with caplog.at_level(logging.ERROR, "stream_rec.worker"):
+        holder = ModelHolder(settings)
+    assert holder.recommender.model_version == "v1" and holder.path.name == "v1"
+    assert ["skipping model bundle" in r.message and "v2" in r.message
+            for r in caplog.records] == [True]
+    caplog.clear()
+    too_long = _copy(bundle_path, root, "v3", "2022-01-01T00:00:00+00:00")
+    _set(too_long, max_len=5000)
+    assert asyncio.run(holder.maybe_swap()) is False  # v3 and v2 are invalid: v1 stays
+    assert asyncio.run(holder.maybe_swap()) is False
+    assert sum("v3" in r.message for r in caplog.records) == 1  # skipped once, not every poll
+    _copy(bundle_path, root, "v4", "2023-01-01T00:00:00+00:00")
+    assert asyncio.run(holder.maybe_swap()) is True and holder.recommender.model_version == "v4"
+
+
+def test_no_valid_bundle_names_the_skipped_ones(bundle_path, tmp_path):
+    root = tmp_path / "bundles"
+    bad = _copy(bundle_path, root, "v1", "2020-01-01T00:00:00+00:00")
+    (bad / "hnsw.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(BundleError, match="no valid model bundle.*skipped v1"):
+        ModelHolder(Settings.from_env({}, bundles_dir=str(root), providers="cpu"))
