@@ -170,7 +170,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import orjson
 
     from .bench import BenchOptions, run_bench
+    from .bench.served import ServedOptions
 
+    served = None if args.dataset is None else ServedOptions(
+        dataset=args.dataset, data_root=args.data_root, data_dir=args.data_dir, events_file=args.events_file,
+        min_item_count=args.min_item_count, test_days=args.test_days, max_sessions=args.max_sessions,
+    ).validated()
     opts = BenchOptions(
         events=args.events, rate=args.rate, rate_seconds=args.rate_seconds, workers=args.workers,
         partitions=args.partitions, warmup=args.warmup, users=args.users,
@@ -178,7 +183,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         seed=args.seed, train_events=args.train_events, epochs=args.epochs, micro=not args.no_micro,
         micro_batches=args.micro_batches, micro_efs=args.micro_efs, micro_seconds=args.micro_seconds,
         micro_queries=args.micro_queries, state_users=args.state_users, profile=args.profile,
-        timeout_s=args.timeout,
+        timeout_s=args.timeout, served=served,
     )
     summary = run_bench(settings_from(args), opts)
     print(orjson.dumps(summary).decode())

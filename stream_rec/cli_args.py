@@ -316,5 +316,15 @@ def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--profile", action="store_true", help="py-spy worker 0 at saturation; print its top frames")
     p.add_argument("--timeout", type=_positive_int, default=300,
                    help="seconds to wait for each phase before giving up (default 300)")
+    p.add_argument("--dataset", choices=(*_SPLITS, "events"), default=None,
+                   help="the served model (--bundle) on this data set's test events, as evaluate --streaming "
+                   "replays them (every event answered, filters off): adds HR@20/MRR@20 from the "
+                   "recommendations topic; --events is then their count (default: generated events)")
+    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events (.gz too)")
+    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--data-dir", default=None, help="directory of a split (--dataset sessions)")
+    p.add_argument("--max-sessions", type=_positive_int, default=None,
+                   help="--dataset: only the first N test sessions (quick runs; default all)")
+    _add_protocol_args(p)
     _add_generator_args(p, users=10_000, items=45_000)
     _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + ("engine", "log_level"))

@@ -24,12 +24,13 @@ import platform
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from ..settings import Settings
+from .served import ServedOptions
 
 __all__ = ["BenchOptions", "run_bench", "ensure_bench_bundle", "parse_int_list"]
 
@@ -80,6 +81,8 @@ class BenchOptions:
     profile: bool = False
     timeout_s: float = 300.0
     run_root: str = "var/bench"
+    # --dataset: the served model on that data set's test events, scored (see .served)
+    served: ServedOptions | None = None
 
     @property
     def warmup_events(self) -> int:
@@ -116,6 +119,8 @@ def ensure_bench_bundle(settings: Settings, opts: BenchOptions) -> Path:
 
     if settings.bundle or settings.model_version:
         return resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
+    if opts.served is not None:
+        raise ConfigError("--dataset needs the bundle to serve: --bundle PATH or --model-version V")
     tag = (f"bench:generated:users={opts.users}:items={opts.items}:seed={opts.seed}"
            f":events={opts.train_events}:epochs={opts.epochs}:vocab=catalogue")
     root = Path(settings.bundles_dir) / "bench"
@@ -210,6 +215,7 @@ async def _run_kafka_phases(
         rate=opts.rate if rate_n else 0.0,
         flat=lambda: list(itertools.islice(stream, opts.events)), run_dir=run_dir,
         broker_pid=broker_pid, profile=opts.profile, timeout_s=opts.timeout_s,
+        keep_answers=opts.served is not None,
     )
     say("relay baseline (after the pipeline)")
     after = await relay()
@@ -230,13 +236,24 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     bundle_path = ensure_bench_bundle(settings, opts)
     bundle = ModelBundle.load(bundle_path)
-    gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed + 1,
-                                         mean_days_between_sessions=opts.visit_gap_days))
+    gen: Any = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed + 1,
+                                              mean_days_between_sessions=opts.visit_gap_days))
+    if opts.served is not None:  # the backlog is the test events, every one answered
+        from ..evaluation.streaming import answering_every_event
+        from .served import load_workload
+
+        gen = load_workload(opts.served, bundle)
+        opts = replace(opts, events=gen.n_events).validated()
+        settings = answering_every_event(settings)
     s, kafka, broker_pid = _kafka_run(settings, opts, bundle_path, gen, partitions, tag, run_dir)
     pipe, relays = kafka["pipeline"], kafka["relay"]
     local = _state_and_micro(s, opts, bundle, gen, pipe.events_sent, run_dir)
     machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     summary = _summary(s, opts, bundle, pipe, relays, local, partitions, broker_pid, machine, run_dir)
+    if opts.served is not None:
+        from .served import served_quality
+
+        summary = {**served_quality(gen, pipe.answers, k=s.top_k, catalogue_size=len(bundle.vocab)), **summary}
     summary["total_s"] = round(time.perf_counter() - t_start, 1)
     if local["micro"]:
         summary["machine"]["providers_used"] = local["micro"]["encoder"]["providers"]
@@ -345,6 +362,7 @@ def _config(
         "changelog_barrier": s.changelog_barrier, "state_memory_mb": s.state_memory_mb,
         "broker": "embedded" if broker_pid else "external",
         "model_version": pipe.model_version or bundle.version, "profiled": opts.profile,
+        "dataset": opts.served.dataset if opts.served else "generated",
     }
 
 

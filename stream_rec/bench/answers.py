@@ -16,7 +16,8 @@ from .monitor import Monitor
 class _Answers:
     """Reads the recommendations topic; latency per answered event, and who is still waiting."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = False) -> None:
+        self.kept: list[bytes] | None = [] if keep else None  # every record's value, as it came
         self.sent_at: dict[str, float] = {}
         self.last_sent: dict[str, str] = {}  # user -> last event id sent
         self.waiting: set[str] = set()  # users whose last sent event is not answered yet
@@ -72,6 +73,8 @@ class _Answers:
                 continue
             self.received += n
             self.arrivals.append((now, self.received))
+            if self.kept is not None:
+                self.kept.extend(msg.value for msgs in batch.values() for msg in msgs)
             if not self.parse:
                 continue
             for msgs in batch.values():

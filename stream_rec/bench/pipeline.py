@@ -113,6 +113,7 @@ class PipelineResult:
     model_version: str = ""
     events_sent: int = 0
     notes: list[str] = field(default_factory=list)
+    answers: list[bytes] = field(default_factory=list)  # the saturation phase's, with keep_answers
 
 
 async def run_pipeline(
@@ -128,15 +129,17 @@ async def run_pipeline(
     broker_pid: int | None = None,
     profile: bool = False,
     timeout_s: float = 300.0,
+    keep_answers: bool = False,
 ) -> PipelineResult:
-    """The three phases (module docstring) on fresh topics named in ``settings``."""
+    """The three phases (module docstring) on fresh topics named in ``settings``; with
+    ``keep_answers`` the result holds the saturation phase's recommendations as they arrived."""
     n = len(preload)
     say(f"pipeline: preloading {n:,} events into {settings.events_topic} ({settings.partitions} partitions)")
     _, secs = await produce(settings.bootstrap_servers, settings.events_topic, preload,
                             settings=settings)
     say(f"pipeline: preloaded in {secs:.1f}s; starting {workers} worker(s), engine {settings.engine}")
     fleet = Fleet(settings, workers, run_dir)
-    answers = _Answers()
+    answers = _Answers(keep=keep_answers)
     notes: list[str] = []
     try:
         # Saturation only counts arrivals: a relaxed fetch wait keeps our polling cheap.
@@ -148,7 +151,7 @@ async def run_pipeline(
             # The latency phases: Tansu holds a fetch for a good part of fetch_max_wait even when
             # records arrive (measured: p50 166 ms at 500 ms), so poll with a short wait.
             await answers.stop()
-            answers = _Answers()
+            kept, answers = answers.kept or [], _Answers()
             await answers.start(settings, fetch_max_wait_ms=5)
             later = await _latency_phases(settings, mon, answers, sat, offered=offered, rate=rate,
                                           workers=workers, flat=flat, timeout_s=timeout_s, notes=notes)
@@ -159,7 +162,7 @@ async def run_pipeline(
         await answers.stop()
         fleet.stop()
     return PipelineResult(sat.summary, later.fixed, later.flat_out, rss, sat.profile, settings.engine, version,
-                          n + later.sent, notes)
+                          n + later.sent, notes, kept)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import asyncio
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,12 @@ from .metrics import RankingAccumulator
 
 __all__ = [
     "StreamingOptions",
+    "answering_every_event",
     "replay_settings",
     "replay_sessions",
     "StreamingResult",
     "streaming_evaluate",
+    "score_answers",
 ]
 
 Progress = Callable[[str], None]
@@ -51,21 +53,21 @@ class StreamingOptions:
     send_window: int = 2000  # records in flight to the broker
 
 
+def answering_every_event(settings: Settings) -> Settings:
+    """What a scored replay serves: every event answered, no filters and no trending cold-start
+    answers (both change what is shown, not what the model ranks), the HNSW index."""
+    return settings.with_(coalesce=False, filter_purchased=False, filter_clicked=False,
+                          cold_start_trending=False, explain=False, index="hnsw")
+
+
 def replay_settings(settings: Settings, bundle: str | Path, run_dir: Path) -> Settings:
-    """The worker's settings for a replay: this bundle pinned, every event answered, no filters
-    and no trending cold-start answers (both change what is shown, not what the model ranks),
+    """The worker's settings for a replay: :func:`answering_every_event`, this bundle pinned,
     HNSW at ``settings.hnsw_ef``, and topics, consumer group and state that no other run uses."""
     tag = uuid.uuid4().hex[:8]
-    return settings.with_(
+    return answering_every_event(settings).with_(
         bundle=str(bundle),
         model_version="",
         model_poll_s=0,
-        coalesce=False,
-        filter_purchased=False,
-        filter_clicked=False,
-        cold_start_trending=False,
-        explain=False,
-        index="hnsw",
         events_topic=f"eval-events-{tag}",
         recs_topic=f"eval-recs-{tag}",
         dlq_topic=f"eval-dlq-{tag}",
@@ -209,8 +211,19 @@ def streaming_evaluate(
     worker_settings = replay_settings(settings, bundle, run_dir)
     recs, facts = replay_sessions(worker_settings, sessions, replace(options, run_dir=str(run_dir)),
                                   progress)
-    k = settings.top_k
-    acc = RankingAccumulator(k, len(loaded.vocab))
+    scored = score_answers(cases, recs, k=settings.top_k, catalogue_size=len(loaded.vocab))
+    scored.report = {"model_version": loaded.version, "index": "hnsw",
+                     "ef": served_ef(loaded, worker_settings), **scored.report, "replay": facts}
+    return scored
+
+
+def score_answers(
+    cases: Sequence[EvalCase], recs: Mapping[str, Recommendation], *, k: int, catalogue_size: int,
+) -> StreamingResult:
+    """Rank each case's target in the recommendation that answered its prefix (``recs`` by
+    ``source_event_id``; a prefix without one is a miss): the metrics in percent and
+    ``unanswered_prefixes``."""
+    acc = RankingAccumulator(k, catalogue_size)
     ranks: dict[str, int] = {}
     lists: dict[str, list[str]] = {}
     for case in cases:
@@ -218,12 +231,6 @@ def streaming_evaluate(
         items = [] if rec is None else [i.item_id for i in rec.items]
         lists[case.event_id] = items
         ranks[case.event_id] = acc.add(items, case.target, case.prefix_length)
-    report = {
-        "model_version": loaded.version,
-        "index": "hnsw",
-        "ef": served_ef(loaded, worker_settings),
-        **acc.summary(percent=True),
-        "unanswered_prefixes": sum(c.event_id not in recs for c in cases),
-        "replay": facts,
-    }
+    report = {**acc.summary(percent=True),
+              "unanswered_prefixes": sum(c.event_id not in recs for c in cases)}
     return StreamingResult(report, ranks, lists)

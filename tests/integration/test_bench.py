@@ -61,7 +61,9 @@ def test_tiny_bench_prints_the_summary_as_its_last_line(broker, tiny_bundle, tmp
 def test_bad_arguments_get_one_line(tmp_path):
     for args, needle in ((["--workers", "3", "--partitions", "2"], "--partitions >= 3"),
                          (["--micro-batches", "1,x"], "comma-separated positive integers"),
-                         (["--rate", "0"], "--rate must be > 0")):
+                         (["--rate", "0"], "--rate must be > 0"),
+                         (["--dataset", "diginetica"], "--dataset needs the bundle to serve"),
+                         (["--dataset", "events", "--bundle", "b"], "--dataset events needs --events-file")):
         proc = subprocess.run([sys.executable, "-m", "stream_rec.cli", "bench", *args],
                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert proc.returncode == 2
