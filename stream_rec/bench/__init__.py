@@ -325,6 +325,7 @@ def _summary(
         "recs_per_s": sat["recs_per_s"],
         "latency_ms": pipe.flat_out["latency_ms"] if pipe.flat_out else None,
         "latency_ms_at_rate": pipe.fixed_load["latency_ms"] if pipe.fixed_load else None,
+        "latency_hops_ms": {p: r["hops_ms"] for p, r in (("at_rate", pipe.fixed_load), ("flat_out", pipe.flat_out)) if r},
         "cpu_s_per_1k_events": sat["cpu_s_per_1k_events"],
         "rss_mb": pipe.rss.get("max_mb"),
         "state_bytes_per_user": state.get("mean_bytes"),

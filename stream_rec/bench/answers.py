@@ -10,6 +10,7 @@ import orjson
 
 from ..settings import Settings
 from .common import Record, say
+from .hops import HopClock
 from .monitor import Monitor
 
 
@@ -19,6 +20,7 @@ class _Answers:
     def __init__(self, keep: bool = False) -> None:
         self.kept: list[bytes] | None = [] if keep else None  # every record's value, as it came
         self.sent_at: dict[str, float] = {}
+        self.clock = HopClock()  # the latency phases' hops (bench/hops.py)
         self.last_sent: dict[str, str] = {}  # user -> last event id sent
         self.waiting: set[str] = set()  # users whose last sent event is not answered yet
         self.latencies: list[float] = []
@@ -32,8 +34,12 @@ class _Answers:
     def on_send(self, rec: Record) -> None:
         _, _, event_id, user = rec
         self.sent_at[event_id] = time.perf_counter()
+        self.clock.on_send(event_id)
         self.last_sent[user] = event_id
         self.waiting.add(user)
+
+    def on_ack(self, rec: Record) -> None:
+        self.clock.on_ack(rec[2])
 
     def reset(self) -> None:
         """A new latency phase: forget the previous phase's events and latencies."""
@@ -43,6 +49,7 @@ class _Answers:
         self.waiting.clear()
         self.latencies = []
         self.recs = 0
+        self.clock.clear()
 
     async def start(self, settings: Settings, fetch_max_wait_ms: int) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -66,7 +73,7 @@ class _Answers:
         fetch_wait = AdaptiveFetchWait(self._consumer, short_ms=self._fetch_max_wait_ms)
         while True:
             batch = await self._consumer.getmany(timeout_ms=50, max_records=5000)
-            now = time.perf_counter()
+            now, now_ms = time.perf_counter(), time.time() * 1000.0
             n = sum(len(msgs) for msgs in batch.values())
             fetch_wait.update(n)  # Tansu answers short fetches with nothing on long logs
             if not n:
@@ -85,6 +92,7 @@ class _Answers:
                     sent = self.sent_at.pop(eid, None)
                     if sent is not None:
                         self.latencies.append((now - sent) * 1000.0)
+                        self.clock.on_answer(eid, obj["emitted_ts"], msg.timestamp, now_ms)
                     if self.last_sent.get(user) == eid:
                         self.waiting.discard(user)
 

@@ -81,6 +81,7 @@ class Sample:
     bench_cpu_s: float  # this process: our producer, consumer and sampler
     machine_busy_s: float  # every process on the machine, ours and others'
     active_workers: int  # workers that have processed at least one event
+    batches: int = 0  # micro-batches processed
 
 
 _SELF = ProcStats(os.getpid())
@@ -128,7 +129,7 @@ class Fleet:
     async def sample(self, http: Any, broker: ProcStats | None) -> Sample:
         stats = await asyncio.gather(*(self.stats_of(http, w.settings.worker_port) for w in self.workers))
         t = time.perf_counter()
-        events = recs = active = 0
+        events = recs = active = batches = 0
         stages = [0.0, 0.0, 0.0]
         for s in stats:
             if not s:
@@ -136,13 +137,15 @@ class Fleet:
             events += int(s["events"])
             recs += int(s["recommendations"])
             active += int(s["events"]) > 0
+            batches += int(s.get("batches", 0))
             st = s.get("stage_seconds", {})
             for i, name in enumerate(("state", "encode", "search")):
                 stages[i] += float(st.get(name, 0.0))
         cpu = sum(p.cpu_s() or 0.0 for p in self.procs)
         rss = sum(p.rss_mb() or 0.0 for p in self.procs)
         return Sample(t, events, recs, (stages[0], stages[1], stages[2]), cpu, rss,
-                      broker.cpu_s() if broker else None, _SELF.cpu_s() or 0.0, machine_cpu_s()[0], active)
+                      broker.cpu_s() if broker else None, _SELF.cpu_s() or 0.0, machine_cpu_s()[0], active,
+                      batches)
 
 
 class Monitor:
@@ -240,6 +243,9 @@ def _window(a: Sample, b: Sample, workers: int) -> dict[str, Any]:
         "events_per_s": round(ev / dt, 1),
         "recs_per_s": round((b.recs - a.recs) / dt, 1),
         "events_per_rec": round(ev / max(b.recs - a.recs, 1), 3),  # > 1: coalescing at work
+        "events_per_batch": round(ev / (b.batches - a.batches), 2) if b.batches > a.batches else None,
+        "compute_ms_per_batch": (round(sum(b.stages[i] - a.stages[i] for i in range(3)) * 1000
+                                       / (b.batches - a.batches), 3) if b.batches > a.batches else None),
         "cpu_s_per_1k_events": round(cpu / k, 4),
         "worker_cpu_utilisation": round(cpu / dt / workers, 3),  # 1.0 = one core per worker, busy
         # Wall milliseconds per 1k events (per worker: with N workers each handles 1/N of them).

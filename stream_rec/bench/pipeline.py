@@ -64,6 +64,7 @@ async def produce(
     rate: float = 0.0,
     on_send: Callable[[Record], None] | None = None,
     settings: Settings | None = None,
+    on_ack: Callable[[Record], None] | None = None,
 ) -> tuple[int, float]:
     """Send ``records`` (flat out, or paced at ``rate``/s); returns (count, seconds).
 
@@ -90,6 +91,8 @@ async def produce(
             if on_send is not None:
                 on_send(rec)
             pending.append(await producer.send(topic, key=rec[0], value=rec[1]))
+            if on_ack is not None:
+                pending[-1].add_done_callback(lambda _f, r=rec: on_ack(r))
             n += 1
             if len(pending) >= 1000:
                 await asyncio.gather(*pending)
@@ -261,7 +264,7 @@ async def _offered_phase(
     assert before is not None
     say(f"pipeline: offering {rate:,.0f} events/s")
     sent, secs = await produce(settings.bootstrap_servers, settings.events_topic, records, rate=rate,
-                               on_send=answers.on_send, settings=settings)
+                               on_send=answers.on_send, settings=settings, on_ack=answers.on_ack)
     # Overloaded, the backlog only grows: waiting past twice the phase's length adds nothing.
     done, overran = await answers.wait_answered(mon, min(timeout_s, 30.0 + 2 * secs))
     after = mon.at(done)
@@ -269,7 +272,7 @@ async def _offered_phase(
     out: dict[str, Any] = {"offered_per_s": rate, "sent": sent, "sent_per_s": round(sent / max(secs, 1e-9), 1),
            "timed_out": overran,
            **{k: window[k] for k in ("events_per_s", "recs_per_s", "cpu_s_per_1k_events")},
-           "latency_ms": percentiles(answers.latencies)}
+           "latency_ms": percentiles(answers.latencies), "hops_ms": answers.clock.summary(answers.latencies, window)}
     lat = out["latency_ms"]
     say(f"pipeline: at {out['sent_per_s']:,.0f}/s offered: latency p50 {lat['p50']} ms, "
         f"p99 {lat['p99']} ms, max {lat['max']} ms")
@@ -285,12 +288,13 @@ async def _flat_phase(
     assert before is not None
     target = before.events + len(records)
     sent, secs = await produce(settings.bootstrap_servers, settings.events_topic, records,
-                               on_send=answers.on_send, settings=settings)
+                               on_send=answers.on_send, settings=settings, on_ack=answers.on_ack)
     done, overran = await answers.wait_answered(mon, timeout_s)
     after, late = await mon.wait_for(lambda s: s.events >= target, 10.0, "the flat-out events", partial=True)
     out: dict[str, Any] = {"sent": sent, "produce_per_s": round(sent / max(secs, 1e-9), 1), "timed_out": overran or late,
            "events_per_s": round((after.events - before.events) / max(max(done, after.t) - before.t, 1e-9), 1),
-           "latency_ms": percentiles(answers.latencies)}
+           "latency_ms": percentiles(answers.latencies),
+           "hops_ms": answers.clock.summary(answers.latencies, _window(before, after, 1))}
     say(f"pipeline: flat out {out['events_per_s']:,.0f} events/s (producer {out['produce_per_s']:,.0f}/s); "
         f"latency p50 {out['latency_ms']['p50']} ms, p99 {out['latency_ms']['p99']} ms")
     return out

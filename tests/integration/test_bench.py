@@ -16,7 +16,7 @@ from .conftest import TINY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TOP_LEVEL = ("events_per_s", "baseline_events_per_s", "ratio", "latency_ms", "latency_ms_at_rate", "rss_mb",
+TOP_LEVEL = ("events_per_s", "baseline_events_per_s", "ratio", "latency_ms", "latency_ms_at_rate", "latency_hops_ms", "rss_mb",
              "state_bytes_per_user", "recs_per_s", "cpu_s_per_1k_events", "rocksdb_bytes_per_1m_users",
              "saturation", "fixed_load", "flat_out", "baseline", "micro", "config", "machine")
 CONFIG = ("events", "rate", "workers", "partitions", "items", "dim", "batch_max", "batch_wait_ms", "ef", "engine")

@@ -14,6 +14,7 @@ import sys
 import orjson
 import pytest
 
+from stream_rec.bench.hops import HOPS
 from stream_rec.core.events import encode_event
 from stream_rec.datasets.eventlog import ProtocolOptions
 from stream_rec.evaluation.offline import evaluate_bundle, load_split
@@ -74,4 +75,10 @@ def test_served_bench_scores_what_arrived_on_the_recommendations_topic(
     assert summary["ratio"] == pytest.approx(ratio, abs=6e-5)
     assert summary["latency_ms"]["p50"] is not None and summary["cpu_s_per_1k_events"] > 0
     assert summary["rss_mb"] > 0
+    # The latency at the offered rate, hop by hop (bench/hops.py): the hops add up to it.
+    hops = summary["latency_hops_ms"]["at_rate"]
+    assert hops["samples"] == summary["latency_ms_at_rate"]["samples"] > 0
+    assert hops["compute_ms_per_batch"] > 0 and hops["events_per_batch"] >= 1
+    total = sum(hops[h]["mean"] for h in HOPS)
+    assert total == pytest.approx(hops["latency_mean"], abs=2.0)
     assert summary["config"]["dataset"] == "events" and summary["config"]["coalesce"] is False
