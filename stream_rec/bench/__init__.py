@@ -239,7 +239,7 @@ def run_bench(settings: Settings, opts: BenchOptions) -> dict[str, Any]:
     gen: Any = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed + 1,
                                               mean_days_between_sessions=opts.visit_gap_days))
     if opts.served is not None:  # the backlog is the test events, every one answered
-        from ..evaluation.streaming import answering_every_event
+        from ..evaluation.cases import answering_every_event
         from .served import load_workload
 
         gen = load_workload(opts.served, bundle)

@@ -3,7 +3,7 @@
 The saturation backlog is the split's test sessions as ``stream-rec evaluate --streaming``
 replays them (:func:`~stream_rec.evaluation.cases.split_test_events`, in the same order, with
 their own ids and timestamps), served as that evaluation serves them
-(:func:`~stream_rec.evaluation.streaming.answering_every_event`: coalescing and filters off, so
+(:func:`~stream_rec.evaluation.cases.answering_every_event`: coalescing and filters off, so
 every event is answered). What reaches our consumer on the recommendations topic during
 saturation is matched to the scored prefixes by ``source_event_id`` and ranked by
 :func:`~stream_rec.evaluation.streaming.score_answers`: HR@20 / MRR@20 of the very run whose

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from ..core.events import Event
 from ..core.session import SessionPolicy, SessionState, apply_event
 from ..datasets.eventlog import SessionSplit
+from ..settings import Settings
 
-__all__ = ["EvalCase", "split_test_events", "prefix_states"]
+__all__ = ["EvalCase", "split_test_events", "prefix_states", "answering_every_event"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +58,10 @@ def prefix_states(
                 items_seen += 1
             state = apply_event(state, event, policy)
     return cases, states
+
+
+def answering_every_event(settings: Settings) -> Settings:
+    """What a scored replay serves: every event answered, no filters and no trending cold-start
+    answers (both change what is shown, not what the model ranks), the HNSW index."""
+    return settings.with_(coalesce=False, filter_purchased=False, filter_clicked=False,
+                          cold_start_trending=False, explain=False, index="hnsw")

@@ -31,7 +31,7 @@ from ..datasets.splits import STANDARD_DATASETS, load_named_split
 from ..errors import ConfigError, DataError
 from ..serving.compose import blend_args, logit_scale, served_ef, serving_index, session_policy
 from .baselines import ItemKNN, Popularity, SessionKNN, evaluate
-from .cases import EvalCase, prefix_states, split_test_events
+from .cases import EvalCase, answering_every_event, prefix_states, split_test_events
 from .metrics import RankingAccumulator
 
 if TYPE_CHECKING:
@@ -190,6 +190,7 @@ def evaluate_bundle(
     if max_sessions:
         sessions = sessions[:max_sessions]
     policy = session_policy(settings, bundle.max_len)
+    served = answering_every_event(settings)  # what the streaming replay's worker serves
     t0 = time.perf_counter()
     cases, states = prefix_states(sessions, policy, split.item_types)
     if not cases:
@@ -217,7 +218,7 @@ def evaluate_bundle(
     ranks: dict[str, np.ndarray] = {}
     lists: dict[str, list[list[str]]] = {}
     for kind in indexes:
-        index = serving_index(bundle, settings, kind)
+        index = serving_index(bundle, served, kind)
         t2 = time.perf_counter()
         acc, ranks[kind], lists[kind] = rank_cases(
             index, encoded, cases, bundle.vocab, k, blend=blend, sessions=sessions_rows,
@@ -225,7 +226,7 @@ def evaluate_bundle(
         summary = acc.summary(percent=True)
         summary["search_seconds"] = round(time.perf_counter() - t2, 2)
         if kind == "hnsw":
-            summary["ef"] = served_ef(bundle, settings)
+            summary["ef"] = served_ef(bundle, served)
         results[kind] = summary
         say(f"{kind}: hr@{k} {summary[f'hr@{k}']:.2f} mrr@{k} {summary[f'mrr@{k}']:.2f} "
             f"({summary['search_seconds']:.1f}s)")
@@ -235,7 +236,7 @@ def evaluate_bundle(
         "prefixes": len(cases),
         "test_sessions": len(sessions),
         "k": k,
-        "ef": served_ef(bundle, settings),
+        "ef": served_ef(bundle, served),
         "cooccurrence_weight": blend.weight if blend is not None else 0.0,
         "index": results,
         "encode_seconds": round(encode_s, 2),
@@ -330,7 +331,7 @@ def run_evaluation(
         **{m: serving[m] for m in ("hr@10", "mrr@10") if m in serving},
         "prefixes": off.report["prefixes"],
         "serving_index": "hnsw",
-        "ef": served_ef(bundle, settings),
+        "ef": served_ef(bundle, answering_every_event(settings)),
         f"hr@{k}_by_length": serving[f"hr@{k}_by_length"],
         "index": off.report["index"],
         "hnsw_cost": {m: _points(exact[m], serving[m]) for m in (f"hr@{k}", f"mrr@{k}", f"ndcg@{k}")},

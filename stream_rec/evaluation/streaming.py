@@ -26,12 +26,11 @@ from ..kafka.embedded import kafka_or_embedded
 from ..kafka.fetch_wait import AdaptiveFetchWait
 from ..kafka.probe import free_port
 from ..settings import Settings
-from .cases import EvalCase, prefix_states, split_test_events
+from .cases import EvalCase, answering_every_event, prefix_states, split_test_events
 from .metrics import RankingAccumulator
 
 __all__ = [
     "StreamingOptions",
-    "answering_every_event",
     "replay_settings",
     "replay_sessions",
     "StreamingResult",
@@ -51,13 +50,6 @@ class StreamingOptions:
     timeout_s: float = 1800.0  # longest wait for the last recommendation
     run_dir: str = "var/evaluate"  # worker state and log (replaced on each run)
     send_window: int = 2000  # records in flight to the broker
-
-
-def answering_every_event(settings: Settings) -> Settings:
-    """What a scored replay serves: every event answered, no filters and no trending cold-start
-    answers (both change what is shown, not what the model ranks), the HNSW index."""
-    return settings.with_(coalesce=False, filter_purchased=False, filter_clicked=False,
-                          cold_start_trending=False, explain=False, index="hnsw")
 
 
 def replay_settings(settings: Settings, bundle: str | Path, run_dir: Path) -> Settings:

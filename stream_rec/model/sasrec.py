@@ -233,7 +233,8 @@ class SessionTransformer(nn.Module):
         return session_cross_entropy(
             scaled, items, targets, bound=self.config.scale if self.config.normalize else None,
             negatives=negatives, extra_cols=extra_cols, extra_bias=extra_bias,
-            **({} if soft is None else {"soft_cols": soft[0], "soft_probs": soft[1], "soft_weight": soft[2]}),
+            soft_cols=None if soft is None else soft[0], soft_probs=None if soft is None else soft[1],
+            soft_weight=0.0 if soft is None else soft[2],
         )
 
     def logits(self, session: torch.Tensor) -> torch.Tensor:
