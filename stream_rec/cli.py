@@ -190,13 +190,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_gateway(args: argparse.Namespace) -> int:
+    from .gateway.server import run_gateway
+    from .gateway.tokens import mint_token
+
+    settings = settings_from(args)
+    if args.mint_token is not None:
+        if not settings.gateway_secret:
+            raise StreamRecError("--mint-token needs the gateway's secret: set STREAM_REC_GATEWAY_SECRET")
+        print(mint_token(settings.gateway_secret.reveal().encode(), args.mint_token, settings.gateway_token_ttl_s))
+        return 0
+    run_gateway(settings, args.shop_items or None)
+    return 0
+
+
 # The function each subcommand runs (their flags are in `cli_args`). The commands live here, not
 # in a module of their own: the benchmark's profiler ranks frames of stream_rec/cli.py as
 # plumbing, and `_cmd_worker` anywhere else would sit on top of every worker profile.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo, "broker": _cmd_broker, "worker": _cmd_worker, "produce": _cmd_produce,
     "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "evaluate": _cmd_evaluate,
-    "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench,
+    "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "gateway": _cmd_gateway,
 }
 
 

@@ -31,6 +31,9 @@ _WORKER = ("engine", "app_id", "data_dir", "worker_host", "worker_port", "model_
 _TOPICS = ("replication_factor", "min_insync_replicas", "producer_idempotence", "faust_table_views")
 _INPUT = ("max_record_bytes", "max_clock_skew_s", "max_event_age_s", "dlq_max_original_bytes",
           "dlq_failure")
+_GATEWAY = ("gateway_host", "gateway_port", "gateway_secret", "gateway_token_ttl_s",
+            "gateway_latest_users", "gateway_cors_origins", "gateway_max_body_bytes",
+            "gateway_rate_per_s")
 
 
 class CliParser(argparse.ArgumentParser):
@@ -130,6 +133,7 @@ def add_subcommands(
     _add_ablation(sub)
     _add_tail(sub)
     _add_bench(sub)
+    _add_gateway(sub)
     return dict(sub.choices)
 
 
@@ -150,7 +154,7 @@ def _add_demo(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--timeout", type=_positive_int, default=180,
                    help="seconds to wait for the last recommendations in headless mode (default 180)")
     _add_generator_args(p, users=2000, items=3000)
-    _add_settings(p, _KAFKA + _MODEL + _SERVING + ("engine", "log_level"))
+    _add_settings(p, _KAFKA + _MODEL + _SERVING + ("engine", "log_level") + _GATEWAY)
 
 
 def _add_broker(sub: argparse._SubParsersAction[CliParser]) -> None:
@@ -328,3 +332,18 @@ def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:
     _add_protocol_args(p)
     _add_generator_args(p, users=10_000, items=45_000)
     _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + ("engine", "log_level"))
+
+
+def _add_gateway(sub: argparse._SubParsersAction[CliParser]) -> None:
+    p = sub.add_parser("gateway", help="push gateway: recommendations to browsers (SSE, WebSocket), "
+                       "POST /events, the demo shop",
+                       description="Serve each user's latest recommendations over Server-Sent Events "
+                       "(GET /users/U/stream) and WebSocket (/users/U/ws) to holders of a signed token "
+                       "for U, accept events (POST /events) into the events topic, and serve the demo "
+                       "shop at /. Binds --gateway-host (127.0.0.1).")
+    p.add_argument("--shop-items", type=_non_negative_int, default=3000,
+                   help="items of the demo shop's generated catalogue, as the demo's --items (0 = no shop; default 3000)")
+    p.add_argument("--mint-token", metavar="USER", default=None,
+                   help="print a token for USER (signed with --gateway-secret) and exit")
+    _add_settings(p, _KAFKA + ("app_id", "session_timeout_s", "max_record_bytes", "max_clock_skew_s",
+                               "max_event_age_s", "log_level") + _GATEWAY)

@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -345,6 +346,7 @@ async def _stream(settings: Settings, opts: DemoOptions, worker: WorkerProcess, 
 
 # ------------------------------------------------------------------------------- entry
 def run_demo(settings: Settings, opts: DemoOptions, out: TextIO | None = None) -> dict[str, Any]:
+    from .gateway.server import shop_gateway
     from .kafka.admin import ensure_topics
     from .kafka.embedded import kafka_or_embedded
     from .kafka.probe import free_port
@@ -364,7 +366,8 @@ def run_demo(settings: Settings, opts: DemoOptions, out: TextIO | None = None) -
         s = s.with_(bundle=str(bundle), data_dir=str(run_dir / "state"), worker_port=free_port(),
                     log_level="warning", model_poll_s=0)
         _say(f"starting worker (log: {run_dir / 'worker.log'})")
-        with WorkerProcess(s, run_dir) as worker:
+        shop = nullcontext() if opts.json else shop_gateway(s, opts.items, _say)  # headless: none
+        with WorkerProcess(s, run_dir) as worker, shop:
             try:
                 summary = asyncio.run(_stream(s, opts, worker, out))
             except KeyboardInterrupt:

@@ -110,6 +110,15 @@ class Settings:
     model_poll_s: float = _f(10.0, "How often (s) the worker looks for a newer bundle to swap in (0 = never; a pinned --bundle or --model-version is never swapped).", min=0)
     log_level: str = _f("warning", "Log level: debug, info, warning or error.", choices=("debug", "info", "warning", "error"))
     faust_table_views: bool = _f(False, "--engine faust: serve faust's table web views (/table/...: any user's raw session state to whoever reaches the port). Off by default.")
+    # --- push gateway (stream-rec gateway, the demo shop) ---------------------------------
+    gateway_host: str = _f("127.0.0.1", "Address the gateway binds (one address, never a wildcard such as 0.0.0.0: put a proxy in front to publish it).")
+    gateway_port: int = _f(8300, "Port of the gateway (SSE, WebSocket, POST /events, the demo shop).", min=1)
+    gateway_secret: Secret = _f(Secret(), "HMAC-SHA256 key the gateway signs and checks subscriber tokens with (a secret: give it by the environment variable). Empty: a random one per process (tokens then work on that gateway only, until it restarts).")
+    gateway_token_ttl_s: float = _f(3600.0, "Lifetime (s) of the tokens the gateway mints.", min=1)
+    gateway_latest_users: int = _f(100_000, "Users whose latest recommendation the gateway keeps in memory (LRU: the least recently updated or read is dropped first).", min=1)
+    gateway_cors_origins: str = _f("", "Origins (comma-separated) allowed to call the gateway from a browser. Empty: same origin only.")
+    gateway_max_body_bytes: int = _f(16 << 10, "Largest request body the gateway reads (POST /events); larger: 413.", min=1)
+    gateway_rate_per_s: float = _f(20.0, "Events per second one client (token) may POST, in bursts of twice that (0 = no limit); larger: 429.", min=0)
 
     def __post_init__(self) -> None:
         for f in fields(self):
