@@ -64,5 +64,6 @@ def prometheus_text(counters: Iterable[tuple[str, str, float]],
     for kind, rows in (("counter", counters), ("gauge", gauges)):
         for name, help_, value in rows:
             full = f"stream_rec_gateway_{name}" + ("_total" if kind == "counter" else "")
-            lines += [f"# HELP {full} {help_}", f"# TYPE {full} {kind}", f"{full} {value:g}"]
+            shown = int(value) if float(value).is_integer() else value
+            lines += [f"# HELP {full} {help_}", f"# TYPE {full} {kind}", f"{full} {shown}"]
     return "\n".join(lines) + "\n"

@@ -68,7 +68,7 @@ def _config(settings: Settings, app: Any, port: int) -> Any:
         raise ConfigError(f"the gateway binds one address, never a wildcard; got "
                           f"{settings.gateway_host!r} (put a proxy in front to publish it)")
     return uvicorn.Config(app, host=settings.gateway_host, port=port, log_level="warning",
-                          lifespan="on", ws="websockets", timeout_graceful_shutdown=2)
+                          lifespan="on", ws="websockets-sansio", timeout_graceful_shutdown=2)
 
 
 def run_gateway(settings: Settings, shop_items: int | None) -> None:
