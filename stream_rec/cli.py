@@ -204,13 +204,27 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import orjson
+
+    from .replay.args import replay_options
+    from .replay.control import summary_line
+    from .replay.engine import run_replay
+
+    summary = asyncio.run(run_replay(settings_from(args), replay_options(args)))
+    print(orjson.dumps(summary).decode() if args.json else summary_line(summary))
+    return 0
+
+
 # The function each subcommand runs (their flags are in `cli_args`). The commands live here, not
 # in a module of their own: the benchmark's profiler ranks frames of stream_rec/cli.py as
 # plumbing, and `_cmd_worker` anywhere else would sit on top of every worker profile.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo, "broker": _cmd_broker, "worker": _cmd_worker, "produce": _cmd_produce,
     "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "evaluate": _cmd_evaluate,
-    "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "gateway": _cmd_gateway,
+    "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "replay": _cmd_replay, "gateway": _cmd_gateway,
 }
 
 

@@ -132,6 +132,7 @@ def add_subcommands(
     _add_evaluate(sub)
     _add_ablation(sub)
     _add_tail(sub)
+    _add_replay(sub)
     _add_bench(sub)
     _add_gateway(sub)
     return dict(sub.choices)
@@ -279,6 +280,16 @@ def _add_tail(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--max", type=_positive_int, default=None, help="stop after N records")
     p.add_argument("--json", action="store_true", help="print raw JSON records")
     _add_settings(p, ("bootstrap_servers", "recs_topic", *_SECURITY))
+
+
+def _add_replay(sub: argparse._SubParsersAction[CliParser]) -> None:
+    from .replay.args import add_replay_arguments
+
+    p = sub.add_parser("replay", help="backfill: fold a recorded log (file or topic range) into the "
+                       "session tables, optionally recommending to a topic or a file")
+    add_replay_arguments(p)
+    _add_settings(p, _KAFKA + _MODEL + _SERVING + ("app_id", "data_dir", "state_memory_mb",
+                                                   "log_level") + _INPUT[:3])
 
 
 def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:

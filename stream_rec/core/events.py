@@ -94,6 +94,8 @@ def _clip(text: str, limit: int = MAX_REASON_LEN) -> str:
 
 def _ident(obj: dict[str, Any], name: str, required: bool) -> str | None:
     value = obj.get(name)
+    if type(value) is str and 0 < len(value) <= MAX_ID_LEN:  # the common case, checked first
+        return value
     if value is None:
         if required:
             raise _Invalid("missing_field", f"missing field `{name}`")

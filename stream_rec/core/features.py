@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from hashlib import blake2b
 
 import numpy as np
@@ -36,6 +37,7 @@ MAX_QUERY_TOKENS = 3
 _TOKEN = re.compile(r"[0-9a-z]+")
 
 
+@lru_cache(maxsize=1 << 16)  # a catalogue's ids repeat: blake2b costs ~2 us, a hit ~0.1 us
 def item_hash(item_id: str) -> int:
     """A stable, non-negative 63-bit hash of an item id (0 is reserved for "no item")."""
     h = int.from_bytes(blake2b(item_id.encode("utf-8"), digest_size=8).digest(), "little")

@@ -14,6 +14,7 @@ at-least-once redelivery after a crash does not count an event twice.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +22,7 @@ import numpy as np
 from .events import Event
 from .features import MAX_QUERY_TOKENS, PURCHASE, TYPE_CODES, item_hash, query_token_hashes
 
-__all__ = ["SessionState", "SessionPolicy", "apply_event", "StateDecodeError"]
+__all__ = ["SessionState", "SessionPolicy", "apply_event", "fold_events", "StateDecodeError"]
 
 _VERSION = 1
 _HEADER = struct.Struct("<BHBqqq")
@@ -158,4 +159,91 @@ def apply_event(
         session_key=skey,
         last_ts=max(event.ts, state.last_ts),
         last_offset=state.last_offset if offset is None else offset,
+    )
+
+
+def fold_events(
+    states: Mapping[str, SessionState | None],
+    events: Sequence[Event],
+    policy: SessionPolicy,
+    offsets: Sequence[int | None] | None = None,
+) -> dict[str, SessionState]:
+    """Fold ``events`` in order into their users' ``states`` (None: new); the changed users'
+    new states, equal byte for byte to :func:`apply_event` applied one event at a time (the
+    fold :meth:`Recommender.step` does), without recommending: the state backfill.
+
+    Each user's events are folded together (:func:`_fold_user`): one set of arrays per user
+    and batch instead of five per event.
+    """
+    by_user: dict[str, list[int]] = {}
+    for i, event in enumerate(events):
+        by_user.setdefault(event.user_id, []).append(i)
+    out: dict[str, SessionState] = {}
+    for user, idx in by_user.items():
+        state = states.get(user)
+        out[user] = _fold_user(
+            SessionState.empty() if state is None else state, [events[i] for i in idx],
+            [offsets[i] for i in idx] if offsets is not None else None, policy)
+    return out
+
+
+def _fold_user(
+    state: SessionState,
+    events: list[Event],
+    offsets: list[int | None] | None,
+    policy: SessionPolicy,
+) -> SessionState:
+    """:func:`apply_event` over one user's ``events`` in order, building the arrays once."""
+    n = len(state)
+    skey, last_ts, last_offset = state.session_key, state.last_ts, state.last_offset
+    purchased: list[int] | None = None
+    base_start = 0  # rows of ``state`` still in the session
+    rows: list[tuple[int, int, list[int] | None, int]] = []  # (item hash, type, tokens, ts)
+    applied = False
+    for i, event in enumerate(events):
+        offset = None if offsets is None else offsets[i]
+        if offset is not None and offset <= last_offset:
+            continue
+        applied = True
+        key = _session_key(event.session_id)
+        length = n - base_start + len(rows)
+        if length > 0 and ((key != skey) if (key or skey)
+                           else event.ts - last_ts > policy.session_gap_ms):
+            base_start, rows = n, []  # a new session: nothing before this event is kept
+        code = TYPE_CODES[event.type]
+        ih = item_hash(event.item_id) if event.item_id is not None else 0
+        if code == PURCHASE and ih:
+            if purchased is None:
+                purchased = state.purchased.tolist()
+            purchased = [p for p in purchased if p != ih] + [ih]
+            purchased = purchased[-policy.max_purchased:]
+        toks = query_token_hashes(event.query) if event.query is not None else None
+        rows.append((ih, code, toks, event.ts))
+        skey, last_ts = key, max(event.ts, last_ts)
+        if offset is not None:
+            last_offset = offset
+    if not applied:
+        return state
+    window = max(1, policy.max_len)
+    rows = rows[-window:]
+    keep = max(0, min(n - base_start, window - len(rows)))
+    lo = n - keep
+    queries = np.zeros((keep + len(rows), MAX_QUERY_TOKENS), np.uint32)
+    queries[:keep] = state.query_hashes[lo:]
+    for j, (_, _, toks, _) in enumerate(rows):
+        if toks:
+            queries[keep + j, : len(toks)] = toks
+    return SessionState(
+        item_hashes=np.concatenate((state.item_hashes[lo:].astype(np.int64, copy=False),
+                                    np.array([r[0] for r in rows], np.int64))),
+        types=np.concatenate((state.types[lo:].astype(np.uint8, copy=False),
+                              np.array([r[1] for r in rows], np.uint8))),
+        query_hashes=queries,
+        ts=np.concatenate((state.ts[lo:].astype(np.int64, copy=False),
+                           np.array([r[3] for r in rows], np.int64))),
+        purchased=(state.purchased if purchased is None
+                   else np.array(purchased, np.int64)).astype(np.int64, copy=False),
+        session_key=skey,
+        last_ts=last_ts,
+        last_offset=last_offset,
     )

@@ -74,7 +74,7 @@ events = st.builds(
     type=st.sampled_from(["click", "search", "purchase"]),
     ts=st.integers(0, MAX_TS) | st.integers(1_700_000_000_000, 1_700_000_100_000),
     item_id=item_ids,
-    query=st.text(min_size=1, max_size=30),
+    query=st.text(min_size=1, max_size=30).filter(str.strip),  # parse rejects blank queries
     session_id=st.none() | st.sampled_from(["s1", "s2"]),
 ).map(lambda e: Event(e.event_id, e.user_id, e.type, e.ts,
                       None if e.type == "search" else e.item_id,

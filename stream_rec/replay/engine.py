@@ -1,0 +1,297 @@
+"""`stream-rec replay`: fold a recorded log into the session tables, optionally recommending.
+
+The same intake (:mod:`stream_rec.core.intake`) and the same fold as the workers, and in
+``recs`` mode the same :meth:`Recommender.step`, built by :mod:`stream_rec.serving.compose`;
+the states go to the direct worker's tables (:class:`PartitionedSessionDB` under
+``<data dir>/<app id>``, key = user id, value = state bytes), each user in the partition of
+its events, and with ``--changelog`` to ``<app id>-sessions-changelog`` as well, so workers
+started on that data directory or restoring from that changelog serve the rebuilt states.
+
+    records -> intake (invalid: counted by reason) -> states of the batch's users from RocksDB
+    -> fold (state) | Recommender.step (recs) -> RocksDB write batch per partition
+    [-> changelog, recommendations to a topic or a file] -> checkpoint
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ..core.intake import decode_states, take_records
+from ..core.isolation import step_isolated
+from ..core.session import SessionPolicy, SessionState, fold_events
+from ..errors import ConfigError
+from ..runtime.partitioned_store import PartitionedSessionDB
+from ..settings import Settings
+from .control import Checkpoint, Pacer, Progress
+from .files import FileInput, Record
+
+__all__ = ["ReplayOptions", "run_replay"]
+
+# Records per state-only step: the more of a user's events a step holds, the fewer arrays the
+# fold builds (one set per user and step) and the fewer RocksDB reads and writes.
+_STATE_BATCH = 32768
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    mode: str = "state"  # "state": tables only; "recs": tables and recommendations
+    file: str | None = None
+    columns: dict[str, str] | None = None  # a CSV file's mapping (None: JSONL)
+    from_topic: str | None = None
+    start_offset: int | None = None
+    end_offset: int | None = None
+    start_ms: int | None = None
+    end_ms: int | None = None
+    to_topic: str | None = None
+    to_file: str | None = None
+    allow_live_topic: bool = False
+    changelog: bool = False  # also write <app id>-sessions-changelog
+    rate: float = 0.0
+    speed: float = 0.0
+    batch_size: int = 0  # records per step; 0 = 32768 for state, the worker's batch_max for recs
+    checkpoint: str | None = None  # default <data dir>/<app id>/replay-checkpoint.json
+    progress: bool = True
+
+    def validated(self, settings: Settings) -> ReplayOptions:
+        if (self.file is None) == (self.from_topic is None):
+            raise ConfigError("replay takes one input: --file F or --from-topic T")
+        if self.mode == "state" and (self.to_topic or self.to_file):
+            raise ConfigError("--mode state emits nothing; --to-topic/--to-file need --mode recs")
+        if self.mode == "recs" and (self.to_topic is None) == (self.to_file is None):
+            raise ConfigError("--mode recs needs one output: --to-topic T or --to-file F")
+        live = {settings.recs_topic: "the live recommendations topic (--allow-live-topic to "
+                "write it anyway)", settings.events_topic: "the events topic",
+                f"{settings.app_id}-sessions-changelog": "the session changelog"}
+        if self.to_topic in live and not (self.to_topic == settings.recs_topic
+                                          and self.allow_live_topic):
+            raise ConfigError(f"--to-topic {self.to_topic!r} is {live[self.to_topic]}")
+        if self.rate and self.speed:
+            raise ConfigError("--rate and --speed exclude each other")
+        return self
+
+
+async def _file_batches(source: FileInput, size: int, pacer: Pacer) -> AsyncIterator[list[Record]]:
+    batch: list[Record] = []
+    records: Iterator[Record] = source.records()
+    for record in records:
+        if pacer.paced:
+            delay = pacer.delay(record[1])
+            if delay > 0.001:  # not due yet: what is due goes now, then wait
+                if batch:
+                    yield batch
+                    batch = []
+                await asyncio.sleep(delay)
+        batch.append(record)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Replay:
+    def __init__(self, settings: Settings, opts: ReplayOptions) -> None:
+        self.settings, self.opts = settings, opts
+        root = Path(settings.data_dir) / settings.app_id
+        self.db = PartitionedSessionDB(root, settings.state_memory_mb << 20)
+        self.changelog = f"{settings.app_id}-sessions-changelog"
+        self.recommender: Any = None
+        self.policy: SessionPolicy | None = None
+        self.reasons: Counter[str] = Counter()
+        self.users: set[str] = set()
+        self.records = self.events = self.recommendations = 0
+        self.out: IO[bytes] | None = None
+        self.producer: Any = None
+        self.saved = 0.0
+        self.checkpoint_path = Path(opts.checkpoint or root / "replay-checkpoint.json")
+
+    def load_model(self) -> None:
+        from ..serving.bundle import ModelBundle, bundles_newest_first, resolve_bundle
+        from ..serving.compose import build_recommender, session_policy
+
+        s = self.settings
+        if s.bundle or s.model_version:
+            path = resolve_bundle(s.bundles_dir, s.bundle or None, s.model_version or None)
+        else:
+            newest = bundles_newest_first(s.bundles_dir)
+            if not newest:
+                raise ConfigError(f"replay needs a model bundle (its max_len sets the state "
+                                  f"length); none in {s.bundles_dir!r}")
+            path = newest[0]
+        bundle = ModelBundle.load(path)
+        self.policy = session_policy(s, bundle.max_len)
+        if self.opts.mode == "recs":
+            self.recommender = build_recommender(bundle, s)
+
+    def states_of(self, partition_of: dict[str, int]) -> dict[str, SessionState | None]:
+        by_partition: dict[int, list[str]] = defaultdict(list)
+        for user, p in partition_of.items():
+            by_partition[p].append(user)
+        stored: list[tuple[str, bytes | None]] = []
+        for p, users in by_partition.items():
+            stored.extend(zip(users, self.db.get_many(p, [u.encode() for u in users])))
+        return decode_states(stored).states
+
+    async def step(self, batch: list[Record], checkpoint: Checkpoint) -> None:
+        from ..serving.compose import record_limits
+
+        intake = take_records(batch, record_limits(self.settings))
+        self.records += len(batch)
+        self.reasons.update(bad.code for bad, _ in intake.invalid)
+        partition_of = dict(intake.origin)
+        states = self.states_of(partition_of)
+        if self.recommender is not None:
+            # As the workers step: a batch that raises is retried user by user, and the events
+            # that still raise are dead letters (processing_error).
+            result = step_isolated(self.recommender, states, intake.events, intake.offsets,
+                                   int(time.time() * 1000))
+            self.reasons.update("processing_error" for _ in result.failed)
+            new_states = result.states
+            out = [kv for answers in result.answers for kv in answers.records()]
+        else:
+            assert self.policy is not None
+            new_states = fold_events(states, intake.events, self.policy, intake.offsets)
+            out = []
+        writes: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        for user, state in new_states.items():
+            writes[partition_of[user]].append((user.encode(), state.to_bytes()))
+        futures = []
+        if self.producer is not None and self.opts.changelog:
+            for p, items in writes.items():
+                for key, value in items:
+                    futures.append(await self.producer.send(
+                        self.changelog, key=key, value=value, partition=p))
+        await self.emit(out, futures)
+        last: dict[int, int] = {}
+        if futures:
+            for meta in await asyncio.gather(*futures):
+                if meta.topic == self.changelog:
+                    last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
+        for p, items in writes.items():
+            self.db.write(p, items, changelog_offset=last.get(p))
+        self.events += len(intake.events)
+        self.users.update(new_states)
+        for _, _, offset, _, p in batch:
+            checkpoint.next_offsets[p] = offset + 1
+        checkpoint.position += len(batch)
+        if self.out is not None:
+            self.out.flush()
+            checkpoint.output_bytes = self.out.tell()
+        # recs: every batch (a resumed replay re-answers at most one batch); state: twice a
+        # second (the batches folded again after a resume are no-ops, by their offsets)
+        now = time.monotonic()
+        if self.recommender is not None or now - self.saved >= 0.5:
+            checkpoint.save()
+            self.saved = now
+
+    async def emit(self, records: list[tuple[bytes, bytes]], futures: list[Any]) -> None:
+        self.recommendations += len(records)
+        if self.out is not None:
+            self.out.write(b"".join(value + b"\n" for _, value in records))
+        elif self.opts.to_topic is not None:
+            for key, value in records:
+                futures.append(await self.producer.send(self.opts.to_topic, key=key, value=value))
+
+    async def open_outputs(self, checkpoint: Checkpoint) -> None:
+        s, o = self.settings, self.opts
+        if o.to_file is not None:
+            target = Path(o.to_file)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.out = open(target, "r+b" if checkpoint.position and target.exists() else "wb")
+            self.out.truncate(checkpoint.output_bytes)  # drop a batch the checkpoint never saw
+            self.out.seek(checkpoint.output_bytes)
+        if o.to_topic is not None or o.changelog:
+            from aiokafka import AIOKafkaProducer
+
+            from ..kafka.admin import ensure_topics
+            from ..kafka.clients import producer_config
+
+            topics = {self.changelog: s.partitions} if o.changelog else {}
+            if o.to_topic is not None:
+                topics[o.to_topic] = s.partitions
+            await ensure_topics(s.bootstrap_servers, topics,
+                                replication_factor=s.replication_factor,
+                                configs={self.changelog: {"cleanup.policy": "compact"}},
+                                settings=s, min_insync_replicas=s.min_insync_replicas)
+            self.producer = AIOKafkaProducer(**producer_config(
+                s, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20))
+            await self.producer.start()
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.out is not None:
+            self.out.close()
+        self.db.close_all()
+
+
+async def run_replay(settings: Settings, opts: ReplayOptions) -> dict[str, Any]:
+    """Replay ``opts``' input as ``settings`` say; returns the summary (see docs/operations.md)."""
+    from ..kafka.topic_range import TopicRange
+
+    opts = opts.validated(settings)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    replay = _Replay(settings, opts)
+    source: FileInput | TopicRange
+    if opts.file is not None:
+        source = FileInput(opts.file, settings.partitions, opts.columns)
+    else:
+        assert opts.from_topic is not None
+        source = TopicRange(settings, opts.from_topic, opts.start_offset, opts.end_offset,
+                            opts.start_ms, opts.end_ms)
+    checkpoint = Checkpoint.open(replay.checkpoint_path, source.describe, opts.mode)
+    already_complete = checkpoint.done
+    source.next_offsets = dict(checkpoint.next_offsets)
+    if isinstance(source, FileInput):
+        source.skip = checkpoint.position
+    resumed_at = checkpoint.position
+    progress = Progress(enabled=opts.progress)
+    try:
+        if not checkpoint.done:
+            replay.load_model()
+            await replay.open_outputs(checkpoint)
+            size = opts.batch_size or (_STATE_BATCH if opts.mode == "state" else settings.batch_max)
+            pacer = Pacer(opts.rate, opts.speed)
+            batches = (_file_batches(source, size, pacer) if isinstance(source, FileInput)
+                       else source.records(size))
+            async for batch in batches:
+                if isinstance(source, TopicRange) and pacer.paced:
+                    for record in batch:
+                        delay = pacer.delay(record[1])
+                        if delay > 0.001:
+                            await asyncio.sleep(delay)
+                await replay.step(batch, checkpoint)
+                progress.update(replay.records, _fraction(source, replay.records))
+            checkpoint.done = True
+            checkpoint.save()
+    finally:
+        await replay.close()
+    seconds = time.perf_counter() - t0
+    return {
+        "mode": opts.mode, "input": source.describe, "resumed_at": resumed_at,
+        "records": replay.records, "events": replay.events,
+        "dead_letters": sum(replay.reasons.values()),
+        "dead_letters_by_reason": dict(replay.reasons),
+        "users": len(replay.users), "recommendations": replay.recommendations,
+        "seconds": round(seconds, 3), "cpu_seconds": round(time.process_time() - cpu0, 3),
+        "events_per_s": round(replay.events / max(seconds, 1e-9), 1),
+        "data_dir": str(Path(settings.data_dir) / settings.app_id),
+        "changelog": replay.changelog if opts.changelog else None,
+        "to_topic": opts.to_topic, "to_file": opts.to_file,
+        "checkpoint": str(replay.checkpoint_path), "complete": checkpoint.done,
+        "already_complete": already_complete,
+    }
+
+
+def _fraction(source: FileInput | Any, records: int) -> float | None:
+    if isinstance(source, FileInput):
+        total = source.total_bytes()
+        return source.bytes_read() / total if total else None
+    total = source.total()
+    return records / total if total else None
