@@ -131,6 +131,7 @@ def shop_gateway(settings: Settings, shop_items: int, say: Callable[[str], None]
     port = settings.gateway_port
     if not port_free(settings.gateway_host, port):
         port = free_port(settings.gateway_host)
-    with GatewayThread(settings, port, shop_items) as gw:
+    secret = settings.gateway_secret.reveal().encode() or secrets.token_bytes(32)  # a demo's own
+    with GatewayThread(settings, port, shop_items, secret) as gw:
         say(f"the shop: {gw.url}/ (a browser on this machine; Ctrl-C stops it too)")
         yield gw.url
