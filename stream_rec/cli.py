@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -249,6 +250,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = getattr(args, "log_level", None) or "warning"
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if (getattr(args, "log_format", None) or os.environ.get("STREAM_REC_LOG_FORMAT")) == "json":
+        from .logs import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     try:
         return int(args.func(args) or 0)
     except StreamRecError as exc:

@@ -27,7 +27,8 @@ _MODEL = ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threa
           "inter_op_threads", "index", "hnsw_ef", "index_threads")
 _SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "cold_start_trending", "explain", "batch_max",
             "batch_wait_ms", "session_gap_s", "max_purchased")
-_WORKER = ("engine", "app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level")
+_WORKER = ("engine", "app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level",
+           "log_format")
 _TOPICS = ("replication_factor", "min_insync_replicas", "producer_idempotence", "faust_table_views")
 _INPUT = ("max_record_bytes", "max_clock_skew_s", "max_event_age_s", "dlq_max_original_bytes",
           "dlq_failure")
@@ -289,7 +290,7 @@ def _add_replay(sub: argparse._SubParsersAction[CliParser]) -> None:
                        "session tables, optionally recommending to a topic or a file")
     add_replay_arguments(p)
     _add_settings(p, _KAFKA + _MODEL + _SERVING + ("app_id", "data_dir", "state_memory_mb",
-                                                   "log_level") + _INPUT[:3])
+                                                   "log_level", "log_format") + _INPUT[:3])
 
 
 def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:

@@ -109,6 +109,7 @@ class Settings:
     worker_port: int = _f(6066, "Port of the worker's status web server.", min=1)
     model_poll_s: float = _f(10.0, "How often (s) the worker looks for a newer bundle to swap in (0 = never; a pinned --bundle or --model-version is never swapped).", min=0)
     log_level: str = _f("warning", "Log level: debug, info, warning or error.", choices=("debug", "info", "warning", "error"))
+    log_format: str = _f("text", "Log lines as text, or as one JSON object each (ts, level, logger, message; exc when there is one) for log collectors.", choices=("text", "json"))
     faust_table_views: bool = _f(False, "--engine faust: serve faust's table web views (/table/...: any user's raw session state to whoever reaches the port). Off by default.")
     # --- push gateway (stream-rec gateway, the demo shop) ---------------------------------
     gateway_host: str = _f("127.0.0.1", "Address the gateway binds (one address, never a wildcard such as 0.0.0.0: put a proxy in front to publish it).")

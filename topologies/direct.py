@@ -39,9 +39,11 @@ from stream_rec.core.session import SessionState
 from stream_rec.kafka.clients import consumer_config, group_timing_ms, producer_config
 from stream_rec.kafka.dead_letters import DeadLetters, RateLimitedLog
 from stream_rec.kafka.fetch_wait import AdaptiveFetchWait
+from stream_rec.kafka.lag import consumer_lag
 from stream_rec.runtime.partitioned_store import PartitionedSessionDB
 from stream_rec.serving.compose import record_limits
 from stream_rec.serving.holder import ModelHolder
+from stream_rec.serving.metrics import CONTENT_TYPE_LATEST, WorkerMetrics
 from stream_rec.serving.stats import WorkerStats
 from stream_rec.settings import Settings
 
@@ -87,6 +89,8 @@ class DirectWorker:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self.fetch_wait: AdaptiveFetchWait | None = None
+        self.metrics = WorkerMetrics(lambda: self.holder.recommender.model_version,
+                                     lambda: consumer_lag(self.consumer), self.db.sizes)
 
     # --------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -186,6 +190,8 @@ class DirectWorker:
             commit[tp] = messages[-1].offset + 1
             self.stats.events += len(messages)
         intake = take_records(records, self.limits)
+        dead = [invalid.code for invalid, _ in intake.invalid]
+        stages: dict[str, float] = {}
         for invalid, msg in intake.invalid:
             futures.append(await self._dead_letter(invalid, msg, now_ms))
         self.stats.batches += 1
@@ -193,10 +199,15 @@ class DirectWorker:
         partition_of = {user: msg.partition for user, msg in intake.origin.items()}
         if events:
             states = self._read_states(partition_of)
+            t = self.holder.recommender.times
+            before = (t.state, t.encode, t.search)
             # Off the event loop: ONNX Runtime and hnswlib release the GIL, so fetching the
             # next batch and delivering the previous one proceed meanwhile.
             result = await asyncio.to_thread(
                 step_isolated, self.holder.recommender, states, events, offsets, now_ms)
+            stages = {name: after - b4 for name, after, b4
+                      in zip(("fold", "encode", "search"), (t.state, t.encode, t.search), before)}
+            dead += ["processing_error"] * len(result.failed)
             for i, exc in result.failed:
                 msg = intake.sources[i]
                 self.stats.processing_errors += 1
@@ -213,9 +224,11 @@ class DirectWorker:
                 for key, value in answers.records():
                     futures.append(await self.producer.send(s.recs_topic, key=key, value=value))
                 self.stats.recommendations += len(answers)
+                self.metrics.observe_answers(answers.event_ts, answers.emitted_ts)
             for p, items in writes.items():
                 self.db.write(p, items)
-        return asyncio.ensure_future(self._delivered(futures, commit))
+        self.metrics.observe_batch(len(records), (e.type for e in events), dead, stages)
+        return asyncio.ensure_future(self._delivered(futures, commit, time.perf_counter()))
 
     async def _dead_letter(self, invalid: InvalidEvent, msg: Any, now_ms: int) -> asyncio.Future[Any]:
         assert self.producer is not None
@@ -223,8 +236,10 @@ class DirectWorker:
         return await self.dead_letters.send(
             functools.partial(self.producer.send, self.settings.dlq_topic), msg.key, value)
 
-    async def _delivered(self, futures: list[Any], commit: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+    async def _delivered(self, futures: list[Any], commit: dict[TopicPartition, int],
+                         t0: float) -> dict[TopicPartition, int]:
         metas = await asyncio.gather(*futures)
+        self.metrics.stage.labels("produce").observe(time.perf_counter() - t0)
         last: dict[int, int] = {}
         for meta in metas:
             if meta is not None and meta.topic == self.changelog:
@@ -321,7 +336,12 @@ class DirectWorker:
                 "stage_seconds": {"state": t.state, "encode": t.encode, "search": t.search},
             })
 
+        async def metrics(_request: Any) -> Any:
+            return web.Response(body=self.metrics.exposition(),
+                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+
         app = web.Application()
+        app.router.add_get("/metrics", metrics)
         app.router.add_get("/stats", stats)
         app.router.add_get("/", stats)
         runner = web.AppRunner(app, access_log=None)

@@ -25,7 +25,7 @@ from typing import IO, Any
 from ..core.intake import decode_states, take_records
 from ..core.isolation import step_isolated
 from ..core.session import SessionPolicy, SessionState, fold_events
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..runtime.partitioned_store import PartitionedSessionDB
 from ..settings import Settings
 from .control import Checkpoint, Pacer, Progress
@@ -73,6 +73,8 @@ class ReplayOptions:
             raise ConfigError(f"--to-topic {self.to_topic!r} is {live[self.to_topic]}")
         if self.rate and self.speed:
             raise ConfigError("--rate and --speed exclude each other")
+        if self.file is not None and not Path(self.file).is_file():
+            raise DataError(f"events file {self.file!r} does not exist")
         return self
 
 

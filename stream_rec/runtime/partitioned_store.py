@@ -70,6 +70,12 @@ class PartitionedSessionDB:
             db = self._dbs[partition] = Rdict(str(self.path(partition)), options=opts)
         return db
 
+    def sizes(self) -> dict[int, tuple[int, int]]:
+        """Per open partition: (estimated keys, bytes of its SST files), RocksDB's own counts."""
+        return {p: (db.property_int_value("rocksdb.estimate-num-keys") or 0,
+                    db.property_int_value("rocksdb.total-sst-files-size") or 0)
+                for p, db in self._dbs.items()}
+
     def memory_usage(self) -> int:
         """Bytes held by the shared block cache, memtables included (they are charged to it)."""
         return int(self._cache.get_usage())

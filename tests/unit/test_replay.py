@@ -292,7 +292,8 @@ def test_refusals(kw, match, tmp_path):
 
 
 def test_the_live_topic_when_asked():
-    opts = ReplayOptions(file="f", mode="recs", to_topic="recommendations", allow_live_topic=True)
+    opts = ReplayOptions(file=__file__, mode="recs", to_topic="recommendations",
+                         allow_live_topic=True)
     assert opts.validated(Settings.from_env({})) is opts
 
 

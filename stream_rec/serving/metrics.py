@@ -1,0 +1,126 @@
+"""Prometheus metrics of a worker (``GET /metrics`` on its status server): what it takes in,
+what it answers, how long each stage takes, and how far behind it is.
+
+Counters and histograms are updated once per micro-batch (one ``observe`` per answer for the
+event-to-recommendation latency); the gauges that read the consumer or RocksDB (lag per
+partition, state entries and bytes, seconds since the last batch) are computed when scraped,
+by the callbacks the engine gives :class:`WorkerMetrics`. Each worker has its own registry, so
+several workers in one process (tests) do not share series.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import Counter as PromCounter
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["WorkerMetrics", "CONTENT_TYPE_LATEST"]
+
+_PREFIX = "stream_rec"
+# Seconds: 0.5 ms .. 30 s (a stage of one batch; an answer's age at emit time).
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class WorkerMetrics:
+    def __init__(
+        self,
+        model_version: Callable[[], str],
+        lag: Callable[[], dict[int, int]] | None = None,
+        state: Callable[[], dict[int, tuple[int, int]]] | None = None,
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events = PromCounter(f"{_PREFIX}_events", "Valid events taken in, by type.",
+                                  ["type"], registry=r)
+        self.dead_letters = PromCounter(f"{_PREFIX}_dead_letters",
+                                        "Records dead-lettered, by reason code.", ["reason"],
+                                        registry=r)
+        self.recommendations = PromCounter(f"{_PREFIX}_recommendations",
+                                           "Recommendations published.", registry=r)
+        self.batches = PromCounter(f"{_PREFIX}_batches", "Micro-batches processed.", registry=r)
+        self.batch_size = Histogram(f"{_PREFIX}_batch_records", "Records per micro-batch.",
+                                    buckets=_SIZES, registry=r)
+        self.stage = Histogram(f"{_PREFIX}_stage_seconds",
+                               "Seconds per micro-batch in each stage (fold, encode, search, "
+                               "produce: until every record of the batch is acknowledged).",
+                               ["stage"], buckets=_LATENCY, registry=r)
+        self.latency = Histogram(f"{_PREFIX}_event_to_recommendation_seconds",
+                                 "emitted_ts - event_ts of each recommendation.",
+                                 buckets=_LATENCY, registry=r)
+        self.last_batch = time.time()
+        r.register(_Scraped(self, model_version, lag, state))
+
+    def observe_batch(
+        self,
+        records: int,
+        event_types: Iterable[str],
+        dead_letter_codes: Iterable[str],
+        stage_seconds: dict[str, float],
+    ) -> None:
+        self.batches.inc()
+        self.batch_size.observe(records)
+        for kind, n in Counter(event_types).items():
+            self.events.labels(kind).inc(n)
+        for code, n in Counter(dead_letter_codes).items():
+            self.dead_letters.labels(code).inc(n)
+        for stage, seconds in stage_seconds.items():
+            self.stage.labels(stage).observe(seconds)
+        self.last_batch = time.time()
+
+    def observe_answers(self, event_ts: Iterable[int], emitted_ts: int) -> None:
+        n = 0
+        for ts in event_ts:
+            self.latency.observe(max(0, emitted_ts - ts) / 1000)
+            n += 1
+        self.recommendations.inc(n)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Scraped:
+    """The gauges computed at scrape time."""
+
+    def __init__(self, metrics: WorkerMetrics, model_version: Callable[[], str],
+                 lag: Callable[[], dict[int, int]] | None,
+                 state: Callable[[], dict[int, tuple[int, int]]] | None) -> None:
+        self.metrics, self.model_version, self.lag, self.state = metrics, model_version, lag, state
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        info = InfoMetricFamily(f"{_PREFIX}_model", "The model bundle in service.")
+        info.add_metric([], {"version": self.model_version()})
+        yield info
+        since = GaugeMetricFamily(f"{_PREFIX}_seconds_since_last_batch",
+                                  "Seconds since the worker last processed a micro-batch (with "
+                                  "consumer lag > 0: it is stuck).")
+        since.add_metric([], time.time() - self.metrics.last_batch)
+        yield since
+        if self.lag is not None:
+            lag = GaugeMetricFamily(f"{_PREFIX}_consumer_lag",
+                                    "Records of the events topic not yet fetched, per assigned "
+                                    "partition (high watermark - position).", labels=["partition"])
+            for p, n in sorted(self.lag().items()):
+                lag.add_metric([str(p)], n)
+            yield lag
+        if self.state is not None:
+            entries = GaugeMetricFamily(f"{_PREFIX}_state_entries",
+                                        "Session states in the partition's table (RocksDB's "
+                                        "estimate).", labels=["partition"])
+            size = GaugeMetricFamily(f"{_PREFIX}_state_bytes",
+                                     "Bytes of the partition's table on disk (SST files).",
+                                     labels=["partition"])
+            for p, (n, nbytes) in sorted(self.state().items()):
+                entries.add_metric([str(p)], n)
+                size.add_metric([str(p)], nbytes)
+            yield entries
+            yield size
