@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Mapping
@@ -38,31 +39,44 @@ async def wait_for_kafka(
 ) -> None:
     """Returns once the cluster answers a metadata request; BrokerError after ``timeout`` s.
 
-    ``settings`` give the security settings (TLS, SASL); None: plaintext."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
+    ``settings`` give the security settings (TLS, SASL); None: plaintext. While it waits,
+    aiokafka's per-attempt ERROR lines are off and one warning says what it waits for."""
+    from .reach import quiet_connection_errors, unreachable
 
     parse_bootstrap(bootstrap_servers)
     deadline = time.monotonic() + timeout
-    last = "no attempt made"
-    while True:
-        admin = AIOKafkaAdminClient(
-            **admin_config(settings, bootstrap_servers, request_timeout_ms=5000))
-        try:
-            await admin.start()
-            cluster = await admin.describe_cluster()
-            if cluster.get("brokers"):
+    warned = False
+    with quiet_connection_errors():
+        while True:
+            last = await _cluster_answers(bootstrap_servers, settings)
+            if last is None:
                 return
-            last = "the cluster lists no brokers"
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        finally:
-            await admin.close()
-        if time.monotonic() >= deadline:
-            raise BrokerError(
-                f"Kafka at {bootstrap_servers} did not answer within {timeout:g}s ({last})"
-            )
-        await asyncio.sleep(0.2)
+            if time.monotonic() >= deadline:
+                raise unreachable(bootstrap_servers, f"no answer within {timeout:g}s: {last}")
+            if not warned:
+                warned = True
+                logging.getLogger("stream_rec.kafka").warning(
+                    "waiting up to %gs for Kafka at %s (%s)", timeout, bootstrap_servers, last)
+            await asyncio.sleep(0.2)
+
+
+async def _cluster_answers(bootstrap_servers: str, settings: Settings | None) -> str | None:
+    """None when the cluster lists its brokers; otherwise why not."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
+    admin = AIOKafkaAdminClient(
+        **admin_config(settings, bootstrap_servers, request_timeout_ms=5000))
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+        return None if cluster.get("brokers") else "the cluster lists no brokers"
+    except KafkaConnectionError:
+        return "no broker answered"
+    except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        await admin.close()
 
 
 async def ensure_topics(

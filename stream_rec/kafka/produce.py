@@ -80,9 +80,10 @@ async def send_records(
     from aiokafka import AIOKafkaProducer
 
     from .clients import producer_config
+    from .reach import start_client
 
     producer = AIOKafkaProducer(**producer_config(settings, linger_ms=5))
-    await producer.start()
+    await start_client(producer, settings.bootstrap_servers)
     pacer = Pacer(rate)
     n = 0
     last = time.perf_counter()

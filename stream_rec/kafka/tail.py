@@ -33,7 +33,14 @@ async def _tail(
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
     ))
-    await consumer.start()
+    from .reach import start_client
+
+    await start_client(consumer, settings.bootstrap_servers)
+    who = f"user {user}'s" if user is not None else "all"
+    where = ("from the oldest retained record" if from_beginning else
+             "from now on: new records only (--from-beginning for the retained ones)")
+    print(f"tail: {who} recommendations on {settings.recs_topic}, {where}", file=sys.stderr,
+          flush=True)
     wanted = user.encode() if user is not None else None
     n = 0
     try:

@@ -32,6 +32,7 @@ class TopicRange:
     end_ms: int | None = None
     next_offsets: dict[int, int] = field(default_factory=dict)  # a resumed replay's positions
     bounds: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> [start, end)
+    _consumer: Any = None
 
     @property
     def describe(self) -> str:
@@ -57,52 +58,63 @@ class TopicRange:
             e = ends[tp] if self.end_offset is None else min(end[tp], self.end_offset)
             self.bounds[tp.partition] = (s, e)
 
-    async def records(self, max_records: int = 5000) -> AsyncIterator[list[Record]]:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+    async def start(self, max_records: int = 5000) -> None:
+        """Connect (a BrokerError of one line when Kafka cannot be reached)."""
+        from aiokafka import AIOKafkaConsumer
 
         from .clients import consumer_config
+        from .reach import start_client
 
-        consumer = AIOKafkaConsumer(**consumer_config(
+        self._consumer = AIOKafkaConsumer(**consumer_config(
             self.settings, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=max_records))
-        await consumer.start()
-        try:
+        await start_client(self._consumer, self.settings.bootstrap_servers)
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def records(self, max_records: int = 5000) -> AsyncIterator[list[Record]]:
+        """The range's records, in batches of at most ``max_records`` (after :meth:`start`)."""
+        from aiokafka import TopicPartition
+
+        consumer = self._consumer
+        assert consumer is not None, "TopicRange.start() first"
+        partitions = consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            await consumer.force_metadata_update()
             partitions = consumer.partitions_for_topic(self.topic)
-            if not partitions:
-                await consumer.force_metadata_update()
-                partitions = consumer.partitions_for_topic(self.topic)
-            if not partitions:
-                raise DataError(f"topic {self.topic!r} does not exist on "
-                                f"{self.settings.bootstrap_servers}")
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            await self._bounds(consumer, tps)
-            todo = {}
-            consumer.assign(tps)
-            for tp in tps:
-                start, end = self.bounds[tp.partition]
-                start = max(start, self.next_offsets.get(tp.partition, start))
-                if start < end:
-                    consumer.seek(tp, start)
-                    todo[tp] = end
-            consumer.pause(*[tp for tp in tps if tp not in todo])
-            while todo:
-                batch = await consumer.getmany(*todo, timeout_ms=500, max_records=max_records)
-                out: list[Record] = []
-                for tp, messages in batch.items():
-                    if tp not in todo:
-                        continue
-                    end = todo[tp]
-                    out.extend((m.key, m.value, m.offset, m.timestamp, tp.partition)
-                               for m in messages if m.offset < end)
-                    if messages[-1].offset + 1 >= end:
-                        del todo[tp]
-                        consumer.pause(tp)
-                if not batch:  # gaps (compaction, transaction markers) may hide the last offset
-                    done = [tp for tp, end in todo.items() if await consumer.position(tp) >= end]
-                    for tp in done:
-                        del todo[tp]
-                        consumer.pause(tp)
-                if out:
-                    yield out
-        finally:
-            await consumer.stop()
+        if not partitions:
+            raise DataError(f"topic {self.topic!r} does not exist on "
+                            f"{self.settings.bootstrap_servers}")
+        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        await self._bounds(consumer, tps)
+        todo = {}
+        consumer.assign(tps)
+        for tp in tps:
+            start, end = self.bounds[tp.partition]
+            start = max(start, self.next_offsets.get(tp.partition, start))
+            if start < end:
+                consumer.seek(tp, start)
+                todo[tp] = end
+        consumer.pause(*[tp for tp in tps if tp not in todo])
+        while todo:
+            batch = await consumer.getmany(*todo, timeout_ms=500, max_records=max_records)
+            out: list[Record] = []
+            for tp, messages in batch.items():
+                if tp not in todo:
+                    continue
+                end = todo[tp]
+                out.extend((m.key, m.value, m.offset, m.timestamp, tp.partition)
+                           for m in messages if m.offset < end)
+                if messages[-1].offset + 1 >= end:
+                    del todo[tp]
+                    consumer.pause(tp)
+            if not batch:  # gaps (compaction, transaction markers) may hide the last offset
+                done = [tp for tp, end in todo.items() if await consumer.position(tp) >= end]
+                for tp in done:
+                    del todo[tp]
+                    consumer.pause(tp)
+            if out:
+                yield out

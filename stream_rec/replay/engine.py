@@ -71,6 +71,9 @@ class ReplayOptions:
         if self.to_topic in live and not (self.to_topic == settings.recs_topic
                                           and self.allow_live_topic):
             raise ConfigError(f"--to-topic {self.to_topic!r} is {live[self.to_topic]}")
+        if (self.from_topic or self.to_topic or self.changelog) and not settings.bootstrap_servers:
+            raise ConfigError("--from-topic, --to-topic and --changelog need a Kafka: pass "
+                              "--bootstrap-servers HOST:PORT or set STREAM_REC_BOOTSTRAP_SERVERS")
         if self.rate and self.speed:
             raise ConfigError("--rate and --speed exclude each other")
         if self.file is not None and not Path(self.file).is_file():
@@ -223,7 +226,9 @@ class _Replay:
                                 settings=s, min_insync_replicas=s.min_insync_replicas)
             self.producer = AIOKafkaProducer(**producer_config(
                 s, linger_ms=5, max_batch_size=1 << 20, max_request_size=8 << 20))
-            await self.producer.start()
+            from ..kafka.reach import start_client
+
+            await start_client(self.producer, s.bootstrap_servers)
 
     async def close(self) -> None:
         if self.producer is not None:
@@ -256,8 +261,10 @@ async def run_replay(settings: Settings, opts: ReplayOptions) -> dict[str, Any]:
     progress = Progress(enabled=opts.progress)
     try:
         if not checkpoint.done:
+            await replay.open_outputs(checkpoint)  # Kafka first: an unreachable one is one line
+            if isinstance(source, TopicRange):
+                await source.start(opts.batch_size or _STATE_BATCH)
             replay.load_model()
-            await replay.open_outputs(checkpoint)
             size = opts.batch_size or (_STATE_BATCH if opts.mode == "state" else settings.batch_max)
             pacer = Pacer(opts.rate, opts.speed)
             batches = (_file_batches(source, size, pacer) if isinstance(source, FileInput)
@@ -273,6 +280,8 @@ async def run_replay(settings: Settings, opts: ReplayOptions) -> dict[str, Any]:
             checkpoint.done = True
             checkpoint.save()
     finally:
+        if isinstance(source, TopicRange):
+            await source.close()
         await replay.close()
     seconds = time.perf_counter() - t0
     return {

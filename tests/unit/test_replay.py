@@ -284,6 +284,7 @@ def test_parse_speed(text, value):
     (dict(mode="recs"), "needs one output"),
     (dict(mode="state", to_file="x.jsonl"), "emits nothing"),
     (dict(rate=10.0, speed=2.0), "exclude each other"),
+    (dict(changelog=True), "need a Kafka"),
 ])
 def test_refusals(kw, match, tmp_path):
     opts = ReplayOptions(file="log.jsonl", **kw)
@@ -294,7 +295,7 @@ def test_refusals(kw, match, tmp_path):
 def test_the_live_topic_when_asked():
     opts = ReplayOptions(file=__file__, mode="recs", to_topic="recommendations",
                          allow_live_topic=True)
-    assert opts.validated(Settings.from_env({})) is opts
+    assert opts.validated(Settings.from_env({}, bootstrap_servers="127.0.0.1:9092")) is opts
 
 
 def test_a_checkpoint_of_another_input_is_refused(bundles, tmp_path):
