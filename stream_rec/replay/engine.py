@@ -10,11 +10,19 @@ started on that data directory or restoring from that changelog serve the rebuil
     records -> intake (invalid: counted by reason) -> states of the batch's users from RocksDB
     -> fold (state) | Recommender.step (recs) -> RocksDB write batch per partition
     [-> changelog, recommendations to a topic or a file] -> checkpoint
+
+Resuming (the checkpoint file, replay/control.py, says where the input was left): a topic
+range's states carry the events' offsets as the workers' do, so records folded again after a
+resume are no-ops (``SessionState.last_offset``). A file's records have no events-topic offset
+(a state that claimed one would make a live worker skip real events), so each partition's
+table records how far into the file it is, in the same write batch as its states
+(``REPLAY_POSITION_KEY``), and a resumed replay skips what a table already holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
@@ -32,6 +40,12 @@ from .control import Checkpoint, Pacer, Progress
 from .files import FileInput, Record
 
 __all__ = ["ReplayOptions", "run_replay"]
+
+# File input: per partition, the position (in the file's records of that partition) up to which
+# its table holds the file, written in the same RocksDB write batch as the states. Not a user id
+# (user ids never start with NUL): the workers and the changelog never see it.
+REPLAY_POSITION_KEY = b"\x00stream-rec:replay-position"
+_POSITION = struct.Struct("<q")
 
 # Records per state-only step: the more of a user's events a step holds, the fewer arrays the
 # fold builds (one set per user and step) and the fewer RocksDB reads and writes.
@@ -114,6 +128,8 @@ class _Replay:
         self.out: IO[bytes] | None = None
         self.producer: Any = None
         self.saved = 0.0
+        self.file_input = opts.file is not None
+        self._applied: dict[int, int] = {}
         self.checkpoint_path = Path(opts.checkpoint or root / "replay-checkpoint.json")
 
     def load_model(self) -> None:
@@ -143,25 +159,41 @@ class _Replay:
             stored.extend(zip(users, self.db.get_many(p, [u.encode() for u in users])))
         return decode_states(stored).states
 
+    def applied(self, partition: int) -> int:
+        """File input: the partition's next record position its table already holds."""
+        if partition not in self._applied:
+            raw = self.db.get_many(partition, [REPLAY_POSITION_KEY])[0]
+            self._applied[partition] = -1 if raw is None else _POSITION.unpack(raw)[0]
+        return self._applied[partition]
+
     async def step(self, batch: list[Record], checkpoint: Checkpoint) -> None:
         from ..serving.compose import record_limits
 
+        read = len(batch)
+        self.records += read
+        ends: dict[int, int] = {}
+        for _, _, offset, _, p in batch:
+            ends[p] = offset + 1
+        if self.file_input:  # a resumed replay: skip what a table already holds (see module doc)
+            batch = [r for r in batch if r[2] >= self.applied(r[4])]
         intake = take_records(batch, record_limits(self.settings))
-        self.records += len(batch)
+        # Topic records carry their offsets, and each state the last one applied, as the
+        # workers'; a file's positions are not the events topic's offsets and stay out of it.
+        offsets = None if self.file_input else intake.offsets
         self.reasons.update(bad.code for bad, _ in intake.invalid)
         partition_of = dict(intake.origin)
         states = self.states_of(partition_of)
         if self.recommender is not None:
             # As the workers step: a batch that raises is retried user by user, and the events
             # that still raise are dead letters (processing_error).
-            result = step_isolated(self.recommender, states, intake.events, intake.offsets,
+            result = step_isolated(self.recommender, states, intake.events, offsets,
                                    int(time.time() * 1000))
             self.reasons.update("processing_error" for _ in result.failed)
             new_states = result.states
             out = [kv for answers in result.answers for kv in answers.records()]
         else:
             assert self.policy is not None
-            new_states = fold_events(states, intake.events, self.policy, intake.offsets)
+            new_states = fold_events(states, intake.events, self.policy, offsets)
             out = []
         writes: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         for user, state in new_states.items():
@@ -178,13 +210,16 @@ class _Replay:
             for meta in await asyncio.gather(*futures):
                 if meta.topic == self.changelog:
                     last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
+        if self.file_input:
+            for p, end in ends.items():
+                writes[p].append((REPLAY_POSITION_KEY, _POSITION.pack(end)))
+                self._applied[p] = end
         for p, items in writes.items():
             self.db.write(p, items, changelog_offset=last.get(p))
         self.events += len(intake.events)
         self.users.update(new_states)
-        for _, _, offset, _, p in batch:
-            checkpoint.next_offsets[p] = offset + 1
-        checkpoint.position += len(batch)
+        checkpoint.next_offsets.update(ends)
+        checkpoint.position += read
         if self.out is not None:
             self.out.flush()
             checkpoint.output_bytes = self.out.tell()
@@ -209,8 +244,15 @@ class _Replay:
             target = Path(o.to_file)
             target.parent.mkdir(parents=True, exist_ok=True)
             self.out = open(target, "r+b" if checkpoint.position and target.exists() else "wb")
-            self.out.truncate(checkpoint.output_bytes)  # drop a batch the checkpoint never saw
-            self.out.seek(checkpoint.output_bytes)
+            # Answers past the checkpoint belong to a batch that was interrupted. A file
+            # replay whose tables already hold part of it keeps them (those records are
+            # skipped now); otherwise they go, and the batch is answered again.
+            ahead = self.file_input and any(
+                self.applied(p) > checkpoint.next_offsets.get(p, 0)
+                for p in range(s.partitions))
+            if not ahead:
+                self.out.truncate(checkpoint.output_bytes)
+            self.out.seek(0, 2)
         if o.to_topic is not None or o.changelog:
             from aiokafka import AIOKafkaProducer
 

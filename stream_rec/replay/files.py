@@ -3,9 +3,10 @@
 Every line becomes the record ``produce --file`` would send for it: the value is the line's
 bytes (a CSV row is first turned into the JSON event its ``--columns`` mapping describes), the
 key is its ``user_id`` when it has one. The partition is the one Kafka's default partitioner
-gives that key (:func:`stream_rec.kafka.partitioning.partition_for`) and the offset is the
-record's place in its partition, so the states folded from a file are the ones a worker
-would store after ``produce --file`` into fresh topics with the same partition count.
+gives that key (:func:`stream_rec.kafka.partitioning.partition_for`), so each user's state
+lands in the table of the partition its live events go to. The "offset" is the record's place
+among the file's records of that partition: the replay's resume position, never stored in a
+state (which keeps the last events-topic offset it applied, -1 for a file backfill).
 """
 
 from __future__ import annotations

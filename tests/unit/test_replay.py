@@ -104,20 +104,18 @@ def test_state_mode_writes_the_direct_workers_tables(bundles, tmp_path):
     assert summary["dead_letters_by_reason"] == {"no_key": 1, "missing_field": 1}
     assert summary["recommendations"] == 0 and summary["complete"]
 
-    # What a direct worker stores after `produce --file` into fresh topics of 3 partitions:
-    # each user in its key's partition, offsets counted per partition.
+    # Each user in its key's partition (where a worker holds it), the file's events folded in
+    # order; no events-topic offset in the state (-1), so a live worker skips none of its own.
     from stream_rec.serving.bundle import ModelBundle, bundles_newest_first
 
     policy = SessionPolicy(max_len=ModelBundle.load(bundles_newest_first(bundles)[0]).max_len)
     expected: dict[str, tuple[int, bytes]] = {}
-    next_offset = [0, 0, 0]
     states: dict[str, SessionState] = {}
     for e in events:
         p = partition_for(e.user_id.encode(), 3)
-        states[e.user_id] = apply_event(states.get(e.user_id) or SessionState.empty(), e, policy,
-                                        next_offset[p])
-        next_offset[p] += 1
+        states[e.user_id] = apply_event(states.get(e.user_id) or SessionState.empty(), e, policy)
         expected[e.user_id] = (p, states[e.user_id].to_bytes())
+    assert all(s.last_offset == -1 for s in states.values())
     db = PartitionedSessionDB(Path(settings.data_dir) / settings.app_id)
     try:
         for user, (p, value) in expected.items():
@@ -207,7 +205,8 @@ def test_recs_to_file_equal_the_core_on_the_same_events(bundles, tmp_path):
     assert _without_emitted_ts(out.read_bytes().splitlines()) == _without_emitted_ts(expected)
 
 
-def test_resumed_recs_replay_writes_each_answer_once(bundles, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["before_a_batch", "after_its_tables_before_its_checkpoint"])
+def test_resumed_recs_replay_writes_each_answer_once(bundles, tmp_path, monkeypatch, where):
     events = _events(1200)
     log = tmp_path / "log.jsonl"
     write_jsonl(events, log)
@@ -215,18 +214,28 @@ def test_resumed_recs_replay_writes_each_answer_once(bundles, tmp_path, monkeypa
     whole = _settings(bundles, tmp_path / "whole", coalesce=False, cold_start_trending=False)
     _replay(whole, file=str(log), mode="recs", to_file=str(tmp_path / "whole.jsonl"))
     cut = _settings(bundles, tmp_path / "cut", coalesce=False, cold_start_trending=False)
-    real_step, steps = engine._Replay.step, []
+    real_step, real_save, calls = engine._Replay.step, engine.Checkpoint.save, []
 
     async def interrupted(self, batch, checkpoint):
-        steps.append(1)
-        if len(steps) == 5:
+        calls.append(1)
+        if len(calls) == 5:
             raise KeyboardInterrupt
         await real_step(self, batch, checkpoint)
 
-    monkeypatch.setattr(engine._Replay, "step", interrupted)
+    def crash_on_fifth_save(self):  # the batch's answers and tables written, its checkpoint not
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        real_save(self)
+
+    if where == "before_a_batch":
+        monkeypatch.setattr(engine._Replay, "step", interrupted)
+    else:
+        monkeypatch.setattr(engine.Checkpoint, "save", crash_on_fifth_save)
     with pytest.raises(KeyboardInterrupt):
         _replay(cut, file=str(log), mode="recs", to_file=str(tmp_path / "cut.jsonl"))
     monkeypatch.setattr(engine._Replay, "step", real_step)
+    monkeypatch.setattr(engine.Checkpoint, "save", real_save)
     _replay(cut, file=str(log), mode="recs", to_file=str(tmp_path / "cut.jsonl"))
     whole_lines = (tmp_path / "whole.jsonl").read_bytes().splitlines()
     assert len(whole_lines) == 1200
