@@ -39,7 +39,8 @@ from ..core.intake import parse_record
 from ..serving.compose import record_limits
 from ..settings import Settings
 from .latest import LatestRecommendations
-from .limits import Counters, RateLimiter, prometheus_text
+from .limits import Counters, RateLimiter
+from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from .tokens import Grant, TokenError, anonymous_user_id, mint_token, verify_token
 
 __all__ = ["Gateway", "EventSinkLike", "create_app"]
@@ -77,12 +78,14 @@ class Gateway:
     counters: Counters = field(default_factory=Counters)
     events_limiter: RateLimiter = field(init=False)
     sessions_limiter: RateLimiter = field(init=False)
+    metrics: GatewayMetrics = field(init=False)
 
     def __post_init__(self) -> None:
         rate = self.settings.gateway_rate_per_s
         self.latest = LatestRecommendations(self.settings.gateway_latest_users)
         self.events_limiter = RateLimiter(rate, burst=max(1.0, 2 * rate))
         self.sessions_limiter = RateLimiter(rate / 10, burst=max(1.0, rate / 2))
+        self.metrics = GatewayMetrics(self)
 
     def grant(self, token: str | None) -> Grant:
         if not token:
@@ -236,33 +239,9 @@ async def _session(request: Request) -> Response:
     return JSONResponse({"user_id": user_id, "token": token, "expires_at": expires_at})
 
 
-def _gauges(gw: Gateway) -> list[tuple[str, str, float]]:
-    feed = gw.feed
-    rows: list[tuple[str, str, float]] = [
-        ("subscribers", "open subscriptions (SSE and WebSocket)", gw.latest.subscriber_count),
-        ("latest_users", "users in the latest-recommendations map", len(gw.latest))]
-    if feed is not None:
-        rows.append(("assigned_partitions", "recommendations partitions read", feed.assigned))
-        rows.append(("last_record_ts_ms", "timestamp of the newest record", feed.last_record_ts))
-    return rows
-
-
-def _counters(gw: Gateway) -> list[tuple[str, str, float]]:
-    rows: list[tuple[str, str, float]] = [
-        (k, Counters.NAMES[k], v) for k, v in gw.counters.values.items()]
-    rows += [("latest_evicted", "users evicted from the latest map (LRU)", gw.latest.evicted),
-             ("pushed", "records handed to subscribers", gw.latest.delivered)]
-    if gw.feed is not None:
-        rows += [("records_consumed", "recommendation records read", gw.feed.consumed),
-                 ("records_undecodable", "records skipped: not a recommendation",
-                  gw.feed.undecodable)]
-    return rows
-
-
 async def _metrics(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
-    return Response(prometheus_text(_counters(gw), _gauges(gw)),
-                    media_type="text/plain; version=0.0.4")
+    return Response(gw.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def _health(request: Request) -> Response:

@@ -1,12 +1,12 @@
-"""Per-client rate limits and the gateway's counters (for /metrics)."""
+"""Per-client rate limits and the gateway's counters (for /metrics, see metrics.py)."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-__all__ = ["RateLimiter", "Counters", "prometheus_text"]
+__all__ = ["RateLimiter", "Counters"]
 
 
 class RateLimiter:
@@ -56,14 +56,3 @@ class Counters:
     def inc(self, name: str) -> None:
         self.values[name] += 1
 
-
-def prometheus_text(counters: Iterable[tuple[str, str, float]],
-                    gauges: Iterable[tuple[str, str, float]]) -> str:
-    """(name, help, value) rows in the Prometheus text exposition format (version 0.0.4)."""
-    lines = []
-    for kind, rows in (("counter", counters), ("gauge", gauges)):
-        for name, help_, value in rows:
-            full = f"stream_rec_gateway_{name}" + ("_total" if kind == "counter" else "")
-            shown = int(value) if float(value).is_integer() else value
-            lines += [f"# HELP {full} {help_}", f"# TYPE {full} {kind}", f"{full} {shown}"]
-    return "\n".join(lines) + "\n"
