@@ -95,10 +95,14 @@ class TopicRange:
         for tp in tps:
             start, end = self.bounds[tp.partition]
             start = max(start, self.next_offsets.get(tp.partition, start))
-            if start < end:
+            if start < end or (self.end_offset is None and self.end_ms is None):
                 consumer.seek(tp, start)
                 todo[tp] = end
         consumer.pause(*[tp for tp in tps if tp not in todo])
+        # Without an end given, read until the end offsets *and* until fetches come back
+        # empty: Tansu 0.6 under-reports end offsets after multi-record batches.
+        open_end = self.end_offset is None and self.end_ms is None
+        idle = 0
         while todo:
             batch = await consumer.getmany(*todo, timeout_ms=500, max_records=max_records)
             out: list[Record] = []
@@ -107,11 +111,13 @@ class TopicRange:
                     continue
                 end = todo[tp]
                 out.extend((m.key, m.value, m.offset, m.timestamp, tp.partition)
-                           for m in messages if m.offset < end)
-                if messages[-1].offset + 1 >= end:
+                           for m in messages if open_end or m.offset < end)
+                if messages[-1].offset + 1 >= end and not open_end:
                     del todo[tp]
                     consumer.pause(tp)
-            if not batch:  # gaps (compaction, transaction markers) may hide the last offset
+            idle = 0 if batch else idle + 1
+            if not batch and (idle >= 2 or not open_end):
+                # gaps (compaction, transaction markers) may hide the last offset
                 done = [tp for tp, end in todo.items() if await consumer.position(tp) >= end]
                 for tp in done:
                     del todo[tp]
