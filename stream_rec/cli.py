@@ -219,13 +219,42 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import orjson
+
+    from .kafka.topics import create_topics, describe_topics, planned_topics, problems
+
+    settings = settings_from(args)
+    if not settings.bootstrap_servers:
+        raise StreamRecError("topics needs --bootstrap-servers HOST:PORT (or STREAM_REC_BOOTSTRAP_SERVERS)")
+    plan = planned_topics(settings, args.events_retention_hours)
+    if args.action == "create":
+        asyncio.run(create_topics(settings, plan))
+    described = asyncio.run(describe_topics(settings, [t.name for t in plan]))
+    issues = problems(plan, described)
+    if args.json:
+        print(orjson.dumps({"topics": described, "problems": issues}).decode())
+    else:
+        for t in plan:
+            d = described[t.name]
+            configs = ", ".join(f"{k}={v}" for k, v in sorted(d["configs"].items())) or "-"
+            print(f"{t.name:<36} partitions {d['partitions']:>3}  replication "
+                  f"{d['replication_factor']}  {configs}" if d["exists"] else f"{t.name:<36} missing")
+        for line in issues:
+            print(f"problem: {line}", file=sys.stderr)
+    return 1 if issues else 0
+
+
 # The function each subcommand runs (their flags are in `cli_args`). The commands live here, not
 # in a module of their own: the benchmark's profiler ranks frames of stream_rec/cli.py as
 # plumbing, and `_cmd_worker` anywhere else would sit on top of every worker profile.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo, "broker": _cmd_broker, "worker": _cmd_worker, "produce": _cmd_produce,
     "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "evaluate": _cmd_evaluate,
-    "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "replay": _cmd_replay, "gateway": _cmd_gateway,
+    "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "replay": _cmd_replay,
+    "topics": _cmd_topics, "gateway": _cmd_gateway,
 }
 
 

@@ -134,6 +134,7 @@ def add_subcommands(
     _add_ablation(sub)
     _add_tail(sub)
     _add_replay(sub)
+    _add_topics(sub)
     _add_bench(sub)
     _add_gateway(sub)
     return dict(sub.choices)
@@ -291,6 +292,18 @@ def _add_replay(sub: argparse._SubParsersAction[CliParser]) -> None:
     add_replay_arguments(p)
     _add_settings(p, _KAFKA + _MODEL + _SERVING + ("app_id", "data_dir", "state_memory_mb",
                                                    "log_level", "log_format") + _INPUT[:3])
+
+
+def _add_topics(sub: argparse._SubParsersAction[CliParser]) -> None:
+    p = sub.add_parser("topics", help="create or describe the topics (partitions, replication, "
+                       "compaction of the changelog and recommendations, retention of events)")
+    p.add_argument("action", choices=("create", "describe"), help="create the missing ones, or "
+                   "describe them (exit 1 when one is missing or differs in a way that matters)")
+    p.add_argument("--events-retention-hours", type=_non_negative_float, default=168.0,
+                   help="retention of events and events.dlq when created (default 168: a week "
+                   "of replay window)")
+    p.add_argument("--json", action="store_true", help="print the description as JSON")
+    _add_settings(p, _KAFKA + ("app_id", "replication_factor", "min_insync_replicas", "log_level"))
 
 
 def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:
