@@ -62,7 +62,9 @@ class TrainConfig:
     valid_fraction: float = 0.1  # last share of sessions held out for validation
     max_seconds: float | None = None  # stop (after the current step) once this much time is spent
     select_best: bool = True  # keep the epoch with the best selection score, not the last one
-    patience: int = 2  # stop after this many epochs without a better selection score; 0 = never
+    # Stop after this many epochs without a better selection score (and at least this many at the
+    # current learning rate, so a decay gets its chance); 0 = never.
+    patience: int = 2
     # After selection, one chronological pass over the held-out sessions at the final learning
     # rate: they are the most recent data, and the test slice follows them in time.
     refit: bool = True
@@ -312,7 +314,9 @@ def _fit(
             stale += 1
         if out_of_time:
             break
-        if tc.patience and stale >= tc.patience and epoch < tc.epochs:
+        # A decayed learning rate gets `patience` epochs of its own before training stops.
+        at_this_rate = (epoch - 1) % tc.lr_decay_every + 1 if tc.lr_decay_every > 0 else epoch
+        if tc.patience and stale >= tc.patience and at_this_rate >= tc.patience and epoch < tc.epochs:
             if progress is not None:
                 progress(f"early stop: no better validation HR@20 + MRR@20 for {stale} epochs "
                          f"(best: epoch {metrics.best_epoch})")
