@@ -87,8 +87,8 @@ def add_replay_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--batch-size", type=_count, default=0,
                      help="records per step (default 32768 for state, --batch-max for recs)")
     run.add_argument("--checkpoint", default=None,
-                     help="resume file (default <data-dir>/<app-id>/replay-checkpoint.json): an "
-                     "interrupted replay run again continues where it stopped")
+                     help="resume file (default <data-dir>/<app-id>/replay-<hash of input and "
+                     "mode>.json): an interrupted replay run again continues where it stopped")
     run.add_argument("--quiet", action="store_true", help="no progress line")
     run.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 

@@ -16,7 +16,9 @@ range's states carry the events' offsets as the workers' do, so records folded a
 resume are no-ops (``SessionState.last_offset``). A file's records have no events-topic offset
 (a state that claimed one would make a live worker skip real events), so each partition's
 table records how far into the file it is, in the same write batch as its states
-(``REPLAY_POSITION_KEY``), and a resumed replay skips what a table already holds.
+(:func:`replay_position_key`, one per input file), and a resumed replay skips what a table
+already holds: the same file replayed again is not applied twice, another file (the next
+day's) is applied whole.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from hashlib import blake2b
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,11 +44,15 @@ from .files import FileInput, Record
 
 __all__ = ["ReplayOptions", "run_replay"]
 
-# File input: per partition, the position (in the file's records of that partition) up to which
-# its table holds the file, written in the same RocksDB write batch as the states. Not a user id
-# (user ids never start with NUL): the workers and the changelog never see it.
-REPLAY_POSITION_KEY = b"\x00stream-rec:replay-position"
 _POSITION = struct.Struct("<q")
+
+
+def replay_position_key(input_: str) -> bytes:
+    """File input: the key under which each partition's table keeps the position (among the
+    file's records of that partition) up to which it holds ``input_``, written in the states'
+    write batch. Not a user id (user ids never start with NUL): workers and the changelog never
+    see it."""
+    return b"\x00stream-rec:replay-position:" + blake2b(input_.encode(), digest_size=8).digest()
 
 # Records per state-only step: the more of a user's events a step holds, the fewer arrays the
 # fold builds (one set per user and step) and the fewer RocksDB reads and writes.
@@ -69,7 +76,7 @@ class ReplayOptions:
     rate: float = 0.0
     speed: float = 0.0
     batch_size: int = 0  # records per step; 0 = 32768 for state, the worker's batch_max for recs
-    checkpoint: str | None = None  # default <data dir>/<app id>/replay-checkpoint.json
+    checkpoint: str | None = None  # default <data dir>/<app id>/replay-<input, mode>.json
     progress: bool = True
 
     def validated(self, settings: Settings) -> ReplayOptions:
@@ -129,8 +136,11 @@ class _Replay:
         self.producer: Any = None
         self.saved = 0.0
         self.file_input = opts.file is not None
+        self.position_key = replay_position_key(f"file:{Path(opts.file).resolve()}"
+                                                if opts.file else "")
         self._applied: dict[int, int] = {}
-        self.checkpoint_path = Path(opts.checkpoint or root / "replay-checkpoint.json")
+        self.root = root
+        self.checkpoint_path = root / "replay.json"  # set by run_replay, per input
 
     def load_model(self) -> None:
         from ..serving.bundle import ModelBundle, bundles_newest_first, resolve_bundle
@@ -162,7 +172,7 @@ class _Replay:
     def applied(self, partition: int) -> int:
         """File input: the partition's next record position its table already holds."""
         if partition not in self._applied:
-            raw = self.db.get_many(partition, [REPLAY_POSITION_KEY])[0]
+            raw = self.db.get_many(partition, [self.position_key])[0]
             self._applied[partition] = -1 if raw is None else _POSITION.unpack(raw)[0]
         return self._applied[partition]
 
@@ -212,7 +222,7 @@ class _Replay:
                     last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
         if self.file_input:
             for p, end in ends.items():
-                writes[p].append((REPLAY_POSITION_KEY, _POSITION.pack(end)))
+                writes[p].append((self.position_key, _POSITION.pack(end)))
                 self._applied[p] = end
         for p, items in writes.items():
             self.db.write(p, items, changelog_offset=last.get(p))
@@ -294,6 +304,9 @@ async def run_replay(settings: Settings, opts: ReplayOptions) -> dict[str, Any]:
         assert opts.from_topic is not None
         source = TopicRange(settings, opts.from_topic, opts.start_offset, opts.end_offset,
                             opts.start_ms, opts.end_ms)
+    # One checkpoint per input and mode by default: the next day's file starts its own.
+    tag = blake2b(f"{source.describe}|{opts.mode}".encode(), digest_size=6).hexdigest()
+    replay.checkpoint_path = Path(opts.checkpoint or replay.root / f"replay-{tag}.json")
     checkpoint = Checkpoint.open(replay.checkpoint_path, source.describe, opts.mode)
     already_complete = checkpoint.done
     source.next_offsets = dict(checkpoint.next_offsets)

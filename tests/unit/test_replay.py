@@ -123,9 +123,17 @@ def test_state_mode_writes_the_direct_workers_tables(bundles, tmp_path):
         assert sum(len(list(db.store(p).users())) for p in range(3)) == len(expected)
     finally:
         db.close_all()
-    # Run again: the checkpoint says it is complete, nothing is applied twice.
+    # Run again: the checkpoint says it is complete, nothing is applied twice; without the
+    # checkpoint the tables know the file, and still nothing is applied twice.
     again = _replay(settings, file=str(log))
     assert again["already_complete"] and again["records"] == 0
+    Path(again["checkpoint"]).unlink()
+    tables = _tables(settings)
+    assert _replay(settings, file=str(log))["events"] == 0 and _tables(settings) == tables
+    # The next day's file is another input: applied whole, after the first.
+    nxt = tmp_path / "next.jsonl"
+    write_jsonl(_events(200, seed=9), nxt)
+    assert _replay(settings, file=str(nxt))["events"] == 200
 
 
 def test_resumed_state_replay_applies_no_event_twice(bundles, tmp_path, monkeypatch):
@@ -312,9 +320,9 @@ def test_a_checkpoint_of_another_input_is_refused(bundles, tmp_path):
     write_jsonl(_events(50), a)
     write_jsonl(_events(50, seed=8), b)
     settings = _settings(bundles, tmp_path)
-    _replay(settings, file=str(a))
+    _replay(settings, file=str(a), checkpoint=str(tmp_path / "cp.json"))
     with pytest.raises(ConfigError, match="belongs to a replay of"):
-        _replay(settings, file=str(b))
+        _replay(settings, file=str(b), checkpoint=str(tmp_path / "cp.json"))
 
 
 def test_cli_replay_prints_a_json_summary(bundles, tmp_path, capsys):
