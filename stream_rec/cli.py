@@ -206,15 +206,13 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    import asyncio
-
     import orjson
 
     from .replay.args import replay_options
     from .replay.control import summary_line
-    from .replay.engine import run_replay
+    from .replay.engine import replay_until_stopped
 
-    summary = asyncio.run(run_replay(settings_from(args), replay_options(args)))
+    summary = replay_until_stopped(settings_from(args), replay_options(args))
     print(orjson.dumps(summary).decode() if args.json else summary_line(summary))
     return 0
 

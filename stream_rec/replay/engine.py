@@ -42,7 +42,7 @@ from ..settings import Settings
 from .control import Checkpoint, Pacer, Progress
 from .files import FileInput, Record
 
-__all__ = ["ReplayOptions", "run_replay"]
+__all__ = ["ReplayOptions", "run_replay", "replay_until_stopped"]
 
 _POSITION = struct.Struct("<q")
 
@@ -140,6 +140,18 @@ class _Replay:
                                                 if opts.file else "")
         self._applied: dict[int, int] = {}
         self.root = root
+        self.started = False
+        for p in range(settings.partitions):  # all now: a table in use is refused up front
+            try:
+                self.db.open(p)
+            except Exception as exc:  # rocksdict raises a bare Exception ("IO error: ... LOCK")
+                self.db.close_all()
+                if "lock" not in str(exc).lower():
+                    raise
+                raise ConfigError(
+                    f"the session tables under {root} are in use by another process (a worker "
+                    "or a replay with this --data-dir and --app-id): stop it, or replay into "
+                    "another --data-dir or --app-id") from None
         self.checkpoint_path = root / "replay.json"  # set by run_replay, per input
 
     def load_model(self) -> None:
@@ -320,6 +332,7 @@ async def run_replay(settings: Settings, opts: ReplayOptions) -> dict[str, Any]:
             if isinstance(source, TopicRange):
                 await source.start(opts.batch_size or _STATE_BATCH)
             replay.load_model()
+            replay.started = True
             size = opts.batch_size or (_STATE_BATCH if opts.mode == "state" else settings.batch_max)
             pacer = Pacer(opts.rate, opts.speed)
             batches = (_file_batches(source, size, pacer) if isinstance(source, FileInput)
@@ -332,9 +345,12 @@ async def run_replay(settings: Settings, opts: ReplayOptions) -> dict[str, Any]:
                             await asyncio.sleep(delay)
                 await replay.step(batch, checkpoint)
                 progress.update(replay.records, _fraction(source, replay.records))
+                await asyncio.sleep(0)  # where Ctrl-C (a cancelled task) stops the replay
             checkpoint.done = True
-            checkpoint.save()
     finally:
+        # Every step is whole (tables written, then the checkpoint advanced) or not begun.
+        if replay.started:
+            checkpoint.save()
         if isinstance(source, TopicRange):
             await source.close()
         await replay.close()
@@ -361,3 +377,24 @@ def _fraction(source: FileInput | Any, records: int) -> float | None:
         return source.bytes_read() / total if total else None
     total = source.total()
     return records / total if total else None
+
+
+def replay_until_stopped(settings: Settings, opts: ReplayOptions) -> dict[str, Any]:
+    """:func:`run_replay`, stopped cleanly by SIGINT or SIGTERM (KeyboardInterrupt after the
+    tables and the checkpoint are closed: the same command continues where it stopped)."""
+    import signal
+    import sys
+
+    async def main() -> dict[str, Any]:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await run_replay(settings, opts)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        print("replay: stopped; the same command continues where it stopped", file=sys.stderr)
+        raise KeyboardInterrupt from None
