@@ -348,12 +348,14 @@ async def run_replay(settings: Settings, opts: ReplayOptions) -> dict[str, Any]:
                 await asyncio.sleep(0)  # where Ctrl-C (a cancelled task) stops the replay
             checkpoint.done = True
     finally:
-        # Every step is whole (tables written, then the checkpoint advanced) or not begun.
-        if replay.started:
-            checkpoint.save()
-        if isinstance(source, TopicRange):
-            await source.close()
-        await replay.close()
+        try:
+            # Every step is whole (tables written, then the checkpoint advanced) or not begun.
+            if replay.started:
+                checkpoint.save()
+        finally:
+            if isinstance(source, TopicRange):
+                await source.close()
+            await replay.close()
     seconds = time.perf_counter() - t0
     return {
         "mode": opts.mode, "input": source.describe, "resumed_at": resumed_at,

@@ -148,7 +148,7 @@ def test_resumed_state_replay_applies_no_event_twice(bundles, tmp_path, monkeypa
 
     def crash_after_third(self):  # the batch is in RocksDB, its checkpoint never written
         saves.append(1)
-        if len(saves) == 4:
+        if len(saves) >= 4:  # (a crash: no later save either)
             raise KeyboardInterrupt
         real_save(self)
 
@@ -232,7 +232,7 @@ def test_resumed_recs_replay_writes_each_answer_once(bundles, tmp_path, monkeypa
 
     def crash_on_fifth_save(self):  # the batch's answers and tables written, its checkpoint not
         calls.append(1)
-        if len(calls) == 5:
+        if len(calls) >= 5:  # (a crash: no later save either)
             raise KeyboardInterrupt
         real_save(self)
 
