@@ -94,8 +94,8 @@ def add_replay_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def replay_options(args: argparse.Namespace) -> Any:
-    from .engine import ReplayOptions
     from .files import parse_columns
+    from .options import ReplayOptions
 
     return ReplayOptions(
         mode=args.mode, file=args.file,
