@@ -85,7 +85,7 @@ def add_replay_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--speed", type=_speed, default=0.0, metavar="Nx",
                      help="recorded speed times N, by the events' ts (e.g. 10x)")
     run.add_argument("--batch-size", type=_count, default=0,
-                     help="records per step (default 32768 for state, --batch-max for recs)")
+                     help="records per step (default 65536 for state, --batch-max for recs)")
     run.add_argument("--checkpoint", default=None,
                      help="resume file (default <data-dir>/<app-id>/replay-<hash of input and "
                      "mode>.json): an interrupted replay run again continues where it stopped")

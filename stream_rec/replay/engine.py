@@ -55,8 +55,10 @@ def replay_position_key(input_: str) -> bytes:
     return b"\x00stream-rec:replay-position:" + blake2b(input_.encode(), digest_size=8).digest()
 
 # Records per state-only step: the more of a user's events a step holds, the fewer arrays the
-# fold builds (one set per user and step) and the fewer RocksDB reads and writes.
-_STATE_BATCH = 32768
+# fold builds (one set per user and step) and the fewer RocksDB reads and writes. Measured on
+# a 1M-event day of 50,000 shoppers: 54k events/s at 32,768 (RSS ~160 MB), 61k at 65,536
+# (194 MB), 65k at 131,072 (267 MB).
+_STATE_BATCH = 65536
 
 
 async def _file_batches(source: FileInput, size: int, pacer: Pacer) -> AsyncIterator[list[Record]]:

@@ -27,7 +27,7 @@ class ReplayOptions:
     changelog: bool = False  # also write <app id>-sessions-changelog
     rate: float = 0.0
     speed: float = 0.0
-    batch_size: int = 0  # records per step; 0 = 32768 for state, the worker's batch_max for recs
+    batch_size: int = 0  # records per step; 0 = 65536 for state, the worker's batch_max for recs
     checkpoint: str | None = None  # default <data dir>/<app id>/replay-<input, mode>.json
     progress: bool = True
 

@@ -337,3 +337,18 @@ def test_cli_replay_prints_a_json_summary(bundles, tmp_path, capsys):
     assert summary["events"] == 200 and summary["mode"] == "state"
     assert np.isfinite(summary["events_per_s"])
     _ = parse_event  # (the intake's parser, used by the worker and the replay alike)
+
+
+@pytest.mark.parametrize("line", [
+    b'{"event_id":"e1","user_id":"u1","type":"click"}', b'{"user_id": "u2"}',
+    b'{"user_id":"a\\"b"}', b'{"user_id":12}', b'{"user_id":"x","user_id":"y"}',
+    b'{"user_id":""}', b'{"q":"\\"user_id\\":\\"evil\\"","user_id":"u3"}', b"{oops", b"[]",
+    '{"user_id":"ü"}'.encode(),
+])
+def test_a_lines_key_is_the_one_produce_gives_it(line, tmp_path):
+    from stream_rec.kafka.produce import file_records
+    from stream_rec.replay.files import _key_of
+
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(line + b"\n")
+    assert _key_of(line) == next(file_records(str(path)))[0]
