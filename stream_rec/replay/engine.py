@@ -56,8 +56,8 @@ def replay_position_key(input_: str) -> bytes:
 
 # Records per state-only step: the more of a user's events a step holds, the fewer arrays the
 # fold builds (one set per user and step) and the fewer RocksDB reads and writes. Measured on
-# a 1M-event day of 50,000 shoppers: 54k events/s at 32,768 (RSS ~160 MB), 61k at 65,536
-# (194 MB), 65k at 131,072 (267 MB).
+# a 1M-event day of 50,000 shoppers: 54k events/s at 32,768, 61k at 65,536 (RSS
+# 194 MB), 65k at 131,072 (RSS 267 MB).
 _STATE_BATCH = 65536
 
 
