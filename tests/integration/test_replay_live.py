@@ -71,7 +71,8 @@ def test_replay_of_the_events_topic_equals_the_live_answers(direct, tmp_path):
     assert {labels for name, labels in samples if name == "stream_rec_consumer_lag"} == \
         {(("partition", "0"),), (("partition", "1"),)}
 
-    by_event = {decode_recommendation(v).source_event_id: _EMITTED.sub(b"", v) for v in live}
+    live_raw = {decode_recommendation(v).source_event_id: v for v in live}
+    by_event = {e: _EMITTED.sub(b"", v) for e, v in live_raw.items()}
     assert len(by_event) == 600
     again = direct.settings.with_(app_id=direct.settings.app_id + "-r",
                                   data_dir=str(tmp_path / "replay"))
@@ -79,15 +80,16 @@ def test_replay_of_the_events_topic_equals_the_live_answers(direct, tmp_path):
     summary = asyncio.run(run_replay(again, ReplayOptions(
         mode="recs", from_topic=direct.settings.events_topic, to_file=str(out), progress=False)))
     assert summary["events"] == 600 and summary["recommendations"] == 600
-    replayed = {decode_recommendation(v).source_event_id: _EMITTED.sub(b"", v)
-                for v in out.read_bytes().splitlines()}
+    replayed_raw = {decode_recommendation(v).source_event_id: v
+                    for v in out.read_bytes().splitlines()}
+    replayed = {e: _EMITTED.sub(b"", v) for e, v in replayed_raw.items()}
     assert replayed.keys() == by_event.keys()
     # Byte for byte, except where ONNX Runtime's float result for a session depends on the
     # shape of the batch it was encoded in (the worker's micro-batches are not the replay's):
     # then a score differs in its 6th decimal, never an item or its rank beyond a near-tie.
     same = [e for e in by_event if replayed[e] == by_event[e]]
     for e in set(by_event) - set(same):
-        a, b = decode_recommendation(replayed[e]), decode_recommendation(by_event[e])
+        a, b = decode_recommendation(replayed_raw[e]), decode_recommendation(live_raw[e])
         assert (a.user_id, a.source_event_id, a.event_ts, a.model_version) == \
             (b.user_id, b.source_event_id, b.event_ts, b.model_version)
         for x, y in zip(a.items, b.items, strict=True):
