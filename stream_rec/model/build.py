@@ -84,10 +84,12 @@ class Recipe:
 # The standard splits (Diginetica, Nowplaying, any `sessions` split): Adam 1e-3 decayed x0.1 every
 # 5 epochs (QUALITY.md), sampled softmax with 8,192 shared uniform negatives (per epoch as good as
 # the full softmax on Diginetica's validation slice and ~5x cheaper, so ~3x the epochs fit into
-# the time cap), epochs chosen on validation HR@20 + MRR@20 with early stopping. The repeat head
+# the time cap), V-SKNN distilled into the target (weight 0.5; docs/evaluation.md, "Levers"),
+# epochs chosen on validation HR@20 + MRR@20 with early stopping. The repeat head
 # and the co-occurrence blend are off: on Diginetica's validation slice the head cost HR@20
 # (docs/evaluation.md), and the blend's per-event V-SKNN triples serving CPU.
-_STANDARD = Recipe(epochs=20, batch_size=128, lr_decay_every=5, max_minutes=40.0, negatives=8192)
+_STANDARD = Recipe(epochs=20, batch_size=128, lr_decay_every=5, max_minutes=50.0, negatives=8192,
+                   distill=0.5)
 RECIPES: dict[str, Recipe] = {
     "generated": Recipe(epochs=8, max_minutes=10.0),
     "diginetica": _STANDARD,
