@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from .candidates import drop_excluded, join_candidates, padded_top_k, positions_in
+
 __all__ = ["SessionNeighbours", "blend", "blended_search", "CANDIDATES"]
 
 
@@ -131,22 +133,14 @@ def blend(
     """
     valid = rows > 0
     rows, scores = rows[valid], scores[valid].astype(np.float64)
-    if exclude is not None and len(exclude) and len(knn_rows):
-        keep = ~np.isin(knn_rows, exclude)
-        knn_rows, knn_scores = knn_rows[keep], knn_scores[keep]
+    knn_rows, knn_scores = drop_excluded(knn_rows, knn_scores, exclude)
     b_rows, b_logit = bonus if bonus is not None else (knn_rows[:0], np.zeros(0))
-    if exclude is not None and len(exclude) and len(b_rows):
-        keep = ~np.isin(b_rows, exclude)
-        b_rows, b_logit = b_rows[keep], b_logit[keep]
-    extra = knn_rows[~np.isin(knn_rows, rows)]
-    if len(b_rows):
-        extra = np.concatenate([extra, b_rows[~np.isin(b_rows, rows) & ~np.isin(b_rows, knn_rows)]])
-    cand = np.concatenate([rows, extra])
-    cos = np.concatenate([scores, item_vectors[extra] @ query]) if len(extra) else scores
+    b_rows, b_logit = drop_excluded(b_rows, b_logit, exclude)
+    cand, cos = join_candidates(query, rows, scores, knn_rows, item_vectors)
+    cand, cos = join_candidates(query, cand, cos, b_rows, item_vectors)
     normalised = cos[: len(rows)]  # the softmax is normalised over the index's candidates
     if len(b_rows):  # ... and the session's own items, with their repeat bonus
-        order = np.argsort(cand, kind="stable")
-        at = order[np.searchsorted(cand, b_rows, sorter=order)]
+        at = positions_in(cand, b_rows)
         cos = cos.copy()
         cos[at] += b_logit / scale
         among = np.zeros(len(cand), bool)
@@ -156,15 +150,8 @@ def blend(
     z = np.exp(scale * (normalised - top)).sum() if len(normalised) else 1.0
     mixed = (1.0 - weight) * np.exp(scale * (cos - top)) / z
     if len(knn_rows):
-        order = np.argsort(cand, kind="stable")
-        at = order[np.searchsorted(cand, knn_rows, sorter=order)]
-        mixed[at] += weight * knn_scores
-    best = np.argsort(-mixed, kind="stable")[:k]
-    out_rows = np.zeros(k, np.int64)
-    out_scores = np.full(k, -np.inf, np.float32)
-    out_rows[: len(best)], out_scores[: len(best)] = cand[best], mixed[best]
-    return out_rows, out_scores
-
+        mixed[positions_in(cand, knn_rows)] += weight * knn_scores
+    return padded_top_k(cand, mixed, k)
 
 CANDIDATES = 100  # index candidates the softmax is normalised over (and co-occurrence ones)
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .candidates import drop_excluded, join_candidates, padded_top_k, positions_in
+
 __all__ = ["session_bonuses", "rerank"]
 
 
@@ -43,21 +45,11 @@ def rerank(
     """(k rows, k scores) from the index's candidates (``rows``, inner products ``scores``; row 0 =
     padding) and the session's items with their bonus; score = cosine + bonus / scale, so a
     session without repeats keeps the index's scores. Rows in ``exclude`` never appear."""
-    if exclude is not None and len(exclude) and len(bonus_rows):
-        keep = ~np.isin(bonus_rows, exclude)
-        bonus_rows, bonus = bonus_rows[keep], bonus[keep]
+    bonus_rows, bonus = drop_excluded(bonus_rows, bonus, exclude)
     valid = rows > 0
     cand_rows, cand = rows[valid], scores[valid].astype(np.float32)
     if len(bonus_rows):
-        inside = np.isin(bonus_rows, cand_rows)
-        extra = bonus_rows[~inside]
-        cand_rows = np.concatenate([cand_rows, extra])
-        cand = np.concatenate([cand, item_vectors[extra] @ query])
-        order = np.argsort(cand_rows, kind="stable")
-        at = order[np.searchsorted(cand_rows, bonus_rows, sorter=order)]
-        cand[at] += bonus / scale
-    best = np.argsort(-cand, kind="stable")[:k]
-    out_rows = np.zeros(k, np.int64)
-    out_scores = np.full(k, -np.inf, np.float32)
-    out_rows[: len(best)], out_scores[: len(best)] = cand_rows[best], cand[best]
-    return out_rows, out_scores
+        cand_rows, cand = join_candidates(query, cand_rows, cand, bonus_rows, item_vectors)
+        cand = cand.copy()  # never the caller's scores
+        cand[positions_in(cand_rows, bonus_rows)] += bonus / scale
+    return padded_top_k(cand_rows, cand, k)
