@@ -9,13 +9,14 @@ matrix only in the products, one in-place ``exp`` and one row sum; row scalings 
 applied to the small (N, D) and (n_items, D) operands instead.
 
 Why sampled: even fused, the catalogue products are ~90% of a step on a CPU.
-:func:`sampled_logsumexp_rows` estimates the same normaliser from ``K`` negatives drawn
-uniformly without replacement and shared by the batch (each weighted by ``(V - 1) / K``),
+:func:`session_cross_entropy` with ``negatives`` estimates the same normaliser from ``K``
+negatives drawn uniformly without replacement and shared by the batch (each weighted by
+``(V - 1) / K``),
 so a step costs ``K / V`` of the products. With several thousand negatives it trains to
 the same quality (QUALITY.md: SASRec with 3,000 negatives matched full cross-entropy) in a
 fraction of the time, so more epochs fit into the same CPU budget.
 
-Both take optional per-row *extra* logit terms on a few columns (the repeat scores of the
+It takes optional per-row *extra* logit terms on a few columns (the repeat scores of the
 session's own items): ``extra_cols`` (N, M) with ``extra_bias`` (N, M) adds ``bias`` to the
 logit of that column (masked entries have column -1).
 """
@@ -27,7 +28,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["softmax_cross_entropy", "logsumexp_rows", "sampled_logsumexp_rows", "session_cross_entropy"]
+__all__ = ["softmax_cross_entropy", "logsumexp_rows", "session_cross_entropy"]
 
 _MAX_BOUND = 40.0
 
@@ -87,22 +88,6 @@ def softmax_cross_entropy(
     return (logsumexp_rows(session, items, bound) - target_logit).mean()
 
 
-def sampled_logsumexp_rows(
-    session: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor
-) -> torch.Tensor:
-    """(N,) estimate of ``logsumexp(session @ items.T, dim=1)`` from shared uniform negatives.
-
-    ``negatives`` (K,) are distinct columns drawn uniformly; the target's own logit is counted
-    exactly, a negative equal to the row's target is left out, and the others stand for the
-    ``V - 1`` non-target columns (weight ``(V - 1) / K``).
-    """
-    v, k = items.shape[0], negatives.shape[0]
-    neg_logits = session @ items[negatives].T + math.log((v - 1) / k)  # (N, K)
-    neg_logits = neg_logits.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), -math.inf)
-    target_logit = (session * items[targets]).sum(dim=1, keepdim=True)  # (N, 1)
-    return torch.logsumexp(torch.cat((target_logit, neg_logits), dim=1), dim=1)
-
-
 def session_cross_entropy(
     session: torch.Tensor,
     items: torch.Tensor,
@@ -156,7 +141,9 @@ def _lse_and_target(
     if extra_cols is None or extra_bias is None:
         if negatives is None:
             return logsumexp_rows(session, items, bound), target_logit
-        return sampled_logsumexp_rows(session, items, targets, negatives), target_logit
+        # Sampled without extra columns: the general path below with none.
+        extra_cols = torch.zeros((session.shape[0], 0), dtype=torch.int64)
+        extra_bias = torch.zeros((session.shape[0], 0), dtype=session.dtype)
     used = extra_cols >= 0  # (N, M)
     cols = extra_cols.clamp(min=0)
     extra_logit = torch.einsum("nd,nmd->nm", session, items[cols])  # (N, M)
