@@ -42,10 +42,13 @@ from stream_rec.kafka.fetch_wait import AdaptiveFetchWait
 from stream_rec.kafka.lag import consumer_lag
 from stream_rec.runtime.partitioned_store import PartitionedSessionDB
 from stream_rec.serving.compose import record_limits
+from stream_rec.serving.health import Health
 from stream_rec.serving.holder import ModelHolder
 from stream_rec.serving.metrics import CONTENT_TYPE_LATEST, WorkerMetrics
 from stream_rec.serving.stats import WorkerStats
 from stream_rec.settings import Settings
+
+from .diagnostics import dump_tasks
 
 __all__ = ["DirectWorker", "run_direct_worker", "changelog_topic"]
 
@@ -77,6 +80,7 @@ class DirectWorker:
         self.limits = record_limits(settings)
         self.dead_letters = DeadLetters(settings, self.stats, log)
         self._errors = RateLimitedLog(log)
+        self.health = Health(settings.health_stall_s, settings.health_commit_failures)
         self.db = PartitionedSessionDB(Path(settings.data_dir) / settings.app_id, settings.state_memory_mb << 20)
         self.changelog = changelog_topic(settings)
         self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
@@ -152,6 +156,7 @@ class DirectWorker:
             async with self._lock:
                 if batch:
                     self._inflight.append(await self._process(batch))
+                self.health.progressed()
                 await self._settle(all_=len(self._inflight) >= _MAX_INFLIGHT)
                 await self._commit()
 
@@ -269,8 +274,19 @@ class DirectWorker:
         if not force and now - self._last_commit < 0.5:
             return
         offsets, self._to_commit = self._to_commit, {}
-        await self.consumer.commit(offsets)
         self._last_commit = now
+        try:
+            await self.consumer.commit(offsets)
+        except Exception as exc:  # kept for the next try; /health/* fail after a run of these
+            for tp, off in offsets.items():
+                self._to_commit[tp] = max(off, self._to_commit.get(tp, 0))
+            self.health.commit_failed(exc)
+            self._errors.error("offset commit failed (%d in a row), will retry: %s: %s",
+                               self.health.commit_failures, type(exc).__name__, exc)
+            if force:
+                raise
+            return
+        self.health.commit_ok()
 
     # --------------------------------------------------------------------- rebalances
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
@@ -285,7 +301,11 @@ class DirectWorker:
             partitions = sorted(tp.partition for tp in assigned)
             if partitions:
                 t0 = time.perf_counter()
-                n = await self._restore(partitions)
+                self.health.restore_started(partitions)
+                try:
+                    n = await self._restore(partitions)
+                finally:
+                    self.health.restore_finished(partitions)
                 log.warning("assigned partitions %s; restored %d changelog records in %.2fs",
                             partitions, n, time.perf_counter() - t0)
 
@@ -340,7 +360,15 @@ class DirectWorker:
             return web.Response(body=self.metrics.exposition(),
                                 headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+        def health(which: str) -> Any:
+            async def answer(_request: Any) -> Any:
+                status, body = self.health.report(consumer_lag(self.consumer)).body(which)
+                return web.json_response(body, status=status)
+            return answer
+
         app = web.Application()
+        app.router.add_get("/health/live", health("live"))
+        app.router.add_get("/health/ready", health("ready"))
         app.router.add_get("/metrics", metrics)
         app.router.add_get("/stats", stats)
         app.router.add_get("/", stats)
@@ -348,29 +376,6 @@ class DirectWorker:
         await runner.setup()
         await web.TCPSite(runner, self.settings.worker_host, self.settings.worker_port).start()
         return runner
-
-
-def dump_tasks(worker: DirectWorker) -> None:
-    """Log every asyncio task's stack (``kill -USR1 <worker pid>``): what a stuck worker awaits."""
-    import io
-
-    out = io.StringIO()
-    for task in asyncio.all_tasks():
-        task.print_stack(limit=8, file=out)
-    c = worker.consumer
-    if c is not None:
-        sub = c._subscription.subscription
-        fetcher = c._fetcher
-        out.write(f"in flight batches {len(worker._inflight)}; fetcher records {list(fetcher._records)}; "
-                  f"in flight nodes {fetcher._in_flight}\n")
-        if sub is not None and sub.assignment is not None:
-            for tp in sub.assignment.tps:
-                st = sub.assignment.state_value(tp)
-                out.write(f"{tp}: position {st.position if st.has_valid_position else None} "
-                          f"highwater {st.highwater} paused {st.paused}\n")
-    log.warning("asyncio tasks (SIGUSR1):\n%s", out.getvalue())
-    logging.getLogger("aiokafka").setLevel(logging.DEBUG)
-    asyncio.get_running_loop().call_later(3, logging.getLogger("aiokafka").setLevel, logging.WARNING)
 
 
 def run_direct_worker(settings: Settings) -> None:

@@ -28,7 +28,9 @@ from stream_rec.core.intake import decode_states, take_records
 from stream_rec.core.isolation import processing_error, step_isolated
 from stream_rec.kafka.clients import faust_config, heartbeat_interval_s
 from stream_rec.kafka.dead_letters import DeadLetters, RateLimitedLog
+from stream_rec.kafka.lag import consumer_lag
 from stream_rec.serving.compose import record_limits
+from stream_rec.serving.health import Health
 from stream_rec.serving.holder import ModelHolder
 from stream_rec.serving.stats import WorkerStats
 from stream_rec.settings import Settings
@@ -84,6 +86,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
         options=faust_rocksdb_options(settings),
     )
     stats = WorkerStats()
+    health = Health(settings.health_stall_s, settings.health_commit_failures)
     handle = _batch_handler(app, settings, holder, stats, sessions, recs_topic, dlq_topic)
 
     @app.agent(events_topic, name="recommend")
@@ -91,10 +94,12 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
         wait = settings.batch_wait_ms / 1000.0
         async for batch in stream.take_events(settings.batch_max, wait):  # type: ignore[attr-defined]
             await handle(list(batch))
+            health.progressed()
 
     if settings.model_poll_s > 0 and not holder.pinned:
         _watch_bundles(app, settings, holder, stats)
     _stats_page(app, holder, stats)
+    _health_pages(app, health)
     app.stream_rec_stats = stats  # type: ignore[attr-defined]
     app.stream_rec_holder = holder  # type: ignore[attr-defined]
     return app
@@ -217,6 +222,28 @@ def _stats_page(app: faust.App, holder: ModelHolder, stats: WorkerStats) -> None
                 "stage_seconds": {"state": t.state, "encode": t.encode, "search": t.search},
             }
         )
+
+
+def _faust_lag(app: faust.App) -> dict[int, int]:
+    """The consumer lag of faust's aiokafka consumer (``{}`` while it has none)."""
+    try:
+        return consumer_lag(app.consumer._thread._ensure_consumer())  # type: ignore[attr-defined]
+    except Exception:
+        return {}
+
+
+def _health_pages(app: faust.App, health: Health) -> None:
+    """``/health/live`` and ``/health/ready`` (serving/health.py): a stall with work waiting
+    fails both. faust restores and commits on its own, so those checks are the direct engine's."""
+    @app.page("/health/live")
+    async def health_live(web: Any, request: Any) -> Any:
+        status, body = health.report(_faust_lag(app)).body("live")
+        return web.json(body, status=status)
+
+    @app.page("/health/ready")
+    async def health_ready(web: Any, request: Any) -> Any:
+        status, body = health.report(_faust_lag(app)).body("ready")
+        return web.json(body, status=status)
 
 
 def run_worker(settings: Settings) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+import urllib.request
 
 import orjson
 import pytest
@@ -49,6 +50,10 @@ def test_every_valid_event_is_answered_and_invalid_ones_go_to_the_dlq(pipeline):
         return recs, dlq
 
     recs, dlq = asyncio.run(run())
+    base = f"http://127.0.0.1:{pipeline.settings.worker_port}/health"
+    for which in ("live", "ready"):  # both engines' status servers
+        with urllib.request.urlopen(f"{base}/{which}", timeout=10) as answer:
+            assert orjson.loads(answer.read()) == {"status": "ok", "problems": []}
     answered = {r.source_event_id for r in recs}
     missing = [u for u, e in last.items() if e not in answered]
     assert not missing, f"{len(missing)} users' last events unanswered\n{pipeline.log_tail()}"

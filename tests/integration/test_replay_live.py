@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -61,7 +62,11 @@ def test_replay_of_the_events_topic_equals_the_live_answers(direct, tmp_path):
     live = asyncio.run(direct.collect(direct.settings.recs_topic, lambda vs: len(vs) >= 600))
     url = f"http://127.0.0.1:{direct.settings.worker_port}/metrics"
     metrics = urllib.request.urlopen(url, timeout=10).read().decode()
+    base = f"http://127.0.0.1:{direct.settings.worker_port}/health"
+    health = [orjson.loads(urllib.request.urlopen(f"{base}/{w}", timeout=10).read())
+              for w in ("live", "ready")]
     direct.stop_worker()
+    assert health == [{"status": "ok", "problems": []}] * 2
 
     samples = {(s.name, tuple(s.labels.items())): s.value
                for f in text_string_to_metric_families(metrics) for s in f.samples}
