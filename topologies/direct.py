@@ -45,7 +45,7 @@ from stream_rec.serving.compose import record_limits
 from stream_rec.serving.health import Health
 from stream_rec.serving.holder import ModelHolder
 from stream_rec.serving.metrics import CONTENT_TYPE_LATEST, WorkerMetrics
-from stream_rec.serving.stats import WorkerStats
+from stream_rec.serving.stats import WorkerStats, note_offset_checks
 from stream_rec.settings import Settings
 
 from .diagnostics import dump_tasks
@@ -204,6 +204,8 @@ class DirectWorker:
         partition_of = {user: msg.partition for user, msg in intake.origin.items()}
         if events:
             states = self._read_states(partition_of)
+            note_offset_checks(self.stats, self._errors.error, states, events, offsets,
+                               self.settings.offset_regression)
             t = self.holder.recommender.times
             before = (t.state, t.encode, t.search)
             # Off the event loop: ONNX Runtime and hnswlib release the GIL, so fetching the

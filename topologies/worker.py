@@ -32,7 +32,7 @@ from stream_rec.kafka.lag import consumer_lag
 from stream_rec.serving.compose import record_limits
 from stream_rec.serving.health import Health
 from stream_rec.serving.holder import ModelHolder
-from stream_rec.serving.stats import WorkerStats
+from stream_rec.serving.stats import WorkerStats, note_offset_checks
 from stream_rec.settings import Settings
 
 from .faust_recovery import install as _install_recovery_fix
@@ -174,6 +174,8 @@ def _batch_handler(
         for user, exc in decoded.resets.items():
             log.error("unreadable state for user %r, starting afresh: %s", user, exc)
         stats.state_resets += len(decoded.resets)
+        note_offset_checks(stats, errors.error, decoded.states, intake.events, intake.offsets,
+                           settings.offset_regression)
         result = step_isolated(
             holder.recommender, decoded.states, intake.events, intake.offsets, now_ms=now_ms)
         for i, error in result.failed:

@@ -22,7 +22,8 @@ import numpy as np
 from .events import Event
 from .features import MAX_QUERY_TOKENS, PURCHASE, TYPE_CODES, item_hash, query_token_hashes
 
-__all__ = ["SessionState", "SessionPolicy", "apply_event", "fold_events", "StateDecodeError"]
+__all__ = ["SessionState", "SessionPolicy", "apply_event", "fold_events", "StateDecodeError",
+           "is_redelivery", "is_regression", "count_offset_checks"]
 
 _VERSION = 1
 _HEADER = struct.Struct("<BHBqqq")
@@ -40,6 +41,47 @@ class SessionPolicy:
     max_len: int = 50  # events kept (the model's max length)
     max_purchased: int = 20  # purchased items kept for filtering
     session_gap_ms: int = 30 * 60 * 1000  # inactivity that starts a new session (no session_id)
+    # A record at or below the state's last applied offset whose ts is later than every event
+    # the state applied cannot be a redelivery (a redelivered record was applied, so its ts is
+    # at most ``last_ts``): the topic was re-created or truncated. True: a new epoch, apply it.
+    new_epoch_on_regression: bool = True
+
+
+def is_redelivery(state: SessionState, ts: int, offset: int | None) -> bool:
+    """The record (offset, ts) is one the state applied already (see :func:`is_regression`)."""
+    return offset is not None and offset <= state.last_offset and ts <= state.last_ts
+
+
+def is_regression(state: SessionState, ts: int, offset: int | None) -> bool:
+    """The record's offset is at or below the state's last applied offset, yet it is no
+    redelivery: its event time is later than any the state holds (a new log)."""
+    return offset is not None and offset <= state.last_offset and ts > state.last_ts
+
+
+def count_offset_checks(
+    states: Mapping[str, SessionState | None],
+    events: Sequence[Event],
+    offsets: Sequence[int | None],
+) -> tuple[int, int]:
+    """(redeliveries, regressions) among a batch's events against their users' stored states:
+    what the worker counts and logs, so neither a skipped nor a re-applied record is silent."""
+    redeliveries = regressions = 0
+    for event, offset in zip(events, offsets):
+        state = states.get(event.user_id)
+        if state is None or offset is None or offset > state.last_offset:
+            continue
+        if event.ts > state.last_ts:
+            regressions += 1
+        else:
+            redeliveries += 1
+    return redeliveries, regressions
+
+
+def _skipped(policy: SessionPolicy, offset: int | None, ts: int, last_offset: int,
+             last_ts: int) -> bool:
+    if offset is None or offset > last_offset:
+        return False
+    return ts <= last_ts or not policy.new_epoch_on_regression
 
 
 @dataclass(frozen=True)
@@ -130,9 +172,10 @@ def apply_event(
     """Fold one event into a user's state; returns the new state (inputs are not modified).
 
     A record whose ``offset`` is not beyond ``state.last_offset`` was applied
-    already (redelivery) and leaves the state unchanged.
+    already (redelivery) and leaves the state unchanged, unless it is an offset
+    regression (:func:`is_regression`) and the policy applies those as a new epoch.
     """
-    if offset is not None and offset <= state.last_offset:
+    if _skipped(policy, offset, event.ts, state.last_offset, state.last_ts):
         return state
     skey = _session_key(event.session_id)
     new_session = len(state) > 0 and (
@@ -202,7 +245,7 @@ def _fold_user(
     applied = False
     for i, event in enumerate(events):
         offset = None if offsets is None else offsets[i]
-        if offset is not None and offset <= last_offset:
+        if _skipped(policy, offset, event.ts, last_offset, last_ts):
             continue
         applied = True
         key = _session_key(event.session_id)

@@ -39,6 +39,7 @@ def session_policy(settings: Settings, max_len: int) -> SessionPolicy:
         max_len=max_len,
         max_purchased=settings.max_purchased,
         session_gap_ms=settings.session_gap_s * 1000,
+        new_epoch_on_regression=settings.offset_regression == "new-epoch",
     )
 
 
