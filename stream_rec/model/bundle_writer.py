@@ -37,6 +37,7 @@ from ..serving.bundle import (
     POPULARITY,
     HnswParams,
     ModelBundle,
+    file_digest,
 )
 
 if TYPE_CHECKING:
@@ -171,8 +172,16 @@ def write_bundle(
             "hnsw": hnsw_info,
             **extra,
         }
-        (tmp / MANIFEST).write_text(json.dumps(_json_safe(manifest), indent=2, allow_nan=False) + "\n")
+        _write_manifest(tmp, manifest)
     return Path(bundles_dir) / version
+
+
+def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """The manifest, with every other file's size and SHA-256 (checked at load: a bundle whose
+    files changed after it was written is refused)."""
+    files = {f.name: file_digest(f) for f in sorted(directory.iterdir()) if f.name != MANIFEST}
+    text = json.dumps(_json_safe({**manifest, "files": files}), indent=2, allow_nan=False)
+    (directory / MANIFEST).write_text(text + "\n")
 
 
 @contextlib.contextmanager
@@ -220,7 +229,7 @@ def with_cooccurrence(
         manifest = dict(bundle.manifest, version=version, created=now.isoformat(timespec="milliseconds"),
                         derived_from=bundle.version, cooccurrence={**_save_cooccurrence(tmp, neighbours, weight),
                                                                    "note": note})
-        (tmp / MANIFEST).write_text(json.dumps(_json_safe(manifest), indent=2, allow_nan=False) + "\n")
+        _write_manifest(tmp, manifest)
     return Path(bundles_dir) / version
 
 

@@ -17,6 +17,7 @@ hnswlib only (never torch).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -81,6 +82,35 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
+def file_digest(file: Path) -> dict[str, Any]:
+    """``{"bytes": size, "sha256": hex}`` of one bundle file (recorded in the manifest)."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"bytes": file.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _check_files(path: Path, manifest: dict[str, Any]) -> None:
+    """Each file the manifest lists has its recorded size and SHA-256 (bundles written before
+    file hashes were recorded have no ``files`` and are checked by shape only)."""
+    files = manifest.get("files")
+    if files is None:
+        return
+    if not isinstance(files, dict):
+        raise BundleError(f"{path / MANIFEST}: 'files' must map file names to sizes and hashes")
+    for name, want in sorted(files.items()):
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"model bundle {str(path)!r} is incomplete: missing {name}")
+        got = file_digest(file)
+        if got["bytes"] != want.get("bytes") or got["sha256"] != want.get("sha256"):
+            raise BundleError(
+                f"{file} does not match the bundle's manifest ({got['bytes']:,} bytes, sha256 "
+                f"{got['sha256'][:12]}...; recorded {want.get('bytes')} bytes, "
+                f"{str(want.get('sha256'))[:12]}...): the bundle is corrupt")
+
+
 class ModelBundle:
     """A loaded bundle: manifest, vocabulary, item vectors and popularity; encoder and index on demand."""
 
@@ -105,6 +135,7 @@ class ModelBundle:
         missing = [f for f in _FILES if not (path / f).is_file()]
         if missing:
             raise BundleError(f"model bundle {str(path)!r} is incomplete: missing {', '.join(missing)}")
+        _check_files(path, manifest)
         n, dim = int(manifest["n_items"]), int(manifest["dim"])
         ids = (path / ITEM_IDS).read_text(encoding="utf-8").split("\n")
         if ids and ids[-1] == "":

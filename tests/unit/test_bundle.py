@@ -133,11 +133,15 @@ def test_loading_never_imports_torch(bundle_path):
     assert out.stdout.strip() == "False"
 
 
-def _copy(src: Path, root: Path, version: str, created: str) -> Path:
+def _copy(src: Path, root: Path, version: str, created: str, hashes: bool = False) -> Path:
+    """A copy of a bundle; without ``hashes`` its manifest drops the file hashes (as bundles
+    written before them), so the shape and content checks behind them are what a test meets."""
     dst = root / version
     shutil.copytree(src, dst)
     m = json.loads((dst / "manifest.json").read_text())
     m.update(version=version, created=created)
+    if not hashes:
+        m.pop("files", None)
     (dst / "manifest.json").write_text(json.dumps(m))
     return dst
 
@@ -242,6 +246,20 @@ def test_an_unpinned_worker_serves_the_newest_valid_bundle(bundle_path, tmp_path
     assert sum("v3" in r.message for r in caplog.records) == 1  # skipped once, not every poll
     _copy(bundle_path, root, "v4", "2023-01-01T00:00:00+00:00")
     assert asyncio.run(holder.maybe_swap()) is True and holder.recommender.model_version == "v4"
+
+
+def test_file_hashes_are_recorded_at_write_time_and_checked_at_load(bundle_path, tmp_path):
+    files = json.loads((bundle_path / "manifest.json").read_text())["files"]
+    on_disk = sorted(f.name for f in bundle_path.iterdir() if f.name != "manifest.json")
+    assert sorted(files) == on_disk
+    assert all(len(d["sha256"]) == 64 and d["bytes"] > 0 for d in files.values())
+    b = _copy(bundle_path, tmp_path, "b", "2020-01-01T00:00:00+00:00", hashes=True)
+    ModelBundle.load(b)
+    vectors = np.load(b / "item_vectors.npy")
+    vectors[1, 0] += 1.0  # same shape and dtype: only the hash can tell
+    np.save(b / "item_vectors.npy", vectors)
+    with pytest.raises(BundleError, match="item_vectors.npy does not match the bundle's manifest.*corrupt"):
+        ModelBundle.load(b)
 
 
 def test_no_valid_bundle_names_the_skipped_ones(bundle_path, tmp_path):
