@@ -28,6 +28,7 @@ WORKER_ENV = {
     "STREAM_REC_TOP_K",
     "STREAM_REC_PARTITIONS",
     "STREAM_REC_WORKER_PORT",
+    "STREAM_REC_WORKER_HOST",
 }
 TOPIC_VARS = ("STREAM_REC_EVENTS_TOPIC", "STREAM_REC_RECS_TOPIC", "STREAM_REC_DLQ_TOPIC")
 
@@ -82,7 +83,7 @@ def test_compose_worker_env_names_and_values_parse(compose):
 
 def test_k8s_configmap_holds_exactly_the_worker_env(k8s):
     data = k8s["ConfigMap"]["data"]
-    assert set(data) == WORKER_ENV
+    assert set(data) == WORKER_ENV - {"STREAM_REC_WORKER_HOST"}  # the pod's IP, in the StatefulSet
     assert all(isinstance(v, str) for v in data.values()), "ConfigMap values must be strings"
     Settings.from_env(data)
 
@@ -133,7 +134,9 @@ def test_compose_build_context_and_dockerfile_exist(compose):
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0]
             if source.startswith((".", "/")):
-                assert source in ("./bundles",), f"unexpected host path {source}"
+                assert source == "./bundles" or source.startswith("./deploy/"), \
+                    f"unexpected host path {source}"
+                assert source == "./bundles" or (ROOT / source).exists(), f"{source} is missing"
             else:
                 assert source in compose["volumes"], f"undeclared volume {source}"
 
@@ -212,7 +215,11 @@ def test_k8s_probes_resources_and_graceful_shutdown(k8s):
     (container,) = pod["containers"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         command = container[probe]["exec"]["command"]
-        assert "127.0.0.1" in command[-1] and "STREAM_REC_WORKER_PORT" in command[-1]
+        assert "STREAM_REC_WORKER_HOST" in command[-1] and "STREAM_REC_WORKER_PORT" in command[-1]
+        want = "/health/ready" if probe == "readinessProbe" else "/health/live"
+        assert want in command[-1], f"{probe} asks {want}"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STREAM_REC_WORKER_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600, "room for recovery"
     resources = container["resources"]
@@ -237,3 +244,59 @@ def test_deploy_readme_names_files_that_exist():
     text = (ROOT / "deploy" / "README.md").read_text()
     for path in set(re.findall(r"`((?:deploy/|docker-compose)[^`\s]*)`", text)):
         assert (ROOT / path).exists(), f"deploy/README.md names {path}, which does not exist"
+
+
+# ---- observability (issue 14): Prometheus, Grafana and KEDA files that agree with the code
+GRAFANA = ROOT / "deploy" / "grafana"
+
+
+def _exported_metric_names() -> set[str]:
+    """Every sample name a worker's /metrics exposes (a registry scraped once, no broker)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from stream_rec.serving.metrics import WorkerMetrics
+
+    m = WorkerMetrics(lambda: "v", lambda: {0: 3}, lambda: {0: (1, 2)})
+    m.observe_batch(2, ["click"], ["not_json"], {"fold": 0.001})
+    m.observe_answers([1], 2)
+    text = m.exposition().decode()
+    return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_the_workers_export():
+    dash = json.loads((GRAFANA / "dashboards" / "stream-rec.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"stream_rec_[a-z_]+", e)}
+    exported = _exported_metric_names()
+    assert used and used <= exported, f"not exported: {sorted(used - exported)}"
+    provider = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "stream-rec.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_compose_runs_prometheus_and_grafana_on_the_worker_metrics(compose):
+    services = compose["services"]
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = prom["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["dns_sd_configs"][0]["names"] == ["worker"]
+    port = _default(_env(services["worker"])["STREAM_REC_WORKER_PORT"])
+    assert job["dns_sd_configs"][0]["port"] == int(port)
+    assert _env(services["worker"])["STREAM_REC_WORKER_HOST"] == "worker", "not a wildcard"
+    for name, mount in (("prometheus", "./deploy/prometheus/prometheus.yml"),
+                        ("grafana", "./deploy/grafana/provisioning")):
+        assert any(v.startswith(mount) for v in services[name]["volumes"])
+        assert (ROOT / mount).exists()
+    assert "/health/ready" in " ".join(services["worker"]["healthcheck"]["test"])
+
+
+def test_keda_scales_the_statefulset_on_lag_up_to_the_partitions(k8s):
+    so = k8s["ScaledObject"]
+    assert so["spec"]["scaleTargetRef"]["name"] == k8s["StatefulSet"]["metadata"]["name"]
+    assert so["spec"]["maxReplicaCount"] == int(k8s["ConfigMap"]["data"]["STREAM_REC_PARTITIONS"])
+    (trigger,) = so["spec"]["triggers"]
+    data = k8s["ConfigMap"]["data"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["topic"] == data["STREAM_REC_EVENTS_TOPIC"]
+    assert trigger["metadata"]["bootstrapServers"] == data["STREAM_REC_BOOTSTRAP_SERVERS"]
+    assert trigger["metadata"]["consumerGroup"] == Settings().app_id
