@@ -200,7 +200,7 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--scale", type=_non_negative_float, default=None,
                    help="cosine -> logit scale of the softmax (default: per data set)")
     p.add_argument("--max-minutes", type=_non_negative_float, default=None,
-                   help="stop training after this long, 0 = no limit (default: per data set; diginetica 42)")
+                   help="stop training after this long, 0 = no limit (default: per data set; the standard splits 50)")
     p.add_argument("--lr-decay-every", type=_non_negative_int, default=None,
                    help="epochs between x0.1 learning-rate decays, 0 = never (default: per data set)")
     p.add_argument("--negatives", type=_non_negative_int, default=None,

@@ -13,7 +13,7 @@ import sys
 import time
 from collections import deque
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -89,6 +89,8 @@ class _Tracker:
     history: dict[str, deque[str]]
     answered: set[str]
     latencies: deque[float]
+    # live view: per sent event, the user's events up to it (the one a recommendation answers)
+    seen_at: dict[str, tuple[str, ...]] = field(default_factory=dict)
     recs: int = 0
     dead_letters: int = 0
     valid_sent: int = 0
@@ -116,10 +118,14 @@ def _describe_event(raw: bytes) -> str:
     return f'{obj["type"]} {obj["item_id"]}'
 
 
-def _print_rec(out: TextIO, rec: Any, history: deque[str] | None, latency_ms: float) -> None:
-    past = " > ".join(history or [])
+def _print_rec(out: TextIO, rec: Any, seen: tuple[str, ...] | None, latency_ms: float) -> None:
+    """The user's events up to the one this recommendation answers (``rec.source_event_id``,
+    in brackets: the events sent after it are not in this answer), then the top items."""
+    *before, answered = seen or ("?",)
+    past = " > ".join([*before, f"[{answered}]"])
     top = ", ".join(f"{s.item_id} ({s.score:.2f})" for s in rec.items[:5])
-    out.write(f"{rec.user_id:<9} {past}\n          => {top}, ... [{len(rec.items)} items, {latency_ms:.1f} ms]\n")
+    out.write(f"{rec.user_id:<9} {past}\n          => {top}, ... [{len(rec.items)} items, "
+              f"{latency_ms:.1f} ms, answers {rec.source_event_id}]\n")
 
 
 async def _consume(settings: Settings, topic: str) -> Any:
@@ -227,13 +233,14 @@ class _LiveRun:
                     t.last_answer = now
                     t.answered.add(rec.source_event_id)
                     sent = t.sent_at.pop(rec.source_event_id, None)
+                    seen = t.seen_at.pop(rec.source_event_id, None)
                     if sent is None:
                         continue
                     latency = (now - sent) * 1000
                     t.latencies.append(latency)
                     if self.live and now - last_print > 0.4:
                         last_print = now
-                        _print_rec(self.out, rec, t.history.get(rec.user_id), latency)
+                        _print_rec(self.out, rec, seen, latency)
 
     async def read_dlq(self) -> None:
         fetch_wait = AdaptiveFetchWait(self.dlq_c, short_ms=20)
@@ -286,6 +293,7 @@ class _LiveRun:
             if self.live and len(t.sent_at) > 200_000:  # coalesced events are never answered: bound memory
                 for k in list(t.sent_at)[:100_000]:
                     del t.sent_at[k]
+                    t.seen_at.pop(k, None)
         await asyncio.gather(*pending)
 
     def track(self, value: bytes) -> None:
@@ -299,6 +307,7 @@ class _LiveRun:
         if self.live:
             h = t.history.setdefault(user, deque(maxlen=4))
             h.append(_describe_event(value))
+            t.seen_at[eid] = tuple(h)
 
     async def summary_loop(self) -> None:
         t, out = self.t, self.out
