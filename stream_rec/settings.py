@@ -108,6 +108,7 @@ class Settings:
     worker_host: str = _f("127.0.0.1", "Address of the worker's status web server.")
     worker_port: int = _f(6066, "Port of the worker's status web server.", min=1)
     offset_regression: str = _f("new-epoch", "A record at or below a user's last applied offset with an event time later than any in the state is no redelivery (the events topic was re-created or truncated): new-epoch applies it (and logs and counts it), skip ignores it (logged and counted too).", choices=("new-epoch", "skip"))
+    state_ttl_days: float = _f(0.0, "--engine direct: delete a user's session state (with a changelog tombstone) once its last event is older than this many days, in event time; 0 = never.", min=0)
     health_stall_s: float = _f(60.0, "/health/live and /health/ready fail when no micro-batch was processed for this long (s) while the consumer lag is positive (0 = never).", min=0)
     health_commit_failures: int = _f(5, "/health/live and /health/ready fail after this many offset commits in a row failed (0 = never).", min=0)
     model_poll_s: float = _f(10.0, "How often (s) the worker looks for a newer bundle to swap in (0 = never; a pinned --bundle or --model-version is never swapped).", min=0)

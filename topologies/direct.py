@@ -49,6 +49,7 @@ from stream_rec.serving.stats import WorkerStats, note_offset_checks
 from stream_rec.settings import Settings
 
 from .diagnostics import dump_tasks
+from .state_ttl import run_state_ttl
 
 __all__ = ["DirectWorker", "run_direct_worker", "changelog_topic"]
 
@@ -128,11 +129,12 @@ class DirectWorker:
             self.consumer.subscribe([s.events_topic], listener=_Rebalance(self))
             await self.consumer.start()
             log.warning("direct worker %s consuming %s", s.app_id, s.events_topic)
-            poller = asyncio.create_task(self._poll_models())
+            tasks = [asyncio.create_task(self._poll_models()), asyncio.create_task(run_state_ttl(self))]
             try:
                 await self._loop()
             finally:
-                poller.cancel()
+                for task in tasks:
+                    task.cancel()
         finally:
             with contextlib.suppress(Exception):
                 async with self._lock:

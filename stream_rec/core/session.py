@@ -23,7 +23,7 @@ from .events import Event
 from .features import MAX_QUERY_TOKENS, PURCHASE, TYPE_CODES, item_hash, query_token_hashes
 
 __all__ = ["SessionState", "SessionPolicy", "apply_event", "fold_events", "StateDecodeError",
-           "is_redelivery", "is_regression", "count_offset_checks"]
+           "is_redelivery", "is_regression", "count_offset_checks", "state_last_ts"]
 
 _VERSION = 1
 _HEADER = struct.Struct("<BHBqqq")
@@ -75,6 +75,15 @@ def count_offset_checks(
         else:
             redeliveries += 1
     return redeliveries, regressions
+
+
+def state_last_ts(data: bytes) -> int | None:
+    """The ``last_ts`` of an encoded state from its header alone (None: not a state of this
+    version): what the state TTL sweep reads for every stored user."""
+    if len(data) < _HEADER.size:
+        return None
+    version, _, _, _, last_ts, _ = _HEADER.unpack_from(data)
+    return int(last_ts) if version == _VERSION else None
 
 
 def _skipped(policy: SessionPolicy, offset: int | None, ts: int, last_offset: int,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteBufferManager
 
-from ..core.session import SessionState
+from ..core.session import SessionState, state_last_ts
 
 _WRITE_BUFFER_BYTES = 8 << 20  # one memtable's most; the budget below caps them all together
 DEFAULT_MEMORY_BYTES = 64 << 20
@@ -117,6 +117,20 @@ class PartitionedSessionDB:
         if changelog_offset is not None:
             wb.put(OFFSET_KEY, _OFFSET.pack(changelog_offset))
         self.open(partition).write(wb)
+
+    def idle_keys(self, partition: int, before_ms: int, limit: int = 10_000) -> list[bytes]:
+        """Up to ``limit`` keys of the partition whose state's last event is before
+        ``before_ms`` (read from each state's header; unreadable states are left alone)."""
+        out: list[bytes] = []
+        for key, value in self.open(partition).items():
+            if not (isinstance(key, bytes) and isinstance(value, bytes)) or key.startswith(b"\x00"):
+                continue
+            last_ts = state_last_ts(value)
+            if last_ts is not None and last_ts < before_ms:
+                out.append(key)
+                if len(out) >= limit:
+                    break
+        return out
 
     def set_changelog_offset(self, partition: int, offset: int) -> None:
         self.open(partition)[OFFSET_KEY] = _OFFSET.pack(offset)

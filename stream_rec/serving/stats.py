@@ -24,6 +24,7 @@ class WorkerStats:
     model_swaps: int = 0
     redeliveries: int = 0  # records already applied to their user's state (skipped)
     offset_regressions: int = 0  # records below a state's offset that are no redelivery
+    states_expired: int = 0  # idle states deleted by the state TTL (direct engine)
 
 
 def note_offset_checks(
