@@ -58,6 +58,9 @@ log = logging.getLogger("stream_rec.direct")
 _MAX_INFLIGHT = 4  # batches produced but not yet acknowledged
 
 
+_COUNTED = ("redeliveries", "offset_regressions", "states_expired", "state_resets")
+
+
 def changelog_topic(settings: Settings) -> str:
     return f"{settings.app_id}-sessions-changelog"
 
@@ -95,7 +98,8 @@ class DirectWorker:
         self.producer: AIOKafkaProducer | None = None
         self.fetch_wait: AdaptiveFetchWait | None = None
         self.metrics = WorkerMetrics(lambda: self.holder.recommender.model_version,
-                                     lambda: consumer_lag(self.consumer), self.db.sizes)
+                                     lambda: consumer_lag(self.consumer), self.db.sizes,
+                                     lambda: {k: getattr(self.stats, k) for k in _COUNTED})
 
     # --------------------------------------------------------------------- lifecycle
     async def run(self) -> None:

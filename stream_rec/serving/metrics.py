@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client import Counter as PromCounter
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["WorkerMetrics", "CONTENT_TYPE_LATEST"]
@@ -25,6 +25,13 @@ __all__ = ["WorkerMetrics", "CONTENT_TYPE_LATEST"]
 _PREFIX = "stream_rec"
 # Seconds: 0.5 ms .. 30 s (a stage of one batch; an answer's age at emit time).
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_COUNT_HELP = {
+    "redeliveries": "Records already applied to their user's state (skipped).",
+    "offset_regressions": "Records below a state's last offset that are no redelivery (a "
+                          "re-created or truncated events topic).",
+    "states_expired": "Idle session states deleted by the state TTL.",
+    "state_resets": "Stored states that could not be decoded (the user started afresh).",
+}
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
@@ -34,7 +41,9 @@ class WorkerMetrics:
         model_version: Callable[[], str],
         lag: Callable[[], dict[int, int]] | None = None,
         state: Callable[[], dict[int, tuple[int, int]]] | None = None,
+        counts: Callable[[], dict[str, int]] | None = None,
     ) -> None:
+        self.counts = counts
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.events = PromCounter(f"{_PREFIX}_events", "Valid events taken in, by type.",
@@ -105,6 +114,11 @@ class _Scraped:
                                   "consumer lag > 0: it is stuck).")
         since.add_metric([], time.time() - self.metrics.last_batch)
         yield since
+        if self.metrics.counts is not None:
+            for name, value in sorted(self.metrics.counts().items()):
+                family = CounterMetricFamily(f"{_PREFIX}_{name}", _COUNT_HELP.get(name, name))
+                family.add_metric([], value)
+                yield family
         if self.lag is not None:
             lag = GaugeMetricFamily(f"{_PREFIX}_consumer_lag",
                                     "Records of the events topic not yet fetched, per assigned "

@@ -64,3 +64,5 @@ def test_metrics_are_scraped_from_the_status_server(tmp_path):
     assert samples[("stream_rec_seconds_since_last_batch", ())] >= 0
     assert samples[("stream_rec_state_entries", (("partition", "0"),))] >= 0
     assert ("stream_rec_state_bytes", (("partition", "0"),)) in samples
+    for counted in ("redeliveries", "offset_regressions", "states_expired", "state_resets"):
+        assert samples[(f"stream_rec_{counted}_total", ())] == 0
