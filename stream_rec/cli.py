@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -74,6 +75,17 @@ def _cmd_produce(args: argparse.Namespace) -> int:
     )
     n = produce(settings, opts)
     print(f"produced {n} records to {settings.events_topic}", file=sys.stderr)
+    return 0
+
+
+def _cmd_forget(args: argparse.Namespace) -> int:
+    from .kafka.produce import forget_records, send_records
+
+    settings = settings_from(args)
+    if not settings.bootstrap_servers:
+        raise StreamRecError("forget needs --bootstrap-servers HOST:PORT (or STREAM_REC_BOOTSTRAP_SERVERS)")
+    n = asyncio.run(send_records(settings, forget_records(args.users), 0.0, progress=False))
+    print(f"sent {n} forget event(s) to {settings.events_topic}", file=sys.stderr)
     return 0
 
 
@@ -250,7 +262,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 # plumbing, and `_cmd_worker` anywhere else would sit on top of every worker profile.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo, "broker": _cmd_broker, "worker": _cmd_worker, "produce": _cmd_produce,
-    "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "evaluate": _cmd_evaluate,
+    "forget": _cmd_forget, "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "evaluate": _cmd_evaluate,
     "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "replay": _cmd_replay,
     "topics": _cmd_topics, "gateway": _cmd_gateway,
 }

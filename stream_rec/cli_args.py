@@ -128,6 +128,7 @@ def add_subcommands(
     _add_broker(sub)
     _add_worker(sub)
     _add_produce(sub)
+    _add_forget(sub)
     _add_train(sub)
     _add_cooccurrence(sub)
     _add_evaluate(sub)
@@ -178,6 +179,13 @@ def _add_produce(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--invalid-rate", type=_fraction, default=0.0, help="fraction of generated events made invalid")
     p.add_argument("--keep-time", action="store_true", help="keep generated timestamps instead of shifting them to now")
     _add_generator_args(p, users=2000, items=3000)
+    _add_settings(p, _KAFKA)
+
+
+def _add_forget(sub: argparse._SubParsersAction[CliParser]) -> None:
+    p = sub.add_parser("forget", help="forget users: their session state is deleted and their "
+                       "recommendations tombstoned, by a forget event through the events topic")
+    p.add_argument("users", nargs="+", metavar="USER", help="user id(s) to forget")
     _add_settings(p, _KAFKA)
 
 

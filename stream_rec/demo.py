@@ -224,6 +224,8 @@ class _LiveRun:
             now = time.perf_counter()
             for msgs in batch.values():
                 for msg in msgs:
+                    if msg.value is None:  # a forgotten user's tombstone
+                        continue
                     rec = decode_recommendation(msg.value)
                     t.model_version = rec.model_version
                     if rec.user_id == PROBE_USER:

@@ -1,20 +1,18 @@
 """The direct worker: the same core on plain aiokafka, for throughput.
 
-Why: at saturation, py-spy shows faust's per-message machinery (Event objects,
-stream queues and acks, the per-message publish path) costing more than the
-recommender itself; a plain aiokafka relay moves several times more events per
-second through the same broker. This engine keeps faust's table *format*
-(RocksDB per partition, ``<app_id>-sessions-changelog`` with key = user id,
-value = state bytes) and does the rest per micro-batch:
+Why: at saturation, py-spy shows faust's per-message machinery (Event objects, stream queues
+and acks, the per-message publish path) costing more than the recommender itself. This engine
+keeps faust's table *format* (RocksDB per partition, ``<app_id>-sessions-changelog`` with key =
+user id, value = state bytes) and does the rest per micro-batch:
 
     getmany(batch_max, batch_wait) -> parse (invalid -> DLQ) -> multi-get states
     -> Recommender.step (one encode, one search) -> RocksDB write batch per partition
     -> changelog + recommendations produced without per-message awaits
     -> wait for delivery once per batch -> offsets committed (at-least-once)
 
-Rebalances: revoked partitions are committed and closed after the batch in
-flight; assigned partitions are restored from the changelog, from the offset
-their local database already holds, before any of their events is processed.
+Rebalances: revoked partitions are committed and closed after the batch in flight; assigned
+partitions are restored from the changelog, from the offset their local database already
+holds, before any of their events is processed.
 """
 
 from __future__ import annotations
@@ -45,10 +43,11 @@ from stream_rec.serving.compose import record_limits
 from stream_rec.serving.health import Health
 from stream_rec.serving.holder import ModelHolder
 from stream_rec.serving.metrics import CONTENT_TYPE_LATEST, WorkerMetrics
-from stream_rec.serving.stats import WorkerStats, note_offset_checks
+from stream_rec.serving.stats import COUNTED, WorkerStats, note_offset_checks
 from stream_rec.settings import Settings
 
 from .diagnostics import dump_tasks
+from .forget import forget_users
 from .state_ttl import run_state_ttl
 
 __all__ = ["DirectWorker", "run_direct_worker", "changelog_topic"]
@@ -56,9 +55,6 @@ __all__ = ["DirectWorker", "run_direct_worker", "changelog_topic"]
 log = logging.getLogger("stream_rec.direct")
 
 _MAX_INFLIGHT = 4  # batches produced but not yet acknowledged
-
-
-_COUNTED = ("redeliveries", "offset_regressions", "states_expired", "state_resets")
 
 
 def changelog_topic(settings: Settings) -> str:
@@ -99,7 +95,7 @@ class DirectWorker:
         self.fetch_wait: AdaptiveFetchWait | None = None
         self.metrics = WorkerMetrics(lambda: self.holder.recommender.model_version,
                                      lambda: consumer_lag(self.consumer), self.db.sizes,
-                                     lambda: {k: getattr(self.stats, k) for k in _COUNTED})
+                                     lambda: {k: getattr(self.stats, k) for k in COUNTED})
 
     # --------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -209,7 +205,7 @@ class DirectWorker:
         events, offsets = intake.events, intake.offsets
         partition_of = {user: msg.partition for user, msg in intake.origin.items()}
         if events:
-            states = self._read_states(partition_of)
+            states = {**self._read_states(partition_of), **dict.fromkeys(intake.forgotten)}
             note_offset_checks(self.stats, self._errors.error, states, events, offsets,
                                self.settings.offset_regression)
             t = self.holder.recommender.times
@@ -240,6 +236,10 @@ class DirectWorker:
                 self.metrics.observe_answers(answers.event_ts, answers.emitted_ts)
             for p, items in writes.items():
                 self.db.write(p, items)
+        if intake.forgotten:
+            self.stats.forgotten += len(intake.forgotten)
+            kept = set(result.states) if events else set()
+            futures += await forget_users(self, intake.forgotten - kept, partition_of)
         self.metrics.observe_batch(len(records), (e.type for e in events), dead, stages)
         return asyncio.ensure_future(self._delivered(futures, commit, time.perf_counter()))
 

@@ -149,6 +149,15 @@ def _batch_handler(
         # Delivery is awaited in the background; a failure is logged and counted there.
         await dead_letters.send(dlq_topic.send, msg.key, value)
 
+    async def forget(intake: Any) -> None:
+        """A forget event: the user's state goes (faust writes the changelog tombstone) and a
+        tombstone replaces their recommendations; events after the forget start afresh."""
+        for user in sorted(intake.forgotten):
+            with as_current(intake.origin[user]):
+                sessions.pop(user.encode(), None)
+            await recs_topic.send(key=user.encode(), value=None)
+        stats.forgotten += len(intake.forgotten)
+
     async def handle(batch: list[EventT]) -> None:
         now_ms = int(time.time() * 1000)
         # origin: the faust event, so a user's table access runs in the user's partition;
@@ -163,6 +172,8 @@ def _batch_handler(
             await dead_letter(invalid, ev, now_ms)
         stats.events += len(batch)
         stats.batches += 1
+        if intake.forgotten:
+            await forget(intake)
         if not intake.events:
             return
         context = intake.origin
@@ -171,6 +182,7 @@ def _batch_handler(
             with as_current(ev):
                 stored.append((user, sessions.get(user.encode())))
         decoded = decode_states(stored)
+        decoded.states.update(dict.fromkeys(intake.forgotten & set(decoded.states)))
         for user, exc in decoded.resets.items():
             log.error("unreadable state for user %r, starting afresh: %s", user, exc)
         stats.state_resets += len(decoded.resets)

@@ -119,7 +119,7 @@ def load_workload(opts: ServedOptions, bundle: ModelBundle) -> ServedWorkload:
 
 
 def served_quality(
-    workload: ServedWorkload, answers: Sequence[bytes], *, k: int, catalogue_size: int
+    workload: ServedWorkload, answers: Sequence[bytes | None], *, k: int, catalogue_size: int
 ) -> dict[str, Any]:
     """HR/MRR@k and @10 (percent) of the saturation phase's answers, as `evaluate --streaming`
     scores them; the top-level keys, and ``quality`` with every metric and the answer counts."""
@@ -128,6 +128,8 @@ def served_quality(
     wanted = {e.event_id for s in workload.sessions for e in s}
     recs: dict[str, Recommendation] = {}
     for raw in answers:
+        if raw is None:  # a forgotten user's tombstone
+            continue
         rec = decode_recommendation(raw)
         if rec.source_event_id in wanted:
             recs.setdefault(rec.source_event_id, rec)  # a redelivery keeps the first

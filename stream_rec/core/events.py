@@ -46,7 +46,7 @@ __all__ = [
     "REASON_CODES",
 ]
 
-EVENT_TYPES = ("click", "search", "purchase")
+EVENT_TYPES = ("click", "search", "purchase", "forget")  # forget: a control event (intake.py)
 _ITEM_TYPES = frozenset(("click", "purchase"))
 MAX_ID_LEN = 256  # characters of event_id, user_id, item_id, session_id
 MAX_QUERY_LEN = 1024  # characters of a search query

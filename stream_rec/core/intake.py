@@ -82,6 +82,9 @@ class Intake(Generic[Origin]):
     # user -> origin of the user's last valid record in the batch (its partition)
     origin: dict[str, Origin] = field(default_factory=dict)
     invalid: list[tuple[InvalidEvent, Origin]] = field(default_factory=list)  # in arrival order
+    # users with a `forget` event in the batch: their state is deleted (the engine writes the
+    # tombstones); their events up to their last forget are dropped from ``events``
+    forgotten: set[str] = field(default_factory=set)
 
 
 def take_records(
@@ -99,7 +102,20 @@ def take_records(
         out.offsets.append(offset)
         out.sources.append(origin)
         out.origin[parsed.user_id] = origin
+    if any(e.type == "forget" for e in out.events):
+        _apply_forgets(out)
     return out
+
+
+def _apply_forgets(out: Intake[Origin]) -> None:
+    """Drop each forgetting user's events up to and including their last ``forget``: what they
+    did before it is never used again; what follows it starts a new state."""
+    last = {e.user_id: i for i, e in enumerate(out.events) if e.type == "forget"}
+    keep = [i for i, e in enumerate(out.events) if i > last.get(e.user_id, -1)]
+    out.events = [out.events[i] for i in keep]
+    out.offsets = [out.offsets[i] for i in keep]
+    out.sources = [out.sources[i] for i in keep]
+    out.forgotten = set(last)
 
 
 @dataclass

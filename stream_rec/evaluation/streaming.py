@@ -112,6 +112,8 @@ async def _replay(
             fetch_wait.update(sum(len(m) for m in batch.values()))  # Tansu: see fetch_wait.py
             for msgs in batch.values():
                 for m in msgs:
+                    if m.value is None:  # a forgotten user's tombstone
+                        continue
                     rec = decode_recommendation(m.value)
                     if rec.source_event_id in wanted:
                         got.setdefault(rec.source_event_id, rec)  # a redelivery keeps the first

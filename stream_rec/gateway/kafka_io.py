@@ -58,6 +58,9 @@ class RecommendationFeed:
                     self._take(msg.key, msg.value, msg.timestamp)
 
     def _take(self, key: bytes | None, value: bytes | None, timestamp: int) -> None:
+        if value is None and key is not None:  # a tombstone: the user was forgotten
+            self.latest.forget(key.decode("utf-8", "replace"))
+            return
         try:
             rec = decode_recommendation(value or b"")
         except (ValueError, KeyError, TypeError):

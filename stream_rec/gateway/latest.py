@@ -76,6 +76,11 @@ class LatestRecommendations:
             sub.offer(value)
             self.delivered += 1
 
+    def forget(self, user_id: str) -> None:
+        """Drop the user's latest record (a tombstone on the recommendations topic): a new
+        subscriber gets nothing until the user's next recommendation."""
+        self._latest.pop(user_id, None)
+
     def subscribe(self, user_id: str) -> Subscription:
         """A new subscription; the user's latest record, when known, is waiting in it already."""
         sub = Subscription()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import orjson
+
 from ..settings import Settings
 
-__all__ = ["ProduceOptions", "produce", "Pacer", "generated_records", "file_records"]
+__all__ = ["ProduceOptions", "produce", "Pacer", "generated_records", "file_records",
+           "forget_records"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,16 @@ def file_records(path: str) -> Iterator[tuple[bytes | None, bytes, bool]]:
         except orjson.JSONDecodeError:
             pass
         yield key, line, True
+
+
+def forget_records(users: Iterable[str]) -> Iterator[tuple[bytes | None, bytes, bool]]:
+    """One ``forget`` event per user, keyed by the user (so it lands in the user's partition,
+    after every event of theirs already sent)."""
+    now = int(time.time() * 1000)
+    for user in users:
+        event = {"event_id": f"forget-{uuid.uuid4().hex}", "user_id": user, "type": "forget",
+                 "ts": now}
+        yield user.encode(), orjson.dumps(event), True
 
 
 async def send_records(

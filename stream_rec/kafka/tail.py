@@ -6,6 +6,8 @@ import asyncio
 import sys
 import time
 
+import orjson
+
 from ..core.events import decode_recommendation
 from ..settings import Settings
 
@@ -47,7 +49,11 @@ async def _tail(
         async for msg in consumer:
             if wanted is not None and msg.key != wanted:
                 continue
-            if as_json:
+            if msg.value is None:  # a tombstone: the user was forgotten (stream-rec forget)
+                who_key = (msg.key or b"").decode("utf-8", "replace")
+                line = (orjson.dumps({"user_id": who_key, "forgotten": True}).decode() if as_json
+                        else f"{time.strftime('%H:%M:%S')} {who_key:<12} forgotten (tombstone)")
+            elif as_json:
                 line = msg.value.decode()
             else:
                 line = f"{time.strftime('%H:%M:%S')} {format_recommendation(msg.value)}"

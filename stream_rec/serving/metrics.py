@@ -31,6 +31,7 @@ _COUNT_HELP = {
                           "re-created or truncated events topic).",
     "states_expired": "Idle session states deleted by the state TTL.",
     "state_resets": "Stored states that could not be decoded (the user started afresh).",
+    "forgotten": "Users whose session state a forget event deleted.",
 }
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 

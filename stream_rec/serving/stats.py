@@ -9,7 +9,10 @@ from typing import Any
 from ..core.events import Event
 from ..core.session import SessionState, count_offset_checks
 
-__all__ = ["WorkerStats", "note_offset_checks"]
+__all__ = ["WorkerStats", "note_offset_checks", "COUNTED"]
+
+# the counters /metrics exports beside its own (serving/metrics.py)
+COUNTED = ("redeliveries", "offset_regressions", "states_expired", "state_resets", "forgotten")
 
 
 @dataclass
@@ -24,6 +27,7 @@ class WorkerStats:
     model_swaps: int = 0
     redeliveries: int = 0  # records already applied to their user's state (skipped)
     offset_regressions: int = 0  # records below a state's offset that are no redelivery
+    forgotten: int = 0  # users whose state a forget event deleted
     states_expired: int = 0  # idle states deleted by the state TTL (direct engine)
 
 

@@ -105,3 +105,30 @@ def test_state_survives_restart_and_moving_host(pipeline, tiny_bundle):
         for r in live:
             _answers_match(r, expected[r.source_event_id])
         pipeline.stop_worker()
+
+
+def test_forget_tombstones_the_users_recommendations_on_both_engines(pipeline):
+    from stream_rec.kafka.produce import forget_records
+
+    now = int(time.time() * 1000)
+    users = ["fa", "fb", "fc"]
+    clicks = [(u.encode(), orjson.dumps({"event_id": f"{u}-1", "user_id": u, "type": "click",
+                                         "item_id": "i00001", "ts": now})) for u in users]
+    pipeline.start_worker()
+
+    async def run():
+        await pipeline.send(clicks)
+        await pipeline.collect(pipeline.settings.recs_topic, lambda vs: len(vs) >= 3)
+        await pipeline.send([(k, v) for k, v, _ in forget_records(["fa", "fb"])])
+        after = [(b"fa", orjson.dumps({"event_id": "fa-2", "user_id": "fa", "type": "click",
+                                       "item_id": "i00002", "ts": now + 1}))]
+        await pipeline.send(after)
+
+        def done(vs):
+            return vs.count(None) >= 2 and any(v and b'"fa-2"' in v for v in vs)
+        return await pipeline.collect(pipeline.settings.recs_topic, done, timeout=60)
+
+    values = asyncio.run(run())
+    assert values.count(None) == 2, pipeline.log_tail()
+    answered = [orjson.loads(v)["source_event_id"] for v in values if v is not None]
+    assert sorted(answered) == ["fa-1", "fa-2", "fb-1", "fc-1"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import orjson
 
 from stream_rec.cli import build_parser
-from stream_rec.core.events import Event, InvalidEvent, parse_event
+from stream_rec.core.events import EVENT_TYPES, Event, InvalidEvent, parse_event
 from stream_rec.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def test_quickstart_scripts_exist_and_ci_runs_the_test_command():
 
 def test_schemas_agree_with_the_parser():
     schema = orjson.loads((ROOT / "stream_rec/schemas/event.schema.json").read_bytes())
-    assert set(schema["properties"]["type"]["enum"]) == {"click", "search", "purchase"}
+    assert set(schema["properties"]["type"]["enum"]) == set(EVENT_TYPES) == {"click", "search", "purchase", "forget"}
     example = {"event_id": "e1", "user_id": "u1", "type": "click", "item_id": "i1", "ts": 5}
     assert set(example) >= set(schema["required"])
     assert isinstance(parse_event(orjson.dumps(example)), Event)
