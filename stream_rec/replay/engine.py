@@ -163,7 +163,7 @@ class _Replay:
         offsets = None if self.file_input else intake.offsets
         self.reasons.update(bad.code for bad, _ in intake.invalid)
         partition_of = dict(intake.origin)
-        states = self.states_of(partition_of)
+        states = {**self.states_of(partition_of), **dict.fromkeys(intake.forgotten)}
         if self.recommender is not None:
             # As the workers step: a batch that raises is retried user by user, and the events
             # that still raise are dead letters (processing_error).
@@ -176,9 +176,11 @@ class _Replay:
             assert self.policy is not None
             new_states = fold_events(states, intake.events, self.policy, offsets)
             out = []
-        writes: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        writes: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
         for user, state in new_states.items():
             writes[partition_of[user]].append((user.encode(), state.to_bytes()))
+        for user in sorted(intake.forgotten - set(new_states)):  # as the workers: state deleted
+            writes[partition_of[user]].append((user.encode(), None))
         futures = []
         if self.producer is not None and self.opts.changelog:
             for p, items in writes.items():
