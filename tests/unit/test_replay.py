@@ -352,3 +352,18 @@ def test_a_lines_key_is_the_one_produce_gives_it(line, tmp_path):
     path = tmp_path / "one.jsonl"
     path.write_bytes(line + b"\n")
     assert _key_of(line) == next(file_records(str(path)))[0]
+
+
+def test_a_forget_in_the_log_deletes_the_users_state(bundles, tmp_path):
+    events = _events(400)
+    users = sorted({e.user_id for e in events})
+    gone, kept = users[0], users[1]
+    log = tmp_path / "log.jsonl"
+    write_jsonl(events, log)
+    with open(log, "ab") as f:
+        f.write(orjson.dumps({"event_id": "f1", "user_id": gone, "type": "forget", "ts": 1}) + b"\n")
+    settings = _settings(bundles, tmp_path)
+    summary = _replay(settings, file=str(log))
+    assert summary["dead_letters_by_reason"] == {}
+    tables = _tables(settings)
+    assert gone not in tables and kept in tables
