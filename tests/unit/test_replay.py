@@ -361,7 +361,8 @@ def test_a_forget_in_the_log_deletes_the_users_state(bundles, tmp_path):
     log = tmp_path / "log.jsonl"
     write_jsonl(events, log)
     with open(log, "ab") as f:
-        f.write(orjson.dumps({"event_id": "f1", "user_id": gone, "type": "forget", "ts": 1}) + b"\n")
+        forget = {"event_id": "f1", "user_id": gone, "type": "forget", "ts": 1}
+        f.write(orjson.dumps(forget) + b"\n")
     settings = _settings(bundles, tmp_path)
     summary = _replay(settings, file=str(log))
     assert summary["dead_letters_by_reason"] == {}
