@@ -32,6 +32,6 @@ def dump_tasks(worker: Any) -> None:
                 out.write(f"{tp}: position {st.position if st.has_valid_position else None} "
                           f"highwater {st.highwater} paused {st.paused}\n")
     log.warning("asyncio tasks (SIGUSR1):\n%s", out.getvalue())
-    logging.getLogger("aiokafka").setLevel(logging.DEBUG)
     aiokafka_log = logging.getLogger("aiokafka")
+    aiokafka_log.setLevel(logging.DEBUG)
     asyncio.get_running_loop().call_later(3, aiokafka_log.setLevel, logging.WARNING)

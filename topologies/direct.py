@@ -43,7 +43,7 @@ from stream_rec.serving.compose import record_limits
 from stream_rec.serving.health import Health
 from stream_rec.serving.holder import ModelHolder
 from stream_rec.serving.metrics import CONTENT_TYPE_LATEST, WorkerMetrics
-from stream_rec.serving.stats import COUNTED, WorkerStats, note_offset_checks
+from stream_rec.serving.stats import WorkerStats, note_offset_checks
 from stream_rec.settings import Settings
 
 from .diagnostics import dump_tasks
@@ -95,7 +95,7 @@ class DirectWorker:
         self.fetch_wait: AdaptiveFetchWait | None = None
         self.metrics = WorkerMetrics(lambda: self.holder.recommender.model_version,
                                      lambda: consumer_lag(self.consumer), self.db.sizes,
-                                     lambda: {k: getattr(self.stats, k) for k in COUNTED})
+                                     lambda: self.stats)
 
     # --------------------------------------------------------------------- lifecycle
     async def run(self) -> None:

@@ -16,6 +16,8 @@ import logging
 import time
 from typing import Any
 
+from .forget import delete_states
+
 log = logging.getLogger("stream_rec.direct")
 
 __all__ = ["expire_idle_states", "run_state_ttl", "sweep_period_s"]
@@ -37,9 +39,7 @@ async def expire_idle_states(worker: Any, now_ms: int) -> int:
         while True:
             async with worker._lock:
                 keys = worker.db.idle_keys(p, cutoff, _CHUNK)
-                send, topic = worker.producer.send, worker.changelog
-                futures = [await send(topic, key=k, value=None, partition=p) for k in keys]
-                worker.db.write(p, [(k, None) for k in keys])
+                futures = await delete_states(worker, p, keys)
             await asyncio.gather(*futures)
             expired += len(keys)
             if len(keys) < _CHUNK:

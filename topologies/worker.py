@@ -182,7 +182,6 @@ def _batch_handler(
             with as_current(ev):
                 stored.append((user, sessions.get(user.encode())))
         decoded = decode_states(stored)
-        decoded.states.update(dict.fromkeys(intake.forgotten & set(decoded.states)))
         for user, exc in decoded.resets.items():
             log.error("unreadable state for user %r, starting afresh: %s", user, exc)
         stats.state_resets += len(decoded.resets)

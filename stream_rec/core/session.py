@@ -68,12 +68,9 @@ def count_offset_checks(
     redeliveries = regressions = 0
     for event, offset in zip(events, offsets):
         state = states.get(event.user_id)
-        if state is None or offset is None or offset > state.last_offset:
-            continue
-        if event.ts > state.last_ts:
-            regressions += 1
-        else:
-            redeliveries += 1
+        if state is not None:
+            redeliveries += is_redelivery(state, event.ts, offset)
+            regressions += is_regression(state, event.ts, offset)
     return redeliveries, regressions
 
 

@@ -25,7 +25,8 @@ __all__ = ["WorkerMetrics", "CONTENT_TYPE_LATEST"]
 _PREFIX = "stream_rec"
 # Seconds: 0.5 ms .. 30 s (a stage of one batch; an answer's age at emit time).
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
-_COUNT_HELP = {
+# WorkerStats counters /metrics exports as they are (name -> help)
+_COUNTED = {
     "redeliveries": "Records already applied to their user's state (skipped).",
     "offset_regressions": "Records below a state's last offset that are no redelivery (a "
                           "re-created or truncated events topic).",
@@ -42,7 +43,7 @@ class WorkerMetrics:
         model_version: Callable[[], str],
         lag: Callable[[], dict[int, int]] | None = None,
         state: Callable[[], dict[int, tuple[int, int]]] | None = None,
-        counts: Callable[[], dict[str, int]] | None = None,
+        counts: Callable[[], Any] | None = None,
     ) -> None:
         self.counts = counts
         self.registry = CollectorRegistry(auto_describe=True)
@@ -116,9 +117,10 @@ class _Scraped:
         since.add_metric([], time.time() - self.metrics.last_batch)
         yield since
         if self.metrics.counts is not None:
-            for name, value in sorted(self.metrics.counts().items()):
-                family = CounterMetricFamily(f"{_PREFIX}_{name}", _COUNT_HELP.get(name, name))
-                family.add_metric([], value)
+            stats = self.metrics.counts()
+            for name, help_ in _COUNTED.items():
+                family = CounterMetricFamily(f"{_PREFIX}_{name}", help_)
+                family.add_metric([], getattr(stats, name))
                 yield family
         if self.lag is not None:
             lag = GaugeMetricFamily(f"{_PREFIX}_consumer_lag",

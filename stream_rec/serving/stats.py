@@ -9,10 +9,7 @@ from typing import Any
 from ..core.events import Event
 from ..core.session import SessionState, count_offset_checks
 
-__all__ = ["WorkerStats", "note_offset_checks", "COUNTED"]
-
-# the counters /metrics exports beside its own (serving/metrics.py)
-COUNTED = ("redeliveries", "offset_regressions", "states_expired", "state_resets", "forgotten")
+__all__ = ["WorkerStats", "note_offset_checks"]
 
 
 @dataclass
