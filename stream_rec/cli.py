@@ -90,9 +90,12 @@ def _cmd_forget(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .model.build import TrainOptions, train_bundle
+    from .model.build import TrainOptions, resume_bundle, train_bundle
 
     settings = settings_from(args)
+    if args.resume:
+        print(resume_bundle(settings, args.resume, threads=args.threads, max_minutes=args.max_minutes))
+        return 0
     opts = TrainOptions(
         dataset=args.dataset, events=args.events, users=args.users, items=args.items,
         seed=args.seed, epochs=args.epochs, dim=args.dim, threads=args.threads,
@@ -100,7 +103,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, dropout=args.dropout, scale=args.scale,
         max_minutes=args.max_minutes, max_sessions=args.max_sessions, negatives=args.negatives,
         repeat=args.repeat, patience=args.patience, lr_decay_every=args.lr_decay_every,
-        distill=args.distill,
+        distill=args.distill, readout=args.readout, positions=args.positions,
+        item_dropout=args.item_dropout, recency=args.recency, checkpoint_dir=args.checkpoint_dir,
         min_item_count=args.min_item_count, test_days=args.test_days,
     )
     path = train_bundle(settings, opts)

@@ -218,10 +218,28 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--distill", type=_fraction, default=None,
                    help="weight of V-SKNN's next-item distribution (over each session's past) in the training "
                    "target, 0 = off (default: per data set)")
+    p.add_argument("--readout", choices=("last", "core"), default=None,
+                   help="session vector: the last position's output, or core = a learned weighted sum of the "
+                   "session's item embeddings (one space for sessions and items; default: per data set)")
+    p.add_argument("--positions", choices=("reverse", "forward"), default=None,
+                   help="position embeddings counted from the last event (reverse) or the first (forward) "
+                   "(default: per data set)")
+    p.add_argument("--item-dropout", type=_fraction, default=None,
+                   help="core readout: dropout on the summed item embeddings and the scoring table "
+                   "(default: per data set)")
+    p.add_argument("--recency", action=argparse.BooleanOptionalAction, default=None,
+                   help="core readout: a learned weight bias by each item's distance from the newest event "
+                   "(default: per data set)")
     p.add_argument("--patience", type=_non_negative_int, default=None,
                    help="stop after N epochs without a better validation HR@20 + MRR@20, 0 = never (default 2)")
     p.add_argument("--max-sessions", type=_positive_int, default=None,
                    help="train on the last N training sessions only (quick runs)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="run directory for the options and a checkpoint after every epoch, kept after the "
+                   "run (default: a new one under <bundles dir>/.runs/, removed once the bundle is written)")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the stopped run in DIR from its last completed epoch with the options it "
+                   "was started with; only --threads and --max-minutes may be given anew")
     _add_protocol_args(p)
     _add_generator_args(p, users=2000, items=3000)
     _add_settings(p, ("bundles_dir", "log_level"))

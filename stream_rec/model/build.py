@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,14 @@ from ..core.session import SessionPolicy, SessionState, apply_event
 from ..datasets.splits import STANDARD_DATASETS
 from ..errors import ConfigError
 from ..settings import Settings
+from .recipes import (
+    OPTIONS_FILE,
+    RECIPES,
+    Recipe,
+    TrainOptions,
+    load_options,
+    save_options,
+)
 
 if TYPE_CHECKING:
     from ..core.cooccurrence import SessionNeighbours
@@ -44,6 +54,7 @@ __all__ = [
     "RECIPES",
     "TrainOptions",
     "train_bundle",
+    "resume_bundle",
     "train_sessions_to_bundle",
     "session_arrays",
     "sessions_of",
@@ -53,96 +64,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("stream_rec.build")
-
-DATASETS = ("generated", "diginetica", "nowplaying", "sessions", "events")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Model and training hyper-parameters of one data set (``TrainOptions`` may override each)."""
-
-    epochs: int
-    dim: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    ffn_dim: int = 256
-    dropout: float = 0.2
-    emb_dropout: float = 0.2
-    scale: float = 16.0
-    lr: float = 1e-3
-    lr_decay_every: int = 3
-    valid_fraction: float = 0.1  # last share of training sessions held out to pick the epoch
-    cooccurrence_weight: float = 0.0  # V-SKNN blended into serving scores; 0 = not in the bundle
-    batch_size: int = 128
-    max_minutes: float | None = 30.0  # stop training (mid-epoch) after this long; 0/None = never
-    negatives: int = 0  # sampled softmax with this many shared uniform negatives; 0 = full softmax
-    repeat: bool = False  # the model's repeat head (a logit bonus for the session's own items)
-    patience: int = 2  # early stop after this many epochs without a better validation score
-    distill: float = 0.0  # weight of V-SKNN's distribution in the training target (model/distill)
-
-
-# The standard splits (Diginetica, Nowplaying, any `sessions` split): Adam 1e-3 decayed x0.1 every
-# 5 epochs (QUALITY.md), sampled softmax with 8,192 shared uniform negatives (per epoch as good as
-# the full softmax on Diginetica's validation slice and ~5x cheaper, so ~3x the epochs fit into
-# the time cap), V-SKNN distilled into the target (weight 0.5; docs/evaluation.md, "Levers"),
-# epochs chosen on validation HR@20 + MRR@20 with early stopping. The repeat head
-# and the co-occurrence blend are off: on Diginetica's validation slice the head cost HR@20
-# (docs/evaluation.md), and the blend's per-event V-SKNN triples serving CPU.
-_STANDARD = Recipe(epochs=20, batch_size=128, lr_decay_every=5, max_minutes=50.0, negatives=8192,
-                   distill=0.5)
-RECIPES: dict[str, Recipe] = {
-    "generated": Recipe(epochs=8, max_minutes=10.0),
-    "diginetica": _STANDARD,
-    "nowplaying": _STANDARD,
-    "sessions": _STANDARD,
-    "events": Recipe(epochs=8, max_minutes=30.0),
-}
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """What `stream-rec train` was asked for; ``None`` hyper-parameters come from the recipe."""
-
-    dataset: str = "generated"
-    events: int = 60_000  # generated events
-    users: int = 2000
-    items: int = 3000
-    seed: int = 7
-    epochs: int | None = None
-    dim: int | None = None
-    threads: int | None = None
-    data_root: str | None = None
-    data_dir: str | None = None  # --dataset sessions (or another location of a named split)
-    events_file: str | None = None
-    max_len: int = 50
-    lr: float | None = None
-    batch_size: int | None = None
-    dropout: float | None = None  # inside the blocks
-    emb_dropout: float | None = None
-    scale: float | None = None  # cosine -> logit scale
-    lr_decay_every: int | None = None
-    max_minutes: float | None = None
-    negatives: int | None = None
-    repeat: bool | None = None
-    patience: int | None = None
-    distill: float | None = None
-    max_sessions: int | None = None  # train on the LAST n training sessions only (quick runs)
-    min_item_count: int = 5  # --dataset events: the protocol's filter
-    test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
-    version: str | None = None  # bundle version name (default: data tag + time)
-
-    def recipe(self) -> Recipe:
-        if self.dataset not in RECIPES:
-            raise ConfigError(f"--dataset {self.dataset!r}: expected one of {', '.join(DATASETS)}")
-        base = RECIPES[self.dataset]
-        overrides = {
-            name: getattr(self, name)
-            for name in ("epochs", "dim", "lr", "batch_size", "dropout", "emb_dropout", "scale",
-                         "lr_decay_every", "max_minutes", "negatives", "repeat", "patience", "distill")
-            if getattr(self, name) is not None
-        }
-        return replace(base, **overrides)
-
 
 _UNBOUNDED = SessionPolicy(max_len=10**9, max_purchased=0, session_gap_ms=2**62)
 
@@ -181,8 +102,42 @@ def _progress(msg: str) -> None:
 
 
 def train_bundle(settings: Settings, opts: TrainOptions) -> Path:
-    """Train on ``opts.dataset`` and write a bundle under ``settings.bundles_dir``; returns its path."""
-    recipe = opts.recipe()  # validates the data set name
+    """Train on ``opts.dataset`` and write a bundle under ``settings.bundles_dir``; returns its path.
+
+    Every epoch is checkpointed in the run directory (``opts.checkpoint_dir``, by default a new
+    one under ``<bundles_dir>/.runs/``, removed once the bundle is written); a run directory
+    that holds a checkpoint is resumed (:func:`resume_bundle`)."""
+    opts.recipe()  # validates the data set name before anything is written
+    auto = opts.checkpoint_dir is None
+    if auto:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        run = Path(settings.bundles_dir) / ".runs" / f"{opts.dataset}-{stamp}-{os.getpid()}"
+        opts = replace(opts, checkpoint_dir=str(run))
+    run_dir = Path(str(opts.checkpoint_dir))
+    if not (run_dir / OPTIONS_FILE).is_file():
+        save_options(run_dir, opts)
+    _progress(f"checkpoints after each epoch in {run_dir} (a stopped run continues with "
+              f"`stream-rec train --resume {run_dir}`)")
+    path = _train_from_source(settings, opts)
+    if auto:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return path
+
+
+def resume_bundle(settings: Settings, run_dir: str, threads: int | None = None,
+                  max_minutes: float | None = None) -> Path:
+    """Continue the run in ``run_dir`` from its last completed epoch, with the options it was
+    started with (``threads`` and ``max_minutes`` may be given anew); writes its bundle."""
+    opts = load_options(run_dir)
+    if threads is not None:
+        opts = replace(opts, threads=threads)
+    if max_minutes is not None:
+        opts = replace(opts, max_minutes=max_minutes)
+    return train_bundle(settings, opts)
+
+
+def _train_from_source(settings: Settings, opts: TrainOptions) -> Path:
+    recipe = opts.recipe()
     if opts.dataset in STANDARD_DATASETS:
         return _train_standard(settings, opts, recipe)
     if opts.dataset == "events":
@@ -296,6 +251,8 @@ def train_sessions_to_bundle(
         n_items=len(vocab), dim=recipe.dim, max_len=opts.max_len, n_layers=recipe.n_layers,
         n_heads=recipe.n_heads, ffn_dim=recipe.ffn_dim, dropout=recipe.dropout,
         emb_dropout=recipe.emb_dropout, scale=recipe.scale, repeat=recipe.repeat,
+        readout=recipe.readout, positions=recipe.positions, item_dropout=recipe.item_dropout,
+        recency=recipe.recency,
     )
     train_cfg = TrainConfig(
         epochs=opts.epochs or default_epochs, batch_size=recipe.batch_size, lr=recipe.lr,
@@ -303,6 +260,7 @@ def train_sessions_to_bundle(
         valid_fraction=recipe.valid_fraction,
         max_seconds=recipe.max_minutes * 60.0 if recipe.max_minutes else None,  # 0 = no cap
         negatives=recipe.negatives, patience=recipe.patience, distill=recipe.distill,
+        checkpoint_dir=opts.checkpoint_dir,
     )
     _progress(f"training on {len(sessions):,} sessions, {len(vocab):,} items: {model_cfg}, {train_cfg}")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -326,6 +284,11 @@ def train_sessions_to_bundle(
             "epochs": train_cfg.epochs,
             "seconds": round(seconds, 1),
             "cpu_seconds": round(cpu_seconds, 1),
+            # the completed epochs' wall and CPU time, earlier runs of a resumed one included
+            "epoch_seconds": round(metrics.fit_seconds, 1),
+            "epoch_cpu_seconds": round(metrics.fit_cpu_seconds, 1),
+            "epochs_run": metrics.epochs_run,
+            "best_epoch": metrics.best_epoch,
             "threads": opts.threads,
             "seed": opts.seed,
             "train_sessions": metrics.train_sessions,
@@ -337,7 +300,8 @@ def train_sessions_to_bundle(
                 "lr_decay_every": recipe.lr_decay_every, "batch_size": recipe.batch_size,
                 "max_minutes": recipe.max_minutes, "max_len": opts.max_len,
                 "negatives": recipe.negatives, "repeat": recipe.repeat, "patience": recipe.patience,
-                "distill": recipe.distill,
+                "distill": recipe.distill, "readout": recipe.readout, "positions": recipe.positions,
+                "item_dropout": recipe.item_dropout, "recency": recipe.recency,
                 "valid_fraction": recipe.valid_fraction,
             },
             "history": metrics.history,

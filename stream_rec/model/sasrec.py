@@ -1,9 +1,20 @@
 """A SASRec-style causal Transformer over session events (clicks, searches, purchases).
 
-Each position embeds its item, event type, query tokens and *reverse* position
-(distance from the last event), so left padding and any sequence length give
-the same vector for the same session. Item embeddings are tied with the output
-layer; with ``normalize`` the scores are scaled cosines (NISER+/CORE style).
+Each position embeds its item, event type, query tokens and its position: *reverse* (distance
+from the last event) or *forward* (index from the session's first real event, padding skipped);
+either way left padding and any sequence length give the same vector for the same session.
+Item embeddings are tied with the output layer; with ``normalize`` the scores are scaled
+cosines (NISER+/CORE style).
+
+Two readouts turn the per-position outputs into the session vector:
+
+- ``last``: the last position's output (SASRec).
+- ``core``: one representation space (CORE-trm, Hou et al., SIGIR 2022): a linear layer gives
+  each position with an item a weight logit, a softmax over those positions (causal: up to the
+  position read) weights the session's own item embeddings, and their sum is the session
+  vector. A prefix with no item yet (searches only) falls back to its last output. With
+  ``recency`` each weight logit also gets a learned bias by its item's distance from the read
+  position.
 """
 
 from __future__ import annotations
@@ -18,7 +29,10 @@ from torch import nn
 from ..core.features import MAX_QUERY_TOKENS, PAD, TYPE_CODES, ModelInputs
 from .loss import session_cross_entropy
 
-__all__ = ["SASRecConfig", "SessionTransformer", "TorchEncoder"]
+__all__ = ["SASRecConfig", "SessionTransformer", "TorchEncoder", "READOUTS", "POSITIONS"]
+
+READOUTS = ("last", "core")
+POSITIONS = ("reverse", "forward")
 
 _N_TYPES = len(TYPE_CODES) + 1  # + PAD
 # Masked attention scores: large and finite, so a row with nothing to attend to cannot become NaN.
@@ -40,8 +54,18 @@ class SASRecConfig:
     scale: float = 16.0  # cosine -> logit scale for the softmax (only when normalize)
     repeat: bool = False  # a repeat head: a learned logit bonus for the session's own items
     repeat_counts: int = 8  # occurrence counts the repeat head tells apart (more share the last)
+    readout: str = "last"  # "last" (last position's output) or "core" (weighted sum of item embeddings)
+    positions: str = "reverse"  # "reverse" (distance from the last event) or "forward" (from the first)
+    item_dropout: float = 0.2  # core readout: dropout on the summed item embeddings and the scoring table
+    # core readout: a learned bias per distance between the read position and each summed item
+    # (recency), the same for every prefix, so forward positions keep their train/serve parity.
+    recency: bool = False
 
     def __post_init__(self) -> None:
+        if self.readout not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}; got {self.readout!r}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {', '.join(POSITIONS)}; got {self.positions!r}")
         if self.n_items < 1:
             raise ValueError(f"n_items must be >= 1; got {self.n_items}")
         if self.dim % self.n_heads:
@@ -106,6 +130,12 @@ class SessionTransformer(nn.Module):
         self.emb_dropout = nn.Dropout(config.emb_dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_out = nn.LayerNorm(d)
+        if config.readout == "core":
+            self.weight_logit = nn.Linear(d, 1)  # (B, L, D) -> (B, L, 1) per-position weight logits
+            self.item_dropout = nn.Dropout(config.item_dropout)
+            if config.recency:
+                self.recency_bias = nn.Embedding(config.max_len, 1)
+                nn.init.zeros_(self.recency_bias.weight)
         if config.repeat:
             # bonus(t, j) for item j of the session seen from position t: recency and count of
             # the item's most recent occurrence, plus how well the session state matches it.
@@ -132,12 +162,16 @@ class SessionTransformer(nn.Module):
         """
         length = items.shape[1]
         idx = torch.arange(length, device=items.device)  # (L,)
-        reverse_pos = (length - 1 - idx).clamp(max=self.config.max_len - 1)  # last event -> 0
+        if self.config.positions == "forward":
+            pads = (types == PAD).sum(dim=1, keepdim=True)  # (B, 1): left padding
+            pos = (idx.unsqueeze(0) - pads).clamp(0, self.config.max_len - 1)  # (B, L): first event -> 0
+        else:
+            pos = (length - 1 - idx).clamp(max=self.config.max_len - 1)  # (L,): last event -> 0
         x = (
             self.item_emb(items)
             + self.type_emb(types)
             + self.query_emb(queries).sum(dim=2)  # (B, L, Q, D) -> (B, L, D)
-            + self.pos_emb(reverse_pos)  # (L, D), broadcast over B
+            + self.pos_emb(pos)  # (L, D) or (B, L, D)
         )  # (B, L, D)
         x = self.emb_dropout(x)
         causal = idx.unsqueeze(0) <= idx.unsqueeze(1)  # (L, L): key j <= query i
@@ -148,30 +182,61 @@ class SessionTransformer(nn.Module):
             x = block(x, allowed, last_only and i == len(self.blocks) - 1)  # (B, L or 1, D)
         return self.ln_out(x)  # (B, L or 1, D)
 
+    def session_states(
+        self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor, last_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h, session): per-position outputs and session vectors, (B, Lq, D) each, where the
+        query positions Lq are all L or, with ``last_only``, the last one."""
+        core = self.config.readout == "core"
+        h = self.hidden(items, types, queries, last_only=last_only and not core)  # (B, L or 1, D)
+        if core:
+            session = self._core_readout(h, items, last_only)  # (B, Lq, D)
+            if last_only:
+                h = h[:, -1:]
+        else:
+            session = h
+        return h, (F.normalize(session, dim=-1) if self.config.normalize else session)
+
+    def _core_readout(self, h: torch.Tensor, items: torch.Tensor, last_only: bool) -> torch.Tensor:
+        """(B, L, D) outputs -> (B, Lq, D) weighted sums of the session's item embeddings."""
+        length = items.shape[1]
+        idx = torch.arange(length, device=items.device)
+        q_idx = idx[-1:] if last_only else idx  # (Lq,)
+        logits = self.weight_logit(h).squeeze(-1)  # (B, L)
+        has_item = items > 0  # (B, L): searches, unknown items and padding get no weight
+        # (B, Lq, L): query position t sums item positions j <= t.
+        allowed = (idx.view(1, 1, -1) <= q_idx.view(1, -1, 1)) & has_item.unsqueeze(1)
+        scores = logits.unsqueeze(1)  # (B, 1, L)
+        if self.config.recency:
+            distance = (q_idx.view(-1, 1) - idx.view(1, -1)).clamp(0, self.config.max_len - 1)  # (Lq, L)
+            scores = scores + self.recency_bias(distance).squeeze(-1)  # (B, Lq, L)
+        scores = scores.masked_fill(~allowed, _MASKED)  # (B, Lq, L)
+        weights = torch.softmax(scores, dim=-1) * allowed  # rows with no item: all zero
+        summed = weights @ self.item_dropout(self.item_emb(items))  # (B, Lq, D)
+        any_item = allowed.any(dim=-1, keepdim=True)  # (B, Lq, 1)
+        return torch.where(any_item, summed, h[:, q_idx])  # no item yet: the output itself
+
     def position_vectors(
         self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor
     ) -> torch.Tensor:
         """(B, L, D) session vectors at every position (for training on all positions)."""
-        h = self.hidden(items, types, queries)
-        return F.normalize(h, dim=-1) if self.config.normalize else h
+        return self.session_states(items, types, queries)[1]
 
     def session_vector(
         self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor
     ) -> torch.Tensor:
         """(B, D) session vectors: the readout at the last (most recent) position."""
-        h = self.hidden(items, types, queries, last_only=True)[:, -1, :]  # (B, D)
-        return F.normalize(h, dim=-1) if self.config.normalize else h
+        return self.session_states(items, types, queries, last_only=True)[1][:, -1, :]
 
     def forward(
         self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The exported graph: session vectors, and with a repeat head the (B, L) bonuses."""
+        h, session = self.session_states(items, types, queries, last_only=True)  # (B, 1, D) each
         if not self.config.repeat:
-            return self.session_vector(items, types, queries)
-        h = self.hidden(items, types, queries, last_only=True)  # (B, 1, D)
-        session = F.normalize(h[:, -1], dim=-1) if self.config.normalize else h[:, -1]
+            return session[:, -1]
         _, bonus = self.repeat_bonus(h, items, last_only=True)  # (B, 1, L)
-        return session, bonus[:, 0]
+        return session[:, -1], bonus[:, 0]
 
     def repeat_bonus(
         self, h: torch.Tensor, items: torch.Tensor, last_only: bool = False
@@ -208,6 +273,8 @@ class SessionTransformer(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         """(n_items + 1, D) item vectors used for scoring; row 0 ("no item") is zeros."""
         w = self.item_emb.weight
+        if self.config.readout == "core":
+            w = self.item_dropout(w)  # CORE's robust distance: training only (identity in eval mode)
         w = F.normalize(w, dim=-1) if self.config.normalize else w
         return torch.cat((torch.zeros_like(w[:1]), w[1:]), dim=0)
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..core.features import ItemVocab
 from ..errors import ConfigError, DataError
+from .checkpoint import FitState, load_checkpoint, save_checkpoint
 from .examples import (
     Example,
     Rows,
@@ -73,6 +73,8 @@ class TrainConfig:
     distill: float = 0.0
     distill_candidates: int = 50
     negatives: int = 0  # sampled softmax with this many shared uniform negatives; 0 = full softmax
+    # A checkpoint after every epoch (model/checkpoint.py); a run with one there resumes from it.
+    checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.valid_fraction < 1.0:
@@ -97,6 +99,8 @@ class TrainMetrics:
     valid_cases: int = 0  # held-out (prefix, next item) pairs
     train_positions: int = 0
     refit_seconds: float = 0.0
+    fit_seconds: float = 0.0  # wall / CPU seconds of the completed epochs, resumed runs' included
+    fit_cpu_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, float | int]:
@@ -207,9 +211,8 @@ def _batch_loss(
 ) -> torch.Tensor:
     """The loss of every position with a target (full or sampled softmax, repeat head if any)."""
     cfg = model.config
-    h = model.hidden(items, types, queries)  # (B, L, D)
+    h, session = model.session_states(items, types, queries)  # (B, L, D) each
     mask = targets >= 0  # (B, L)
-    session = F.normalize(h, dim=-1) if cfg.normalize else h
     extra_cols = extra_bias = None
     if cfg.repeat:
         cols, bonus = model.repeat_bonus(h, items)  # (B, L, L) each
@@ -267,37 +270,16 @@ def _fit(
         if tc.lr_decay_every > 0
         else None
     )
-    best_state, best_score, stale = None, -math.inf, 0
-    out_of_time = False
-    for epoch in range(1, tc.epochs + 1):
-        model.train()
-        t_epoch, loss_sum, n_pos = time.perf_counter(), 0.0, 0
-        batches = length_batches(examples, tc.batch_size, rng)
-        t_note = t_epoch
-        for step, batch in enumerate(batches, 1):
-            items, types, queries, targets = pad_examples(batch)
-            loss = _batch_loss(model, items, types, queries, targets, tc.negatives, pad_teacher(batch),
-                               tc.distill)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            n = int((targets >= 0).sum())
-            loss_sum, n_pos = loss_sum + loss.item() * n, n_pos + n
-            now = time.perf_counter()
-            if progress is not None and now - t_note > _PROGRESS_EVERY_S:
-                t_note = now
-                eta = (now - t_epoch) / step * (len(batches) - step)
-                progress(f"epoch {epoch}/{tc.epochs}: step {step:,}/{len(batches):,}, loss {loss_sum / max(n_pos, 1):.4f}, "
-                         f"~{eta / 60:.1f} min left in this epoch")
-            if tc.max_seconds is not None and now - t0 > tc.max_seconds:
-                out_of_time = True
-                break
+    state = _start_state(tc, model, optimizer, scheduler, rng, metrics, progress)
+    for epoch in range(state.epoch + 1, tc.epochs + 1) if not state.finished else ():
+        t_epoch, c_epoch = time.perf_counter(), time.process_time()
+        loss, out_of_time = _train_epoch(model, optimizer, tc, examples, rng, epoch, progress, t0)
         if scheduler is not None:
             scheduler.step()
         hr, mrr = evaluate(model, prefixes, valid_targets)
-        record = {"epoch": epoch, "loss": loss_sum / max(n_pos, 1), "hr@20": hr, "mrr@20": mrr,
+        record = {"epoch": epoch, "loss": loss, "hr@20": hr, "mrr@20": mrr,
                   "seconds": time.perf_counter() - t_epoch}
-        metrics.history.append(record)
+        state.history.append(record)
         metrics.epochs_run = epoch
         if progress is not None:
             progress(
@@ -306,24 +288,113 @@ def _fit(
                 + (" [time budget reached]" if out_of_time else "")
             )
         score = selection_score(hr, mrr)
-        if score > best_score:
-            best_score, metrics.best_epoch, stale = score, epoch, 0
-            metrics.valid_hr20, metrics.valid_mrr20 = hr, mrr
-            best_state = copy.deepcopy(model.state_dict()) if tc.select_best else None
+        if score > state.best_score:
+            state.best_score, state.best_epoch, state.stale = score, epoch, 0
+            state.best_metrics = (hr, mrr)
+            state.best_state = copy.deepcopy(model.state_dict()) if tc.select_best else None
         else:
-            stale += 1
+            state.stale += 1
         if out_of_time:
-            break
+            break  # a partial epoch is never checkpointed: a resume repeats it
         # A decayed learning rate gets `patience` epochs of its own before training stops.
         at_this_rate = (epoch - 1) % tc.lr_decay_every + 1 if tc.lr_decay_every > 0 else epoch
-        if tc.patience and stale >= tc.patience and at_this_rate >= tc.patience and epoch < tc.epochs:
-            if progress is not None:
-                progress(f"early stop: no better validation HR@20 + MRR@20 for {stale} epochs "
-                         f"(best: epoch {metrics.best_epoch})")
+        early = tc.patience and state.stale >= tc.patience and at_this_rate >= tc.patience and epoch < tc.epochs
+        if early and progress is not None:
+            progress(f"early stop: no better validation HR@20 + MRR@20 for {state.stale} epochs "
+                     f"(best: epoch {state.best_epoch})")
+        state.epoch, state.finished = epoch, bool(early) or epoch == tc.epochs
+        state.seconds += time.perf_counter() - t_epoch
+        state.cpu_seconds += time.process_time() - c_epoch
+        if tc.checkpoint_dir is not None:
+            _checkpoint(tc.checkpoint_dir, state, model, optimizer, scheduler, rng)
+        if early:
             break
-    if tc.select_best and best_state is not None:
-        model.load_state_dict(best_state)
+    metrics.history, metrics.best_epoch = state.history, state.best_epoch
+    metrics.valid_hr20, metrics.valid_mrr20 = state.best_metrics
+    metrics.epochs_run = max(metrics.epochs_run, state.epoch)
+    metrics.fit_seconds, metrics.fit_cpu_seconds = state.seconds, state.cpu_seconds
+    if tc.select_best and state.best_state is not None:
+        model.load_state_dict(state.best_state)
     else:  # report the returned (last) model
         metrics.best_epoch = metrics.epochs_run
-        metrics.valid_hr20, metrics.valid_mrr20 = metrics.history[-1]["hr@20"], metrics.history[-1]["mrr@20"]
+        metrics.valid_hr20, metrics.valid_mrr20 = state.history[-1]["hr@20"], state.history[-1]["mrr@20"]
     return model
+
+
+def _train_epoch(
+    model: SessionTransformer,
+    optimizer: torch.optim.Optimizer,
+    tc: TrainConfig,
+    examples: list[Example],
+    rng: np.random.Generator,
+    epoch: int,
+    progress: Callable[[str], None] | None,
+    t0: float,
+) -> tuple[float, bool]:
+    """One pass over ``examples``; returns (mean loss per position, whether the time cap hit)."""
+    model.train()
+    t_epoch = t_note = time.perf_counter()
+    loss_sum, n_pos = 0.0, 0
+    batches = length_batches(examples, tc.batch_size, rng)
+    for step, batch in enumerate(batches, 1):
+        items, types, queries, targets = pad_examples(batch)
+        loss = _batch_loss(model, items, types, queries, targets, tc.negatives, pad_teacher(batch),
+                           tc.distill)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = int((targets >= 0).sum())
+        loss_sum, n_pos = loss_sum + loss.item() * n, n_pos + n
+        now = time.perf_counter()
+        if progress is not None and now - t_note > _PROGRESS_EVERY_S:
+            t_note = now
+            eta = (now - t_epoch) / step * (len(batches) - step)
+            progress(f"epoch {epoch}/{tc.epochs}: step {step:,}/{len(batches):,}, loss {loss_sum / max(n_pos, 1):.4f}, "
+                     f"~{eta / 60:.1f} min left in this epoch")
+        if tc.max_seconds is not None and now - t0 > tc.max_seconds:
+            return loss_sum / max(n_pos, 1), True
+    return loss_sum / max(n_pos, 1), False
+
+
+def _start_state(
+    tc: TrainConfig,
+    model: SessionTransformer,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.StepLR | None,
+    rng: np.random.Generator,
+    metrics: TrainMetrics,
+    progress: Callable[[str], None] | None,
+) -> FitState:
+    """A fresh loop state, or the checkpointed one with model, optimiser and generators restored."""
+    n_items = model.config.n_items
+    saved = load_checkpoint(tc.checkpoint_dir, n_items) if tc.checkpoint_dir is not None else None
+    if saved is None:
+        return FitState(epoch=0, model={}, optimizer={}, scheduler=None, numpy_rng={},
+                        torch_rng=torch.empty(0), best_state=None, best_score=-math.inf, best_epoch=0,
+                        best_metrics=(math.nan, math.nan), stale=0, finished=False, n_items=n_items)
+    model.load_state_dict(saved.model)
+    optimizer.load_state_dict(saved.optimizer)
+    if scheduler is not None and saved.scheduler is not None:
+        scheduler.load_state_dict(saved.scheduler)
+    rng.bit_generator.state = saved.numpy_rng
+    torch.set_rng_state(saved.torch_rng)
+    metrics.epochs_run = saved.epoch
+    if progress is not None:
+        progress(f"resumed from {tc.checkpoint_dir}: {saved.epoch} epochs done "
+                 f"(best: epoch {saved.best_epoch}, {saved.seconds / 60:.1f} min so far)"
+                 + ("; training had ended, refit and bundle follow" if saved.finished else ""))
+    return saved
+
+
+def _checkpoint(
+    directory: str,
+    state: FitState,
+    model: SessionTransformer,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.StepLR | None,
+    rng: np.random.Generator,
+) -> None:
+    state.model, state.optimizer = model.state_dict(), optimizer.state_dict()
+    state.scheduler = scheduler.state_dict() if scheduler is not None else None
+    state.numpy_rng, state.torch_rng = rng.bit_generator.state, torch.get_rng_state()
+    save_checkpoint(directory, state)

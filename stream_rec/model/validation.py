@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..core.features import ItemVocab
 from .examples import Example, Rows, Session, featurize_sessions, pad_examples
@@ -77,9 +76,8 @@ def session_scores(
 ) -> torch.Tensor:
     """(B, n_items) logits of the next item for left-padded sessions, repeat bonuses included."""
     cfg = model.config
-    h = model.hidden(items, types, queries, last_only=True)  # (B, 1, D)
-    session = F.normalize(h[:, -1], dim=-1) if cfg.normalize else h[:, -1]
-    scores = model.logits(session)  # (B, n_items)
+    h, session = model.session_states(items, types, queries, last_only=True)  # (B, 1, D) each
+    scores = model.logits(session[:, -1])  # (B, n_items)
     if cfg.repeat:
         cols, bonus = model.repeat_bonus(h, items, last_only=True)  # (B, 1, L)
         cols, bonus = cols[:, 0], bonus[:, 0]

@@ -1,0 +1,79 @@
+"""Per-epoch training checkpoints, so a stopped run continues where it stopped.
+
+After every completed epoch the training loop writes ``checkpoint.pt`` into its run directory:
+the model, the optimiser and the learning-rate schedule, both random generators (numpy's batch
+order, torch's dropout and negatives), the best state so far with its score and the early-stop
+count, the validation history, and the wall and CPU seconds spent. A resumed run loads it and
+goes on with the next epoch, so it ends with the same model as a run that was never stopped
+(same seed, same thread count). A partial epoch (a crash, a kill, the time cap) is never
+written: resuming repeats that epoch from its start. The file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError
+
+__all__ = ["CHECKPOINT", "FitState", "save_checkpoint", "load_checkpoint"]
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class FitState:
+    """Where the epoch loop stands after ``epoch`` completed epochs."""
+
+    epoch: int
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    numpy_rng: Mapping[str, Any]  # numpy Generator.bit_generator.state
+    torch_rng: torch.Tensor
+    best_state: dict[str, Any] | None
+    best_score: float
+    best_epoch: int
+    best_metrics: tuple[float, float]  # validation HR@20, MRR@20 of the best epoch
+    stale: int
+    finished: bool  # the loop ended (all epochs, early stop): a resume goes on to the refit
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0  # wall seconds of the epochs so far, all runs together
+    cpu_seconds: float = 0.0
+    n_items: int = 0  # checked on load: a resume over other data is refused
+
+
+def save_checkpoint(directory: str | os.PathLike[str], state: FitState) -> Path:
+    """Write ``state`` as ``directory/checkpoint.pt`` (a temporary file, then an atomic rename)."""
+    path = Path(directory) / CHECKPOINT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{CHECKPOINT}.tmp")
+    torch.save(state.__dict__, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(directory: str | os.PathLike[str], n_items: int) -> FitState | None:
+    """The run's last completed epoch, or None when it has none yet."""
+    path = Path(directory) / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=False)
+        state = FitState(**raw)
+    except Exception as exc:  # a truncated or foreign file: say which, do not train over it
+        raise ConfigError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+            "expected one written by `stream-rec train`"
+        ) from exc
+    if state.n_items != n_items:
+        raise ConfigError(
+            f"checkpoint {path} is for {state.n_items:,} items but the data gives "
+            f"{n_items:,}: resume with the options and data of the run that wrote it"
+        )
+    return state
