@@ -104,7 +104,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes, max_sessions=args.max_sessions, negatives=args.negatives,
         repeat=args.repeat, patience=args.patience, lr_decay_every=args.lr_decay_every,
         distill=args.distill, readout=args.readout, positions=args.positions,
-        item_dropout=args.item_dropout, recency=args.recency, checkpoint_dir=args.checkpoint_dir,
+        item_dropout=args.item_dropout, recency=args.recency, attend=args.attend,
+        checkpoint_dir=args.checkpoint_dir,
         min_item_count=args.min_item_count, test_days=args.test_days,
     )
     path = train_bundle(settings, opts)

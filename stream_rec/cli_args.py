@@ -230,6 +230,9 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--recency", action=argparse.BooleanOptionalAction, default=None,
                    help="core readout: a learned weight bias by each item's distance from the newest event "
                    "(default: per data set)")
+    p.add_argument("--attend", action=argparse.BooleanOptionalAction, default=None,
+                   help="core readout: the newest event's output also queries the weights of the "
+                   "session's items (default: per data set)")
     p.add_argument("--patience", type=_non_negative_int, default=None,
                    help="stop after N epochs without a better validation HR@20 + MRR@20, 0 = never (default 2)")
     p.add_argument("--max-sessions", type=_positive_int, default=None,

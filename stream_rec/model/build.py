@@ -252,7 +252,7 @@ def train_sessions_to_bundle(
         n_heads=recipe.n_heads, ffn_dim=recipe.ffn_dim, dropout=recipe.dropout,
         emb_dropout=recipe.emb_dropout, scale=recipe.scale, repeat=recipe.repeat,
         readout=recipe.readout, positions=recipe.positions, item_dropout=recipe.item_dropout,
-        recency=recipe.recency,
+        recency=recipe.recency, attend=recipe.attend,
     )
     train_cfg = TrainConfig(
         epochs=opts.epochs or default_epochs, batch_size=recipe.batch_size, lr=recipe.lr,
@@ -302,6 +302,7 @@ def train_sessions_to_bundle(
                 "negatives": recipe.negatives, "repeat": recipe.repeat, "patience": recipe.patience,
                 "distill": recipe.distill, "readout": recipe.readout, "positions": recipe.positions,
                 "item_dropout": recipe.item_dropout, "recency": recipe.recency,
+                "attend": recipe.attend,
                 "valid_fraction": recipe.valid_fraction,
             },
             "history": metrics.history,

@@ -49,6 +49,7 @@ class Recipe:
     positions: str = "reverse"  # positions counted from the "reverse" (last) or "forward" end
     item_dropout: float = 0.2  # core readout: dropout on the summed item embeddings and table
     recency: bool = False  # core readout: a learned weight bias by distance from the read position
+    attend: bool = False  # core readout: the read position's output queries the weights too
     distill: float = 0.0  # weight of V-SKNN's distribution in the training target (model/distill)
 
 
@@ -102,6 +103,7 @@ class TrainOptions:
     positions: str | None = None
     item_dropout: float | None = None
     recency: bool | None = None
+    attend: bool | None = None
     max_sessions: int | None = None  # train on the LAST n training sessions only (quick runs)
     min_item_count: int = 5  # --dataset events: the protocol's filter
     test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
@@ -132,6 +134,7 @@ class TrainOptions:
                 "positions",
                 "item_dropout",
                 "recency",
+                "attend",
             )
             if getattr(self, name) is not None
         }

@@ -60,6 +60,9 @@ class SASRecConfig:
     # core readout: a learned bias per distance between the read position and each summed item
     # (recency), the same for every prefix, so forward positions keep their train/serve parity.
     recency: bool = False
+    # core readout: the read position's output also queries each position's (a learned key), so
+    # which earlier items weigh most depends on where the session is now; prefix-consistent too.
+    attend: bool = False
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
@@ -136,6 +139,9 @@ class SessionTransformer(nn.Module):
             if config.recency:
                 self.recency_bias = nn.Embedding(config.max_len, 1)
                 nn.init.zeros_(self.recency_bias.weight)
+            if config.attend:
+                self.weight_query = nn.Linear(d, d, bias=False)
+                self.weight_key = nn.Linear(d, d, bias=False)
         if config.repeat:
             # bonus(t, j) for item j of the session seen from position t: recency and count of
             # the item's most recent occurrence, plus how well the session state matches it.
@@ -207,6 +213,9 @@ class SessionTransformer(nn.Module):
         # (B, Lq, L): query position t sums item positions j <= t.
         allowed = (idx.view(1, 1, -1) <= q_idx.view(1, -1, 1)) & has_item.unsqueeze(1)
         scores = logits.unsqueeze(1)  # (B, 1, L)
+        if self.config.attend:
+            query = self.weight_query(h[:, q_idx])  # (B, Lq, D)
+            scores = scores + query @ self.weight_key(h).transpose(1, 2) / self.config.dim**0.5  # (B, Lq, L)
         if self.config.recency:
             distance = (q_idx.view(-1, 1) - idx.view(1, -1)).clamp(0, self.config.max_len - 1)  # (Lq, L)
             scores = scores + self.recency_bias(distance).squeeze(-1)  # (B, Lq, L)

@@ -18,20 +18,19 @@ from .tiny_model import tiny_config  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 N_ITEMS, LENGTH = 60, 12  # tiny_config's max_len is 12
+RECENCY_ATTEND = {"recency": True, "attend": True}
 VARIANTS = [
-    ("core", "forward", True),
-    ("core", "forward", False),
-    ("core", "reverse", False),
-    ("last", "forward", False),
+    ("core", "forward", RECENCY_ATTEND),
+    ("core", "forward", {}),
+    ("core", "reverse", {"attend": True}),
+    ("last", "forward", {}),
 ]
 
 
-def _model(
-    readout: str, positions: str, recency: bool = False, seed: int = 0
-) -> SessionTransformer:
+def _model(readout: str, positions: str, seed: int = 0, **extra: bool) -> SessionTransformer:
     torch.manual_seed(seed)
     model = SessionTransformer(
-        tiny_config(N_ITEMS, n_layers=2, readout=readout, positions=positions, recency=recency)
+        tiny_config(N_ITEMS, n_layers=2, readout=readout, positions=positions, **extra)
     )
     # Untrained weights give near-uniform position weights; spread them so the test can see order.
     with torch.no_grad():
@@ -45,9 +44,11 @@ def _tensors(batch: int, length: int, seed: int) -> tuple[torch.Tensor, ...]:
     return tuple(torch.from_numpy(a) for a in (inputs.items, inputs.types, inputs.queries))
 
 
-@pytest.mark.parametrize(("readout", "recency"), [("core", True), ("core", False), ("last", False)])
-def test_forward_positions_train_every_prefix_as_it_is_served(readout, recency):
-    model = _model(readout, "forward", recency)
+@pytest.mark.parametrize(
+    ("readout", "extra"), [("core", RECENCY_ATTEND), ("core", {}), ("last", {})]
+)
+def test_forward_positions_train_every_prefix_as_it_is_served(readout, extra):
+    model = _model(readout, "forward", **extra)
     items, types, queries = _tensors(6, LENGTH, seed=1)
     with torch.no_grad():
         every = model.position_vectors(items, types, queries)  # (B, L, D)
@@ -67,9 +68,9 @@ def test_reverse_positions_do_not_have_that_parity():
     assert (served - every[:, 4]).abs().max() > 1e-2
 
 
-@pytest.mark.parametrize(("readout", "positions", "recency"), VARIANTS)
-def test_onnx_matches_pytorch_at_every_prefix_length(readout, positions, recency, tmp_path):
-    model = _model(readout, positions, recency)
+@pytest.mark.parametrize(("readout", "positions", "extra"), VARIANTS)
+def test_onnx_matches_pytorch_at_every_prefix_length(readout, positions, extra, tmp_path):
+    model = _model(readout, positions, **extra)
     path = export_onnx(model, tmp_path / "encoder.onnx")
     worst = check_onnx_parity(
         model, path, shapes=[(5, n) for n in range(1, LENGTH + 1)] + [(3, 30)], atol=1e-5
@@ -95,7 +96,7 @@ def test_core_session_vector_is_a_weighted_sum_of_its_own_item_embeddings(positi
 
 
 def test_core_padding_and_batch_mates_do_not_change_a_session(tmp_path):
-    model = _model("core", "forward", recency=True)
+    model = _model("core", "forward", **RECENCY_ATTEND)
     encoder = OnnxEncoder(export_onnx(model, tmp_path / "e.onnx"), providers="cpu")
     inputs = random_inputs(N_ITEMS, 64, 4, 9, seed=4, lengths=[9, 3, 6, 1])
     together = encoder.encode(inputs)
@@ -107,7 +108,7 @@ def test_core_padding_and_batch_mates_do_not_change_a_session(tmp_path):
 
 
 def test_core_prefix_of_searches_only_falls_back_to_the_encoder_output():
-    model = _model("core", "forward", recency=True)
+    model = _model("core", "forward", **RECENCY_ATTEND)
     items = torch.tensor([[0, 0, 7]])
     types = torch.tensor([[SEARCH, SEARCH, CLICK]])
     queries = torch.zeros(1, 3, MAX_QUERY_TOKENS, dtype=torch.long)
