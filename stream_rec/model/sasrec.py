@@ -54,15 +54,15 @@ class SASRecConfig:
     scale: float = 16.0  # cosine -> logit scale for the softmax (only when normalize)
     repeat: bool = False  # a repeat head: a learned logit bonus for the session's own items
     repeat_counts: int = 8  # occurrence counts the repeat head tells apart (more share the last)
-    readout: str = "last"  # "last" (last position's output) or "core" (weighted sum of item embeddings)
-    positions: str = "reverse"  # "reverse" (distance from the last event) or "forward" (from the first)
+    readout: str = "core"  # "core" (weighted sum of item embeddings) or "last" (last position's output)
+    positions: str = "forward"  # "forward" (from the first event) or "reverse" (distance from the last)
     item_dropout: float = 0.2  # core readout: dropout on the summed item embeddings and the scoring table
     # core readout: a learned bias per distance between the read position and each summed item
     # (recency), the same for every prefix, so forward positions keep their train/serve parity.
     recency: bool = False
     # core readout: the read position's output also queries each position's (a learned key), so
     # which earlier items weigh most depends on where the session is now; prefix-consistent too.
-    attend: bool = False
+    attend: bool = True
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
@@ -282,8 +282,6 @@ class SessionTransformer(nn.Module):
     def item_vectors(self) -> torch.Tensor:
         """(n_items + 1, D) item vectors used for scoring; row 0 ("no item") is zeros."""
         w = self.item_emb.weight
-        if self.config.readout == "core":
-            w = self.item_dropout(w)  # CORE's robust distance: training only (identity in eval mode)
         w = F.normalize(w, dim=-1) if self.config.normalize else w
         return torch.cat((torch.zeros_like(w[:1]), w[1:]), dim=0)
 
@@ -304,7 +302,10 @@ class SessionTransformer(nn.Module):
         Full softmax (fused, see :mod:`.loss`) unless ``negatives`` (sorted distinct columns)
         are given; ``extra_cols`` / ``extra_bias`` (N, M) are repeat-head bonuses.
         """
-        items = self.item_vectors()[1:]  # (n_items, D)
+        w = self.item_emb.weight[1:]  # (n_items, D)
+        if self.config.readout == "core":
+            w = self.item_dropout(w)  # CORE's robust distance (training only: identity in eval mode)
+        items = F.normalize(w, dim=-1) if self.config.normalize else w
         scaled = session * self.config.scale if self.config.normalize else session
         return session_cross_entropy(
             scaled, items, targets, bound=self.config.scale if self.config.normalize else None,

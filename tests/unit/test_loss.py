@@ -53,7 +53,8 @@ def test_gradcheck():
 
 def test_model_loss_equals_cross_entropy_of_its_logits():
     torch.manual_seed(0)
-    model = SessionTransformer(SASRecConfig(n_items=30, dim=8, n_heads=2, scale=12.0))
+    # eval mode: in training the core readout drops item-table dimensions (CORE's robust distance)
+    model = SessionTransformer(SASRecConfig(n_items=30, dim=8, n_heads=2, scale=12.0)).eval()
     session = F.normalize(torch.randn(6, 8), dim=1)
     targets = torch.randint(0, 30, (6,))
     assert torch.allclose(model.loss(session, targets), F.cross_entropy(model.logits(session), targets), atol=1e-5)

@@ -82,12 +82,24 @@ def test_training_learns_the_successor_pattern_and_beats_popularity(trained):
     _, metrics, lines = trained
     assert metrics.valid_cases > 50
     assert metrics.valid_hr20 >= 0.9, metrics
-    assert metrics.valid_mrr20 >= 0.5, metrics
+    # The core readout scores by closeness to the session's own items, so on a pure successor
+    # chain the last item and its predecessor rank next to the successor (the last readout: >= 0.5).
+    assert metrics.valid_mrr20 >= 0.33, metrics
     assert metrics.valid_hr20 > metrics.pop_hr20 + 0.5
     epochs = [line for line in lines if line.startswith("epoch")]
     assert len(epochs) == metrics.epochs_run == 4
     assert all("loss" in line and "hr@20" in line for line in epochs)
     assert lines[len(epochs):] == [line for line in lines if line.startswith("refit")]  # then the refit
+
+
+def test_the_last_readout_learns_the_successor_order(corpus):
+    from stream_rec.model import train_model
+
+    from .tiny_model import tiny_config
+
+    config = TrainConfig(epochs=4, batch_size=32, lr=3e-3, seed=0, threads=1)
+    _, metrics = train_model(*corpus, tiny_config(len(corpus[1]), readout="last", positions="reverse"), config)
+    assert metrics.valid_hr20 >= 0.9 and metrics.valid_mrr20 >= 0.5, metrics
 
 
 def test_training_is_deterministic_for_a_seed(corpus, trained):

@@ -21,8 +21,8 @@ N_ITEMS, LENGTH = 60, 12  # tiny_config's max_len is 12
 RECENCY_ATTEND = {"recency": True, "attend": True}
 VARIANTS = [
     ("core", "forward", RECENCY_ATTEND),
-    ("core", "forward", {}),
-    ("core", "reverse", {"attend": True}),
+    ("core", "forward", {"attend": False}),
+    ("core", "reverse", {}),
     ("last", "forward", {}),
 ]
 
@@ -45,7 +45,7 @@ def _tensors(batch: int, length: int, seed: int) -> tuple[torch.Tensor, ...]:
 
 
 @pytest.mark.parametrize(
-    ("readout", "extra"), [("core", RECENCY_ATTEND), ("core", {}), ("last", {})]
+    ("readout", "extra"), [("core", RECENCY_ATTEND), ("core", {"attend": False}), ("last", {})]
 )
 def test_forward_positions_train_every_prefix_as_it_is_served(readout, extra):
     model = _model(readout, "forward", **extra)
@@ -78,9 +78,24 @@ def test_onnx_matches_pytorch_at_every_prefix_length(readout, positions, extra, 
     assert worst <= 1e-5
 
 
+def test_a_trailing_search_or_event_type_reweights_the_core_sum():
+    # Without `attend` a new search (no item) could not change a forward-position session at all.
+    model = _model("core", "forward")
+    items = torch.tensor([[3, 9, 0]])
+    types = torch.tensor([[CLICK, CLICK, SEARCH]])
+    queries = torch.zeros(1, 3, MAX_QUERY_TOKENS, dtype=torch.long)
+    with torch.no_grad():
+        before = model.session_vector(items[:, :2], types[:, :2], queries[:, :2])
+        queries[0, 2, 0] = 17
+        searched = model.session_vector(items, types, queries)
+        queries[0, 2, 0] = 18
+        other = model.session_vector(items, types, queries)
+    assert (searched - before).abs().max() > 1e-3 and (searched - other).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("positions", ["forward", "reverse"])
 def test_core_session_vector_is_a_weighted_sum_of_its_own_item_embeddings(positions):
-    model = _model("core", positions)
+    model = _model("core", positions, attend=False)
     items, types, queries = _tensors(4, LENGTH, seed=3)
     with torch.no_grad():
         h = model.hidden(items, types, queries)  # (B, L, D)
