@@ -66,7 +66,7 @@ class Recipe:
 # and the co-occurrence blend are off: on Diginetica's validation slice the head cost HR@20
 # (docs/evaluation.md), and the blend's per-event V-SKNN triples serving CPU.
 _STANDARD = Recipe(
-    epochs=20, batch_size=128, lr_decay_every=5, max_minutes=50.0, negatives=8192, distill=0.5
+    epochs=20, batch_size=128, lr_decay_every=5, max_minutes=60.0, negatives=8192, distill=0.5
 )
 RECIPES: dict[str, Recipe] = {
     "generated": Recipe(epochs=8, max_minutes=10.0),
