@@ -124,6 +124,25 @@ def _cmd_cooccurrence(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_neighbours(args: argparse.Namespace) -> int:
+    from .model.build import TrainOptions
+    from .model.item_blend import add_item_neighbours
+    from .model.training_data import training_data
+
+    def progress(line: str) -> None:
+        print(f"[neighbours] {line}", file=sys.stderr, flush=True)
+
+    settings = settings_from(args)
+    opts = TrainOptions(dataset=args.dataset, events=args.events, users=args.users, items=args.items,
+                        seed=args.seed, data_root=args.data_root, data_dir=args.data_dir,
+                        events_file=args.events_file, max_sessions=args.max_sessions,
+                        min_item_count=args.min_item_count, test_days=args.test_days)
+    data = training_data(opts, progress)
+    path = add_item_neighbours(args.bundle, settings.bundles_dir, data.sessions, progress)
+    print(path or args.bundle)
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import orjson
 
@@ -267,7 +286,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 # plumbing, and `_cmd_worker` anywhere else would sit on top of every worker profile.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo, "broker": _cmd_broker, "worker": _cmd_worker, "produce": _cmd_produce,
-    "forget": _cmd_forget, "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "evaluate": _cmd_evaluate,
+    "forget": _cmd_forget, "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "neighbours": _cmd_neighbours, "evaluate": _cmd_evaluate,
     "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "replay": _cmd_replay,
     "topics": _cmd_topics, "gateway": _cmd_gateway,
 }

@@ -7,15 +7,19 @@ arguments, so a bad one fails in argparse with one line before anything starts.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
-from dataclasses import fields
-from typing import Any, NoReturn
 
-from .settings import Settings, env_name
-
-# The standard two-file splits (stream_rec.datasets.splits.STANDARD_DATASETS, spelled out here so
-# that --help loads no data code).
-_SPLITS = ("diginetica", "nowplaying", "sessions")
+from .cli_common import (
+    _SPLITS,
+    CliParser,
+    _add_generator_args,
+    _add_protocol_args,
+    _add_settings,
+    _fraction,
+    _non_negative_float,
+    _non_negative_int,
+    _positive_int,
+    settings_from,
+)
 
 __all__ = ["CliParser", "add_subcommands", "settings_from"]
 
@@ -37,89 +41,6 @@ _GATEWAY = ("gateway_host", "gateway_port", "gateway_secret", "gateway_token_ttl
             "gateway_rate_per_s")
 
 
-class CliParser(argparse.ArgumentParser):
-    """argparse, but a bad argument gets ONE line: what is wrong and what is expected."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1; got {text!r}")
-    return value
-
-
-def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
-    """One flag per Settings field, documented with its env var; unset flags stay None."""
-    group = parser.add_argument_group("settings (flag > environment variable > default)")
-    by_name = {f.name: f for f in fields(Settings)}
-    for name in names:
-        f = by_name[name]
-        flag = "--" + name.replace("_", "-")
-        help_ = f"{f.metadata['help']} [env: {env_name(name)}] (default: {f.default!r})"
-        typ = f.type if isinstance(f.type, str) else f.type.__name__
-        if typ == "bool":
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
-            continue
-        conv: Any = {"int": int, "float": float}.get(typ, str)
-        kw: dict[str, Any] = {"type": conv, "default": None, "help": help_}
-        if "choices" in f.metadata:
-            kw["choices"] = f.metadata["choices"]
-        group.add_argument(flag, **kw)
-
-
-def settings_from(args: argparse.Namespace) -> Settings:
-    """The environment's settings, overridden by the settings flags given (unset flags are None)."""
-    names = {f.name for f in fields(Settings)}
-    return Settings.from_env(**{k: v for k, v in vars(args).items() if k in names})
-
-
-# ------------------------------------------------------------------------------- subcommands
-def _add_generator_args(p: argparse.ArgumentParser, *, users: int, items: int) -> None:
-    p.add_argument("--users", type=_positive_int, default=users, help=f"generated shoppers (default {users})")
-    p.add_argument("--items", type=_positive_int, default=items, help=f"generated catalogue size (default {items})")
-    p.add_argument("--seed", type=int, default=7, help="seed of the generated shoppers (the catalogue is fixed; default 7)")
-
-
-def _add_protocol_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--min-item-count", type=_positive_int, default=5,
-                   help="--dataset events: drop items seen fewer times (default 5)")
-    p.add_argument("--test-days", type=_non_negative_float, default=7.0,
-                   help="--dataset events: sessions of the last N days are the test set (default 7)")
-
-
 def add_subcommands(
     sub: argparse._SubParsersAction[CliParser],
 ) -> dict[str, argparse.ArgumentParser]:
@@ -129,8 +50,9 @@ def add_subcommands(
     _add_worker(sub)
     _add_produce(sub)
     _add_forget(sub)
-    _add_train(sub)
-    _add_cooccurrence(sub)
+    from .cli_model_args import add_model_subcommands
+
+    add_model_subcommands(sub)  # train, cooccurrence, neighbours
     _add_evaluate(sub)
     _add_ablation(sub)
     _add_tail(sub)
@@ -187,82 +109,6 @@ def _add_forget(sub: argparse._SubParsersAction[CliParser]) -> None:
                        "recommendations tombstoned, by a forget event through the events topic")
     p.add_argument("users", nargs="+", metavar="USER", help="user id(s) to forget")
     _add_settings(p, _KAFKA)
-
-
-def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
-    p = sub.add_parser("train", help="train a session Transformer and write a model bundle")
-    p.add_argument("--dataset", choices=("generated", *_SPLITS, "events"), default="generated",
-                   help="training data (default generated; sessions = any split in the standard format)")
-    p.add_argument("--events", type=_positive_int, default=60_000, help="generated events to train on (default 60000)")
-    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
-    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
-    p.add_argument("--data-dir", default=None,
-                   help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions; "
-                   "default <data root>/<dataset>)")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: per data set)")
-    p.add_argument("--dim", type=_positive_int, default=None, help="embedding size (default: per data set)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
-    p.add_argument("--lr", type=_non_negative_float, default=None, help="Adam learning rate (default: per data set)")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="sessions per step (default: per data set)")
-    p.add_argument("--dropout", type=_fraction, default=None, help="dropout inside the blocks (default: per data set)")
-    p.add_argument("--scale", type=_non_negative_float, default=None,
-                   help="cosine -> logit scale of the softmax (default: per data set)")
-    p.add_argument("--max-minutes", type=_non_negative_float, default=None,
-                   help="stop training after this long, 0 = no limit (default: per data set; the standard splits 50)")
-    p.add_argument("--lr-decay-every", type=_non_negative_int, default=None,
-                   help="epochs between x0.1 learning-rate decays, 0 = never (default: per data set)")
-    p.add_argument("--negatives", type=_non_negative_int, default=None,
-                   help="sampled softmax with N shared uniform negatives, 0 = full softmax (default: per data set)")
-    p.add_argument("--repeat", action=argparse.BooleanOptionalAction, default=None,
-                   help="the model's repeat head: a learned bonus for the session's own items (default: per data set)")
-    p.add_argument("--distill", type=_fraction, default=None,
-                   help="weight of V-SKNN's next-item distribution (over each session's past) in the training "
-                   "target, 0 = off (default: per data set)")
-    p.add_argument("--readout", choices=("last", "core"), default=None,
-                   help="session vector: the last position's output, or core = a learned weighted sum of the "
-                   "session's item embeddings (one space for sessions and items; default: per data set)")
-    p.add_argument("--positions", choices=("reverse", "forward"), default=None,
-                   help="position embeddings counted from the last event (reverse) or the first (forward) "
-                   "(default: per data set)")
-    p.add_argument("--item-dropout", type=_fraction, default=None,
-                   help="core readout: dropout on the summed item embeddings and the scoring table "
-                   "(default: per data set)")
-    p.add_argument("--recency", action=argparse.BooleanOptionalAction, default=None,
-                   help="core readout: a learned weight bias by each item's distance from the newest event "
-                   "(default: per data set)")
-    p.add_argument("--attend", action=argparse.BooleanOptionalAction, default=None,
-                   help="core readout: the newest event's output also queries the weights of the "
-                   "session's items (default: per data set)")
-    p.add_argument("--patience", type=_non_negative_int, default=None,
-                   help="stop after N epochs without a better validation HR@20 + MRR@20, 0 = never (default 2)")
-    p.add_argument("--max-sessions", type=_positive_int, default=None,
-                   help="train on the last N training sessions only (quick runs)")
-    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
-                   help="run directory for the options and a checkpoint after every epoch, kept after the "
-                   "run (default: a new one under <bundles dir>/.runs/, removed once the bundle is written)")
-    p.add_argument("--resume", default=None, metavar="DIR",
-                   help="continue the stopped run in DIR from its last completed epoch with the options it "
-                   "was started with; only --threads and --max-minutes may be given anew")
-    _add_protocol_args(p)
-    _add_generator_args(p, users=2000, items=3000)
-    _add_settings(p, ("bundles_dir", "log_level"))
-
-
-def _add_cooccurrence(sub: argparse._SubParsersAction[CliParser]) -> None:
-    p = sub.add_parser("cooccurrence", help="a new bundle version that blends session co-occurrence "
-                       "(V-SKNN over the training sessions) into the model's scores")
-    p.add_argument("--bundle", required=True, help="the bundle whose model to keep")
-    p.add_argument("--dataset", choices=(*_SPLITS, "events"), default="diginetica",
-                   help="whose training sessions (default diginetica)")
-    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
-    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
-    p.add_argument("--data-dir", default=None,
-                   help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions; "
-                   "default <data root>/<dataset>)")
-    p.add_argument("--weight", type=_fraction, default=0.6,
-                   help="blend weight of co-occurrence, 0-1 (default 0.6: chosen on Diginetica's validation slice)")
-    _add_protocol_args(p)
-    _add_settings(p, ("bundles_dir", "log_level"))
 
 
 def _add_evaluate(sub: argparse._SubParsersAction[CliParser]) -> None:

@@ -102,7 +102,7 @@ class Settings:
     coalesce: bool = _f(True, "Under load, answer several events of one user in a batch with one recommendation (for its last event).")
     cold_start_trending: bool = _f(True, "Sessions with no item the model knows get trending items (decayed counts kept in the stream).")
     explain: bool = _f(False, "Attach to each recommended item the session item that most supports it (`because`).")
-    cooccurrence_weight: float = _f(-1.0, "Weight of session co-occurrence (V-SKNN) blended into the model's scores: 0 = off, -1 = the bundle's tuned weight.", min=-1.0)
+    cooccurrence_weight: float = _f(-1.0, "Weight of co-occurrence (the bundle's item-neighbour table, or V-SKNN in older bundles) blended into the model's scores: 0 = off, -1 = the bundle's tuned weight.", min=-1.0)
     batch_max: int = _f(256, "Most events taken from the stream into one micro-batch.", min=1)
     batch_wait_ms: float = _f(5.0, "Longest wait (ms) for a micro-batch to fill before it is processed.", min=0)
     worker_host: str = _f("127.0.0.1", "Address of the worker's status web server.")

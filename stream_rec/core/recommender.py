@@ -21,6 +21,7 @@ import numpy as np
 from .cooccurrence import SessionNeighbours
 from .events import Event, Recommendation, RecommendationBatch
 from .features import MAX_QUERY_TOKENS, TYPE_CODES, ItemVocab, ModelInputs, item_hash
+from .item_neighbours import ItemNeighbours
 from .scoring import Blend, encode_sequences, has_repeat_head, search_sessions
 from .seams import CandidateIndex, SessionEncoder
 from .session import SessionPolicy, SessionState, apply_event
@@ -87,7 +88,7 @@ class Recommender:
         config: ServingConfig | None = None,
         popularity: np.ndarray | None = None,
         item_vectors: np.ndarray | None = None,
-        neighbours: SessionNeighbours | None = None,
+        neighbours: SessionNeighbours | ItemNeighbours | None = None,
         blend_weight: float = 0.0,
         scale: float = 1.0,
     ) -> None:
@@ -104,7 +105,8 @@ class Recommender:
         self.item_vectors = item_vectors
         if self.config.explain and item_vectors is None:
             raise ValueError("explanations need the bundle's item vectors")
-        # Session co-occurrence blended into the scores (cooccurrence.py); None = model only.
+        # Co-occurrence blended into the scores (item_neighbours.py or cooccurrence.py); None =
+        # the model only.
         self.neighbours = neighbours if blend_weight > 0 else None
         self.blend = Blend(self.neighbours, blend_weight) if self.neighbours is not None else None
         self.blend_weight, self.scale = blend_weight, scale

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cooccurrence import SessionNeighbours, blended_search
+from .cooccurrence import CANDIDATES, SessionNeighbours, blended_search
 from .features import ItemVocab, featurize
+from .item_neighbours import ItemNeighbours, item_blended_search, last_known_rows
 from .repeat import rerank, session_bonuses
 from .seams import CandidateIndex, RepeatEncoder, SessionEncoder
 
@@ -35,9 +36,11 @@ class EncodedSessions:
 
 @dataclass(frozen=True)
 class Blend:
-    """Session co-occurrence blended into the scores (``core.cooccurrence``)."""
+    """Co-occurrence blended into the scores: the item-neighbour table of the session's last
+    item (``core.item_neighbours``, a lookup) or V-SKNN over training sessions
+    (``core.cooccurrence``, a search per answer)."""
 
-    neighbours: SessionNeighbours
+    neighbours: ItemNeighbours | SessionNeighbours
     weight: float
 
 
@@ -98,6 +101,11 @@ def search_sessions(
     if blend is not None:
         if item_vectors is None or session_rows is None:
             raise ValueError("the co-occurrence blend needs item vectors and session rows")
+        if isinstance(blend.neighbours, ItemNeighbours):
+            if bonuses is not None:
+                raise ValueError("the item-neighbour blend and the repeat head do not combine yet")
+            return item_blended_search(index, queries, last_known_rows(session_rows), k, blend.neighbours,
+                                       item_vectors, scale, blend.weight, CANDIDATES, exclude)
         return blended_search(index, queries, session_rows, k, blend.neighbours, item_vectors, scale,
                               blend.weight, exclude, bonuses)
     # A session item with a negative bonus may leave the top k: fetch one more candidate for each.

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..core.cooccurrence import SessionNeighbours
+from ..core.item_neighbours import item_knn
 from .metrics import RankingAccumulator, top_k
 
 __all__ = ["Recommender", "Popularity", "ItemKNN", "SessionKNN", "evaluate"]
@@ -100,32 +101,8 @@ class ItemKNN:
         vocab = _Vocab(train_sessions)
         n = len(vocab.ids)
         clicks, offsets = vocab.flat(train_sessions)
-        session_of_click = np.repeat(np.arange(offsets.size - 1), np.diff(offsets))
-        # Each session's distinct items (CSR), then every (click on i, distinct item j) pair of a
-        # session: session-rec's counts (its `iarray[items_of_session] += 1` adds once per item).
-        distinct = np.unique(session_of_click * n + clicks)
-        d_session, d_item = np.divmod(distinct, n)
-        d_offsets = np.searchsorted(d_session, np.arange(offsets.size))
-        reps = np.diff(d_offsets)[session_of_click]  # (C,) distinct items in the click's session
-        left = np.repeat(clicks, reps)
-        block_start = np.repeat(np.cumsum(reps) - reps, reps)
-        right = d_item[
-            np.repeat(d_offsets[session_of_click], reps) + (np.arange(left.size) - block_start)
-        ]
-        keep = left != right
-        pair_keys, counts = np.unique(left[keep] * n + right[keep], return_counts=True)
-        i, j = np.divmod(pair_keys, n)
-        support = np.bincount(clicks, minlength=n).astype(np.float64) + self.lmbd
-        sims = counts / (support[i] ** self.alpha * support[j] ** (1.0 - self.alpha))
-        # Sort by (i, -sim, j) and keep the first n_neighbors of each i.
-        order = np.lexsort((j, -sims, i))
-        i, j, sims = i[order], j[order], sims[order]
-        row_start = np.searchsorted(i, np.arange(n))
-        keep = (np.arange(i.size) - row_start[i]) < self.n_neighbors
-        i, j, sims = i[keep], j[keep], sims[keep]
-        self._indptr = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(np.bincount(i, minlength=n), out=self._indptr[1:])
-        self._indices, self._sims = j, sims
+        self._indptr, self._indices, self._sims = item_knn(
+            clicks, offsets, n, self.n_neighbors, self.lmbd, self.alpha)
         self._vocab, self.n_items = vocab, n
         return self
 

@@ -18,21 +18,18 @@ validation slice that picks the epoch; no test data is read for training.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..core.events import Event
-from ..core.session import SessionPolicy, SessionState, apply_event
 from ..datasets.splits import STANDARD_DATASETS
 from ..errors import ConfigError
 from ..settings import Settings
@@ -43,6 +40,13 @@ from .recipes import (
     TrainOptions,
     load_options,
     save_options,
+)
+from .training_data import (
+    diginetica_data_tag,
+    events_data_tag,
+    generated_data_tag,
+    session_arrays,
+    sessions_of,
 )
 
 if TYPE_CHECKING:
@@ -64,38 +68,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("stream_rec.build")
-
-_UNBOUNDED = SessionPolicy(max_len=10**9, max_purchased=0, session_gap_ms=2**62)
-
-
-def session_arrays(events: Iterable[Event]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fold one session's events into (item hashes, types, query hashes), all of them."""
-    state = SessionState.empty()
-    for e in events:
-        state = apply_event(state, e, _UNBOUNDED)
-    return state.sequence()
-
-
-def sessions_of(events: Iterable[Event]) -> list[tuple[Event, ...]]:
-    """Consecutive events of one ``session_id`` as one session (the split's event order)."""
-    return [tuple(g) for _, g in itertools.groupby(events, key=lambda e: e.session_id)]
-
-
-def generated_data_tag(users: int, items: int, seed: int, events: int) -> str:
-    return f"generated:users={users}:items={items}:seed={seed}:events={events}"
-
-
-def standard_data_tag(dataset: str, max_sessions: int | None = None) -> str:
-    return dataset + (f":last={max_sessions}" if max_sessions else "")
-
-
-def diginetica_data_tag(max_sessions: int | None = None) -> str:
-    return standard_data_tag("diginetica", max_sessions)
-
-
-def events_data_tag(path: str | Path, min_item_count: int, test_days: float) -> str:
-    return f"events:{Path(path).name}:min_count={min_item_count}:test_days={test_days:g}"
-
 
 def _progress(msg: str) -> None:
     print(f"[train] {msg}", file=sys.stderr, flush=True)
@@ -137,89 +109,12 @@ def resume_bundle(settings: Settings, run_dir: str, threads: int | None = None,
 
 
 def _train_from_source(settings: Settings, opts: TrainOptions) -> Path:
-    recipe = opts.recipe()
-    if opts.dataset in STANDARD_DATASETS:
-        return _train_standard(settings, opts, recipe)
-    if opts.dataset == "events":
-        return _train_events(settings, opts, recipe)
-    from ..generate import EventGenerator, GeneratorConfig
+    from .training_data import training_data
 
-    t0 = time.perf_counter()
-    gen = EventGenerator(GeneratorConfig(n_users=opts.users, n_items=opts.items, seed=opts.seed))
-    sessions_events: Sequence[Sequence[Event]] = gen.sessions_for_training(opts.events)
-    sessions = [session_arrays(s) for s in sessions_events]
-    n_events = sum(len(s) for s in sessions_events)
-    _progress(f"generated {n_events:,} events in {len(sessions):,} sessions ({time.perf_counter() - t0:.1f}s)")
+    data = training_data(opts, _progress)
     return train_sessions_to_bundle(
-        settings,
-        sessions,
-        [[e.item_id for e in s if e.item_id is not None] for s in sessions_events],
-        data_tag=generated_data_tag(opts.users, opts.items, opts.seed, opts.events),
-        opts=opts,
-        n_events=n_events,
-        default_epochs=recipe.epochs,
-    )
-
-
-def _train_standard(settings: Settings, opts: TrainOptions, recipe: Recipe) -> Path:
-    from ..datasets.diginetica import split_to_events
-    from ..datasets.eventlog import SessionSplit
-    from ..datasets.splits import load_named_split
-
-    t0 = time.perf_counter()
-    named = load_named_split(opts.dataset, opts.data_root, opts.data_dir)  # raises on bad stats
-    split = named.split
-    _progress(f"{opts.dataset} split ({named.directory}): {named.describe()}")
-    # Training sessions only (the last max_sessions of them for a quick run); never the test ones.
-    train = split.train_sessions[-opts.max_sessions :] if opts.max_sessions else split.train_sessions
-    only_train = SessionSplit(train_sessions=train, test_sessions=[], items=split.items)
-    sessions_events = sessions_of(split_to_events(only_train, "train"))
-    sessions = [session_arrays(s) for s in sessions_events]
-    n_events = sum(map(len, sessions_events))
-    _progress(f"folded {n_events:,} click events into {len(sessions):,} sessions "
-              f"({time.perf_counter() - t0:.1f}s)")
-    return train_sessions_to_bundle(
-        settings,
-        sessions,
-        [[e.item_id for e in s if e.item_id is not None] for s in sessions_events],
-        data_tag=standard_data_tag(opts.dataset, opts.max_sessions),
-        opts=opts,
-        n_events=n_events,
-        default_epochs=recipe.epochs,
-        extra_info={"split": named.stats.as_dict(), "split_checked": named.checked,
-                    "data_dir": str(named.directory)},
-    )
-
-
-def _train_events(settings: Settings, opts: TrainOptions, recipe: Recipe) -> Path:
-    from ..datasets.eventlog import ProtocolOptions, split_event_log
-
-    if not opts.events_file:
-        raise ConfigError("--dataset events needs --events-file FILE (JSONL, .gz too)")
-    t0 = time.perf_counter()
-    protocol = ProtocolOptions(min_item_count=opts.min_item_count, test_days=opts.test_days)
-    split, invalid = split_event_log(opts.events_file, protocol)
-    stats = split.stats()
-    _progress(f"{opts.events_file}: {len(invalid):,} invalid records skipped; "
-              + ", ".join(f"{k} {v:,}" for k, v in stats.as_dict().items()))
-    _progress("protocol: " + ", ".join(f"{k} {v:,}" for k, v in (split.report or {}).items()))
-    assert split.train_events is not None  # a log always carries its events
-    sessions_events = list(split.train_events)
-    if opts.max_sessions:
-        sessions_events = sessions_events[-opts.max_sessions :]
-    sessions = [session_arrays(s) for s in sessions_events]
-    n_events = sum(map(len, sessions_events))
-    _progress(f"folded {n_events:,} events into {len(sessions):,} sessions ({time.perf_counter() - t0:.1f}s)")
-    return train_sessions_to_bundle(
-        settings,
-        sessions,
-        [[e.item_id for e in s if e.item_id is not None] for s in sessions_events],
-        data_tag=events_data_tag(opts.events_file, opts.min_item_count, opts.test_days),
-        opts=opts,
-        n_events=n_events,
-        default_epochs=recipe.epochs,
-        extra_info={"split": stats.as_dict(), "protocol_report": split.report, "invalid_records": len(invalid),
-                    "protocol": {"min_item_count": opts.min_item_count, "test_days": opts.test_days}},
+        settings, data.sessions, data.session_items, data_tag=data.data_tag, opts=opts,
+        n_events=data.n_events, default_epochs=opts.recipe().epochs, extra_info=data.extra_info,
     )
 
 
@@ -316,6 +211,10 @@ def train_sessions_to_bundle(
     _progress(f"bundle written to {path} (training {seconds:.0f}s wall, {cpu_seconds:.0f}s CPU; "
               f"valid hr@20 {metrics.valid_hr20:.4f} mrr@20 {metrics.valid_mrr20:.4f} "
               f"at epoch {metrics.best_epoch})")
+    if recipe.item_neighbours:
+        from .item_blend import add_item_neighbours
+
+        return add_item_neighbours(path, settings.bundles_dir, sessions, _progress) or path
     return path
 
 

@@ -14,7 +14,7 @@ import re
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +32,7 @@ from ..serving.bundle import (
     FORMAT,
     HNSW,
     ITEM_IDS,
+    ITEM_NEIGHBOURS,
     ITEM_VECTORS,
     MANIFEST,
     POPULARITY,
@@ -42,10 +43,11 @@ from ..serving.bundle import (
 
 if TYPE_CHECKING:
     from ..core.cooccurrence import SessionNeighbours
+    from ..core.item_neighbours import ItemNeighbours
     from .sasrec import SessionTransformer
     from .train import TrainMetrics
 
-__all__ = ["write_bundle", "with_cooccurrence"]
+__all__ = ["write_bundle", "with_cooccurrence", "with_item_neighbours"]
 
 
 # ------------------------------------------------------------------------------------ write
@@ -216,19 +218,44 @@ def with_cooccurrence(
     bundle: ModelBundle, bundles_dir: str | os.PathLike[str], neighbours: SessionNeighbours, weight: float,
     note: str = "",
 ) -> Path:
-    """A new bundle version: ``bundle``'s model plus a co-occurrence blend (same atomic write).
+    """A new bundle version: ``bundle``'s model plus a V-SKNN co-occurrence blend."""
+    return _derived(bundle, bundles_dir, "cooc", "cooccurrence",
+                    lambda tmp: {**_save_cooccurrence(tmp, neighbours, weight), "note": note})
 
-    The model files are copied unchanged; the manifest records where the new version came from.
-    """
+
+def with_item_neighbours(
+    bundle: ModelBundle, bundles_dir: str | os.PathLike[str], table: ItemNeighbours, weight: float,
+    selection: Mapping[str, Any], note: str = "",
+) -> Path:
+    """A new bundle version: ``bundle``'s model plus the item-neighbour blend (table and weight)."""
+    if not 0.0 <= weight <= 1.0:
+        raise BundleError(f"item-neighbour weight must be in [0, 1]; got {weight}")
+    if table.n_items != len(bundle.vocab):
+        raise BundleError(f"the table covers {table.n_items} items; the bundle has {len(bundle.vocab)}")
+
+    def save(tmp: Path) -> dict[str, Any]:
+        table.save(tmp / ITEM_NEIGHBOURS)
+        return {"file": ITEM_NEIGHBOURS, "weight": weight, **table.describe(), "selection": dict(selection),
+                "note": note}
+
+    return _derived(bundle, bundles_dir, "nb", "item_neighbours", save)
+
+
+def _derived(
+    bundle: ModelBundle, bundles_dir: str | os.PathLike[str], suffix: str, key: str,
+    save: Callable[[Path], dict[str, Any]],
+) -> Path:
+    """A new bundle version (same atomic write): the model files copied unchanged, ``save``
+    adding its files and returning the manifest's ``key`` entry; the manifest records the
+    version it came from."""
     now = _utc_now()
     data = str(bundle.manifest.get("training", {}).get("data", "model"))
-    version = _version_name(f"{data}-cooc", now)
+    version = _version_name(f"{data}-{suffix}", now)
     with _atomic_bundle_dir(Path(bundles_dir), version) as tmp:
         for name in _FILES:
             shutil.copyfile(bundle.path / name, tmp / name)
         manifest = dict(bundle.manifest, version=version, created=now.isoformat(timespec="milliseconds"),
-                        derived_from=bundle.version, cooccurrence={**_save_cooccurrence(tmp, neighbours, weight),
-                                                                   "note": note})
+                        derived_from=bundle.version, **{key: save(tmp)})
         _write_manifest(tmp, manifest)
     return Path(bundles_dir) / version
 

@@ -54,6 +54,9 @@ class Recipe:
     positions: str = "forward"
     item_dropout: float = 0.2  # core readout: dropout on the summed item embeddings and table
     recency: bool = False  # core readout: a learned weight bias by distance from the read position
+    # The item-neighbour blend (core/item_neighbours.py): a table of each item's co-occurring
+    # items looked up per answer, its weight chosen on validation; a second bundle version.
+    item_neighbours: bool = True
     attend: bool = True  # core readout: the newest output queries the weights (a search re-weights)
     distill: float = 0.0  # weight of V-SKNN's distribution in the training target (model/distill)
 

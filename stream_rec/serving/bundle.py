@@ -32,6 +32,7 @@ from ..errors import BundleError, ConfigError, DataError
 
 if TYPE_CHECKING:
     from ..core.cooccurrence import SessionNeighbours
+    from ..core.item_neighbours import ItemNeighbours
     from ..core.seams import CandidateIndex
     from ..runtime.encoder import OnnxEncoder
 
@@ -48,6 +49,7 @@ MANIFEST, ENCODER, ITEM_VECTORS, ITEM_IDS, POPULARITY, HNSW = (
 )
 _FILES = (ENCODER, ITEM_VECTORS, ITEM_IDS, POPULARITY, HNSW)
 COOCCURRENCE = "cooccurrence.npz"  # optional: training sessions for the co-occurrence blend
+ITEM_NEIGHBOURS = "item_neighbours.npz"  # optional: each item's neighbours for the item blend
 _REQUIRED_KEYS = ("format", "version", "created", "dim", "max_len", "query_buckets", "n_items", "normalized")
 _TMP_PREFIX = ".tmp-"
 _MAX_LEN_LIMIT = 1024  # events a session encoder may take; the model's own length is checked too
@@ -244,6 +246,26 @@ class ModelBundle:
                                           sample_size=int(info.get("sample_size", 1000)))
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"cannot read {self.path / COOCCURRENCE}: {exc}") from exc
+
+    @property
+    def item_neighbours_weight(self) -> float:
+        """The item-neighbour blend weight chosen on validation (0 when the bundle has no table)."""
+        return float(self.manifest.get("item_neighbours", {}).get("weight", 0.0))
+
+    def item_neighbours(self) -> ItemNeighbours | None:
+        """The item-neighbour table of the blend, or None when the bundle has none."""
+        from ..core.item_neighbours import ItemNeighbours
+
+        if not self.manifest.get("item_neighbours"):
+            return None
+        try:
+            table = ItemNeighbours.load(self.path / ITEM_NEIGHBOURS)
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"cannot read {self.path / ITEM_NEIGHBOURS}: {exc}") from exc
+        if table.n_items != len(self.vocab):
+            raise BundleError(f"{self.path / ITEM_NEIGHBOURS} covers {table.n_items} items; the bundle has "
+                              f"{len(self.vocab)}")
+        return table
 
     def serving_ef(self, requested: int | None = None) -> int:
         """The HNSW ef to serve with: ``requested`` unless 0/None, else the manifest's (chosen on

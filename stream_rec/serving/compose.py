@@ -57,9 +57,14 @@ def serving_config(settings: Settings) -> ServingConfig:
 def blend_args(bundle: ModelBundle, settings: Settings) -> dict[str, Any]:
     """``neighbours`` and ``blend_weight`` for the blend a bundle and the settings ask for
     (setting -1 = the bundle's tuned weight); empty when the blend is off."""
-    weight = (settings.cooccurrence_weight if settings.cooccurrence_weight >= 0
-              else bundle.cooccurrence_weight)
-    neighbours = bundle.neighbours() if weight > 0 else None
+    # A bundle with an item-neighbour table blends it (a lookup per answer); an older one may
+    # carry V-SKNN's training sessions instead (a search per answer).
+    has_table = bool(bundle.manifest.get("item_neighbours"))
+    tuned = bundle.item_neighbours_weight if has_table else bundle.cooccurrence_weight
+    weight = settings.cooccurrence_weight if settings.cooccurrence_weight >= 0 else tuned
+    if weight <= 0:
+        return {}
+    neighbours = bundle.item_neighbours() if has_table else bundle.neighbours()
     if neighbours is None:
         return {}
     return {"neighbours": neighbours, "blend_weight": weight}

@@ -1,0 +1,120 @@
+"""The `stream-rec` flags of the commands that make bundles: train, cooccurrence, neighbours."""
+
+from __future__ import annotations
+
+import argparse
+
+from .cli_common import (
+    _SPLITS,
+    CliParser,
+    _add_generator_args,
+    _add_protocol_args,
+    _add_settings,
+    _fraction,
+    _non_negative_float,
+    _non_negative_int,
+    _positive_int,
+)
+
+__all__ = ["add_model_subcommands"]
+
+
+def add_model_subcommands(sub: argparse._SubParsersAction[CliParser]) -> None:
+    _add_train(sub)
+    _add_cooccurrence(sub)
+    _add_neighbours(sub)
+
+
+def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
+    p = sub.add_parser("train", help="train a session Transformer and write a model bundle")
+    p.add_argument("--dataset", choices=("generated", *_SPLITS, "events"), default="generated",
+                   help="training data (default generated; sessions = any split in the standard format)")
+    p.add_argument("--events", type=_positive_int, default=60_000, help="generated events to train on (default 60000)")
+    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
+    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--data-dir", default=None,
+                   help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions; "
+                   "default <data root>/<dataset>)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: per data set)")
+    p.add_argument("--dim", type=_positive_int, default=None, help="embedding size (default: per data set)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--lr", type=_non_negative_float, default=None, help="Adam learning rate (default: per data set)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="sessions per step (default: per data set)")
+    p.add_argument("--dropout", type=_fraction, default=None, help="dropout inside the blocks (default: per data set)")
+    p.add_argument("--scale", type=_non_negative_float, default=None,
+                   help="cosine -> logit scale of the softmax (default: per data set)")
+    p.add_argument("--max-minutes", type=_non_negative_float, default=None,
+                   help="stop training after this long, 0 = no limit (default: per data set; the standard splits 50)")
+    p.add_argument("--lr-decay-every", type=_non_negative_int, default=None,
+                   help="epochs between x0.1 learning-rate decays, 0 = never (default: per data set)")
+    p.add_argument("--negatives", type=_non_negative_int, default=None,
+                   help="sampled softmax with N shared uniform negatives, 0 = full softmax (default: per data set)")
+    p.add_argument("--repeat", action=argparse.BooleanOptionalAction, default=None,
+                   help="the model's repeat head: a learned bonus for the session's own items (default: per data set)")
+    p.add_argument("--distill", type=_fraction, default=None,
+                   help="weight of V-SKNN's next-item distribution (over each session's past) in the training "
+                   "target, 0 = off (default: per data set)")
+    p.add_argument("--readout", choices=("last", "core"), default=None,
+                   help="session vector: the last position's output, or core = a learned weighted sum of the "
+                   "session's item embeddings (one space for sessions and items; default: per data set)")
+    p.add_argument("--positions", choices=("reverse", "forward"), default=None,
+                   help="position embeddings counted from the last event (reverse) or the first (forward) "
+                   "(default: per data set)")
+    p.add_argument("--item-dropout", type=_fraction, default=None,
+                   help="core readout: dropout on the summed item embeddings and the scoring table "
+                   "(default: per data set)")
+    p.add_argument("--recency", action=argparse.BooleanOptionalAction, default=None,
+                   help="core readout: a learned weight bias by each item's distance from the newest event "
+                   "(default: per data set)")
+    p.add_argument("--attend", action=argparse.BooleanOptionalAction, default=None,
+                   help="core readout: the newest event's output also queries the weights of the "
+                   "session's items (default: per data set)")
+    p.add_argument("--patience", type=_non_negative_int, default=None,
+                   help="stop after N epochs without a better validation HR@20 + MRR@20, 0 = never (default 2)")
+    p.add_argument("--max-sessions", type=_positive_int, default=None,
+                   help="train on the last N training sessions only (quick runs)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="run directory for the options and a checkpoint after every epoch, kept after the "
+                   "run (default: a new one under <bundles dir>/.runs/, removed once the bundle is written)")
+    p.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the stopped run in DIR from its last completed epoch with the options it "
+                   "was started with; only --threads and --max-minutes may be given anew")
+    _add_protocol_args(p)
+    _add_generator_args(p, users=2000, items=3000)
+    _add_settings(p, ("bundles_dir", "log_level"))
+
+
+def _add_cooccurrence(sub: argparse._SubParsersAction[CliParser]) -> None:
+    p = sub.add_parser("cooccurrence", help="a new bundle version that blends session co-occurrence "
+                       "(V-SKNN over the training sessions) into the model's scores")
+    p.add_argument("--bundle", required=True, help="the bundle whose model to keep")
+    p.add_argument("--dataset", choices=(*_SPLITS, "events"), default="diginetica",
+                   help="whose training sessions (default diginetica)")
+    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
+    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--data-dir", default=None,
+                   help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions; "
+                   "default <data root>/<dataset>)")
+    p.add_argument("--weight", type=_fraction, default=0.6,
+                   help="blend weight of co-occurrence, 0-1 (default 0.6: chosen on Diginetica's validation slice)")
+    _add_protocol_args(p)
+    _add_settings(p, ("bundles_dir", "log_level"))
+
+
+def _add_neighbours(sub: argparse._SubParsersAction[CliParser]) -> None:
+    p = sub.add_parser("neighbours", help="a new bundle version that blends an item-neighbour table (each "
+                       "item's co-occurring items, looked up per answer) into the model's scores, its weight "
+                       "chosen on the bundle's validation slice")
+    p.add_argument("--bundle", required=True, help="the bundle whose model to keep")
+    p.add_argument("--dataset", choices=("generated", *_SPLITS, "events"), default="diginetica",
+                   help="the bundle's training data, with the same data options as its training (default diginetica)")
+    p.add_argument("--events", type=_positive_int, default=60_000, help="generated events (default 60000)")
+    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
+    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
+    p.add_argument("--data-dir", default=None,
+                   help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions)")
+    p.add_argument("--max-sessions", type=_positive_int, default=None,
+                   help="the last N training sessions only (as the bundle was trained)")
+    _add_protocol_args(p)
+    _add_generator_args(p, users=2000, items=3000)
+    _add_settings(p, ("bundles_dir", "log_level"))

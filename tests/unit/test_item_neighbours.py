@@ -1,0 +1,173 @@
+"""The item-neighbour table (Item-KNN on bundle rows) and its batch blend, against a plain
+per-session reference; the blend version of a bundle is tuned, written and served."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stream_rec.core.features import ItemVocab
+from stream_rec.core.item_neighbours import ItemNeighbours, item_blended_search, last_known_rows
+from stream_rec.evaluation.baselines import ItemKNN
+from stream_rec.runtime.index import ExactIndex
+
+N_ITEMS = 50
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    rng = np.random.default_rng(3)
+    ids = [f"i{n}" for n in range(N_ITEMS)]
+    train = [list(rng.choice(ids, size=int(rng.integers(1, 7)))) for _ in range(400)]
+    vocab = ItemVocab(list(dict.fromkeys(i for s in train for i in s)))
+    rows = [np.array([vocab.row(i) for i in s]) for s in train]
+    return train, vocab, ItemNeighbours.build(rows, len(vocab), n_neighbors=10)
+
+
+def _vectors(n: int, d: int = 8, seed: int = 0) -> np.ndarray:
+    v = np.random.default_rng(seed).normal(size=(n + 1, d)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    v[0] = 0
+    return v
+
+
+def test_the_table_is_the_item_knn_baseline_normalised(corpus):
+    train, vocab, table = corpus
+    knn = ItemKNN(n_neighbors=10).fit(train)
+    for item in vocab.item_ids:
+        want = knn.neighbors(item)
+        row = vocab.row(item)
+        got = [(vocab.item_ids[r - 1], s) for r, s in zip(table.rows[row], table.scores[row]) if r]
+        assert [i for i, _ in got] == [i for i, _ in want]
+        total = sum(s for _, s in want)
+        assert [s for _, s in got] == pytest.approx([s / total for _, s in want], rel=1e-5)
+    assert not table.rows[0].any()
+
+
+def _reference(q, cand, cos, nb_rows, nb_scores, vectors, scale, weight, k, exclude):
+    """One session, plainly: softmax over the index's candidates, neighbours added by weight."""
+    keep = cand > 0
+    cand, cos = cand[keep], cos[keep].astype(np.float64)
+    top = cos.max() if len(cos) else 0.0
+    z = np.exp(scale * (cos - top)).sum() if len(cos) else 1.0
+    score = {int(r): (1 - weight) * np.exp(scale * (c - top)) / z for r, c in zip(cand, cos)}
+    for r, s in zip(nb_rows.tolist(), nb_scores.tolist()):
+        if r == 0 or r in exclude:
+            continue
+        base = score.get(r, (1 - weight) * np.exp(scale * (float(vectors[r] @ q) - top)) / z)
+        score[r] = base + weight * s
+    ranked = sorted(score.items(), key=lambda kv: -kv[1])[:k]
+    return [r for r, _ in ranked], [s for _, s in ranked]
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_batch_blend_equals_the_per_session_reference(corpus, weight):
+    _, vocab, table = corpus
+    vectors = _vectors(len(vocab))
+    rng = np.random.default_rng(5)
+    queries = _vectors(12, seed=7)[1:]
+    sessions = [rng.integers(0, len(vocab) + 1, size=int(rng.integers(1, 5))) for _ in range(12)]
+    sessions[0][:] = 0  # no known item: the index alone
+    exclude = [np.array([], np.int64)] * 6 + [s[s > 0] for s in sessions[6:]]
+    last = last_known_rows(sessions)
+    index = ExactIndex(vectors)
+    rows, scores = item_blended_search(
+        index, queries, last, 10, table, vectors, 16.0, weight, 30, exclude
+    )
+    cand, cos = index.search(queries, 30, exclude)
+    for b in range(len(queries)):
+        want_rows, want_scores = _reference(
+            queries[b],
+            cand[b],
+            cos[b],
+            table.rows[last[b]],
+            table.scores[last[b]],
+            vectors,
+            16.0,
+            weight,
+            10,
+            set(exclude[b].tolist()),
+        )
+        assert len(set(rows[b][rows[b] > 0].tolist())) == int((rows[b] > 0).sum())  # no duplicates
+        np.testing.assert_allclose(scores[b][: len(want_scores)], want_scores, rtol=1e-5, atol=1e-7)
+        assert not set(rows[b].tolist()) & set(exclude[b].tolist())
+        if weight == 0.0:
+            np.testing.assert_array_equal(rows[b], cand[b][:10])
+
+
+def test_last_known_rows_skips_unknown_items():
+    assert last_known_rows(
+        [np.array([3, 7, 0]), np.array([0, 0]), np.array([], np.int64)]
+    ).tolist() == [7, 0, 0]
+
+
+def test_save_load_round_trip(corpus, tmp_path):
+    _, _, table = corpus
+    table.save(tmp_path / "t.npz")
+    back = ItemNeighbours.load(tmp_path / "t.npz")
+    np.testing.assert_array_equal(back.rows, table.rows)
+    np.testing.assert_array_equal(back.scores, table.scores)
+    with pytest.raises(ValueError, match="must both be"):
+        ItemNeighbours(table.rows, table.scores[:, :3])
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_training_writes_a_tuned_blend_bundle_that_serves_it(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from stream_rec.cli import main
+    from stream_rec.serving.bundle import ModelBundle, bundles_newest_first
+    from stream_rec.serving.compose import blend_args
+    from stream_rec.settings import Settings
+
+    bundles = tmp_path / "bundles"
+    args = [
+        "--events",
+        "6000",
+        "--users",
+        "300",
+        "--items",
+        "200",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--bundles-dir",
+        str(bundles),
+    ]
+    assert main(["train", *args]) == 0
+    served = capsys.readouterr().out.strip().splitlines()[-1]
+    newest, model_only = bundles_newest_first(bundles)[:2]
+    assert str(newest) == served
+    bundle = ModelBundle.load(served)
+    info = bundle.manifest["item_neighbours"]
+    assert bundle.manifest["derived_from"] == model_only.name
+    tried = {t["weight"]: t for t in info["selection"]["tried"]}
+    best = max(tried.values(), key=lambda t: t["hr@20"] + t["mrr@20"])
+    assert info["weight"] == best["weight"] > 0 and info["selection"]["cases"] > 0
+    blend = blend_args(bundle, Settings(bundles_dir=str(bundles)))
+    assert (
+        isinstance(blend["neighbours"], ItemNeighbours) and blend["blend_weight"] == info["weight"]
+    )
+    assert blend_args(bundle, Settings(bundles_dir=str(bundles), cooccurrence_weight=0.0)) == {}
+    # The same table and weight from the model bundle, by the command.
+    assert (
+        main(
+            [
+                "neighbours",
+                "--bundle",
+                str(model_only),
+                "--dataset",
+                "generated",
+                *args[:6],
+                "--bundles-dir",
+                str(bundles),
+            ]
+        )
+        == 0
+    )
+    again = ModelBundle.load(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again.manifest["item_neighbours"]["weight"] == info["weight"]
+    np.testing.assert_array_equal(again.item_neighbours().rows, bundle.item_neighbours().rows)
+    json.dumps(again.manifest)
