@@ -69,6 +69,9 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--attend", action=argparse.BooleanOptionalAction, default=None,
                    help="core readout: the newest event's output also queries the weights of the "
                    "session's items (default: per data set)")
+    p.add_argument("--item-neighbours", action=argparse.BooleanOptionalAction, default=None,
+                   help="after the model bundle, a second version that blends an item-neighbour table if it "
+                   "helps on validation (default: per data set, on)")
     p.add_argument("--patience", type=_non_negative_int, default=None,
                    help="stop after N epochs without a better validation HR@20 + MRR@20, 0 = never (default 2)")
     p.add_argument("--max-sessions", type=_positive_int, default=None,

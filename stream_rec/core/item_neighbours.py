@@ -20,7 +20,17 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ItemNeighbours", "item_knn", "item_blended_search", "last_known_rows"]
+__all__ = [
+    "ItemNeighbours",
+    "item_knn",
+    "item_blended_search",
+    "last_known_rows",
+    "DEFAULT_CANDIDATES",
+]
+
+# The model's top 20 (the answer's k) normalise its softmax: no more index breadth than the model
+# alone needs, so HNSW keeps the ef validated for the model.
+DEFAULT_CANDIDATES = 20
 
 
 def item_knn(
@@ -67,7 +77,9 @@ def item_knn(
 class ItemNeighbours:
     """Each item row's best neighbour rows and normalised scores, ``(n_items + 1, N)`` each."""
 
-    def __init__(self, rows: np.ndarray, scores: np.ndarray) -> None:
+    def __init__(
+        self, rows: np.ndarray, scores: np.ndarray, candidates: int = DEFAULT_CANDIDATES
+    ) -> None:
         if rows.shape != scores.shape or rows.ndim != 2:
             raise ValueError(
                 "rows and scores must both be (n_items + 1, N); "
@@ -75,6 +87,9 @@ class ItemNeighbours:
             )
         self.rows = rows.astype(np.int64, copy=False)
         self.scores = scores.astype(np.float32, copy=False)
+        # Index candidates the model's softmax is normalised over: part of the blend's definition
+        # (its weight is tuned with it), and what the index must return (its ef floor).
+        self.candidates = int(candidates)
 
     @property
     def n_items(self) -> int:
@@ -82,7 +97,11 @@ class ItemNeighbours:
 
     @classmethod
     def build(
-        cls, sessions: Sequence[np.ndarray], n_items: int, n_neighbors: int = 100
+        cls,
+        sessions: Sequence[np.ndarray],
+        n_items: int,
+        n_neighbors: int = 100,
+        candidates: int = DEFAULT_CANDIDATES,
     ) -> ItemNeighbours:
         """From training sessions as arrays of item rows (1..n_items; 0 = unknown, skipped)."""
         known = [s[s > 0] - 1 for s in (np.asarray(x, np.int64) for x in sessions)]
@@ -98,19 +117,25 @@ class ItemNeighbours:
         rows[item + 1, slot] = cols + 1
         totals = np.bincount(item, weights=sims, minlength=n_items)
         scores[item + 1, slot] = sims / totals[item]
-        return cls(rows, scores)
+        return cls(rows, scores, candidates)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         with open(path, "wb") as f:
-            np.savez(f, rows=self.rows.astype(np.int32), scores=self.scores)
+            np.savez(
+                f, rows=self.rows.astype(np.int32), scores=self.scores, candidates=self.candidates
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ItemNeighbours:
         with np.load(path) as z:
-            return cls(z["rows"], z["scores"])
+            return cls(z["rows"], z["scores"], int(z["candidates"]))
 
     def describe(self) -> dict[str, Any]:
-        return {"items": self.n_items, "neighbours": int(self.rows.shape[1])}
+        return {
+            "items": self.n_items,
+            "neighbours": int(self.rows.shape[1]),
+            "candidates": self.candidates,
+        }
 
 
 def last_known_rows(sessions: Sequence[np.ndarray]) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cooccurrence import CANDIDATES, SessionNeighbours, blended_search
+from .cooccurrence import SessionNeighbours, blended_search
 from .features import ItemVocab, featurize
 from .item_neighbours import ItemNeighbours, item_blended_search, last_known_rows
 from .repeat import rerank, session_bonuses
@@ -105,7 +105,7 @@ def search_sessions(
             if bonuses is not None:
                 raise ValueError("the item-neighbour blend and the repeat head do not combine yet")
             return item_blended_search(index, queries, last_known_rows(session_rows), k, blend.neighbours,
-                                       item_vectors, scale, blend.weight, CANDIDATES, exclude)
+                                       item_vectors, scale, blend.weight, blend.neighbours.candidates, exclude)
         return blended_search(index, queries, session_rows, k, blend.neighbours, item_vectors, scale,
                               blend.weight, exclude, bonuses)
     # A session item with a negative bonus may leave the top k: fetch one more candidate for each.

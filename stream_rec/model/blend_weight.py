@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from ..core.cooccurrence import CANDIDATES
 from ..core.item_neighbours import ItemNeighbours, item_blended_search
 from ..runtime.index import ExactIndex
 from .validation import K, selection_score
@@ -53,7 +52,7 @@ def blend_metrics(
     ranks = np.arange(1, K + 1)
     for lo in range(0, len(queries), _CHUNK):
         q, want = queries[lo : lo + _CHUNK], targets[lo : lo + _CHUNK] + 1  # columns -> rows
-        searched = _Searched(*exact.search(q, CANDIDATES))
+        searched = _Searched(*exact.search(q, max(K, table.candidates)))
         for i, w in enumerate(weights):
             rows, _ = item_blended_search(
                 searched,
@@ -64,7 +63,7 @@ def blend_metrics(
                 item_vectors,
                 scale,
                 w,
-                CANDIDATES,
+                table.candidates,
             )
             hit = rows == want[:, None]
             hits[i] += hit.any(axis=1).sum()

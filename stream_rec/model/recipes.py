@@ -112,6 +112,7 @@ class TrainOptions:
     item_dropout: float | None = None
     recency: bool | None = None
     attend: bool | None = None
+    item_neighbours: bool | None = None
     max_sessions: int | None = None  # train on the LAST n training sessions only (quick runs)
     min_item_count: int = 5  # --dataset events: the protocol's filter
     test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
@@ -143,6 +144,7 @@ class TrainOptions:
                 "item_dropout",
                 "recency",
                 "attend",
+                "item_neighbours",
             )
             if getattr(self, name) is not None
         }

@@ -80,11 +80,12 @@ def ef_floor(settings: Settings, bundle: ModelBundle) -> int:
     """The most candidates the core may ask the index for one query with these settings.
 
     HNSW searches with ``max(ef, k)`` and the batch's k is its largest query's (top k plus the
-    most exclusions, spare candidates for the repeat head, the blend's 100): an ``ef`` at least
+    most exclusions, spare candidates for the repeat head, a blend's candidates): an ``ef`` at least
     this large keeps the search breadth, and so each user's answer, independent of who else is
     in the micro-batch.
     """
-    k = max(settings.top_k, CANDIDATES if blend_args(bundle, settings) else 0)
+    blend = blend_args(bundle, settings).get("neighbours")
+    k = max(settings.top_k, 0 if blend is None else getattr(blend, "candidates", CANDIDATES))
     if settings.filter_purchased:
         k += settings.max_purchased
     if settings.filter_clicked:
