@@ -20,7 +20,7 @@ from .validation import K, selection_score
 
 __all__ = ["BLEND_WEIGHTS", "choose_blend_weight", "blend_metrics"]
 
-BLEND_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+BLEND_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 _CHUNK = 2048  # validation queries blended at once (the duplicate check is chunk x 100 x 100)
 
 

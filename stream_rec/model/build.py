@@ -197,7 +197,7 @@ def train_sessions_to_bundle(
                 "negatives": recipe.negatives, "repeat": recipe.repeat, "patience": recipe.patience,
                 "distill": recipe.distill, "readout": recipe.readout, "positions": recipe.positions,
                 "item_dropout": recipe.item_dropout, "recency": recipe.recency,
-                "attend": recipe.attend,
+                "attend": recipe.attend, "item_neighbours": recipe.item_neighbours,
                 "valid_fraction": recipe.valid_fraction,
             },
             "history": metrics.history,
