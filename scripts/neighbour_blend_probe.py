@@ -32,6 +32,7 @@ TOP = 100
 
 def next_table(sessions, vocab, n_items, window=3):
     from collections import defaultdict
+
     counts = defaultdict(float)
     out = np.zeros(n_items + 1)
     for s in sessions:
@@ -74,11 +75,21 @@ def main() -> None:
     print(f"tables in {time.perf_counter() - t0:.0f}s")
     cases = [(s[:k], s[k]) for s in valid for k in range(1, len(s))]
     cases = [(p, t) for p, t in cases if vocab.row(t) > 0][: args.max_cases]
-    seqs = [(np.array([item_hash(i) for i in p], np.int64), np.full(len(p), CLICK, np.uint8),
-             np.zeros((len(p), MAX_QUERY_TOKENS), np.uint32)) for p, _ in cases]
+    seqs = [
+        (
+            np.array([item_hash(i) for i in p], np.int64),
+            np.full(len(p), CLICK, np.uint8),
+            np.zeros((len(p), MAX_QUERY_TOKENS), np.uint32),
+        )
+        for p, _ in cases
+    ]
     enc = bundle.encoder(providers="cpu", intra_op_threads=1)
-    vecs = np.concatenate([enc.encode(featurize(seqs[i:i + 512], vocab, bundle.query_buckets, bundle.max_len))
-                           for i in range(0, len(seqs), 512)])
+    vecs = np.concatenate(
+        [
+            enc.encode(featurize(seqs[i : i + 512], vocab, bundle.query_buckets, bundle.max_len))
+            for i in range(0, len(seqs), 512)
+        ]
+    )
     items = bundle.item_vectors[1:]
     scale = float(bundle.manifest.get("scale", 16.0))
     targets = np.array([vocab.row(t) - 1 for _, t in cases])
@@ -86,7 +97,7 @@ def main() -> None:
     hits = {k: np.zeros(len(WEIGHTS)) for k in kinds}
     rr = {k: np.zeros(len(WEIGHTS)) for k in kinds}
     for a in range(0, len(cases), 1024):
-        s = vecs[a:a + 1024] @ items.T * scale
+        s = vecs[a : a + 1024] @ items.T * scale
         s = np.exp(s - s.max(1, keepdims=True))
         s /= s.sum(1, keepdims=True)
         for j in range(s.shape[0]):
@@ -120,7 +131,9 @@ def main() -> None:
     print(f"{len(cases):,} validation prefixes ({time.perf_counter() - t0:.0f}s)")
     for k in kinds:
         for w_i, w in enumerate(WEIGHTS):
-            print(f"{k} w={w:.1f} HR@20 {100 * hits[k][w_i] / len(cases):.2f} MRR@20 {100 * rr[k][w_i] / len(cases):.2f}")
+            print(
+                f"{k} w={w:.1f} HR@20 {100 * hits[k][w_i] / len(cases):.2f} MRR@20 {100 * rr[k][w_i] / len(cases):.2f}"
+            )
 
 
 if __name__ == "__main__":
