@@ -131,9 +131,8 @@ def main() -> None:
     print(f"{len(cases):,} validation prefixes ({time.perf_counter() - t0:.0f}s)")
     for k in kinds:
         for w_i, w in enumerate(WEIGHTS):
-            print(
-                f"{k} w={w:.1f} HR@20 {100 * hits[k][w_i] / len(cases):.2f} MRR@20 {100 * rr[k][w_i] / len(cases):.2f}"
-            )
+            hr, mrr = 100 * hits[k][w_i] / len(cases), 100 * rr[k][w_i] / len(cases)
+            print(f"{k} w={w:.1f} HR@20 {hr:.2f} MRR@20 {mrr:.2f}")
 
 
 if __name__ == "__main__":
