@@ -31,6 +31,8 @@ __all__ = [
 # The model's top 20 (the answer's k) normalise its softmax: no more index breadth than the model
 # alone needs, so HNSW keeps the ef validated for the model.
 DEFAULT_CANDIDATES = 20
+# Neighbours kept per item: the blend gathers their vectors per answer, so its cost grows with it.
+DEFAULT_NEIGHBOURS = 30
 
 
 def item_knn(
@@ -100,7 +102,7 @@ class ItemNeighbours:
         cls,
         sessions: Sequence[np.ndarray],
         n_items: int,
-        n_neighbors: int = 100,
+        n_neighbors: int = DEFAULT_NEIGHBOURS,
         candidates: int = DEFAULT_CANDIDATES,
     ) -> ItemNeighbours:
         """From training sessions as arrays of item rows (1..n_items; 0 = unknown, skipped)."""
@@ -191,7 +193,12 @@ def item_blended_search(
     all_scores = np.concatenate(
         [np.where(valid & ~dup, index_part, -np.inf), np.where(nb_valid, blended, -np.inf)], axis=1
     )
-    best = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
+    if all_scores.shape[1] > k:  # the k best unordered, then ordered: cheaper than a full sort
+        part = np.argpartition(-all_scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(all_scores, part, axis=1), axis=1, kind="stable")
+        best = np.take_along_axis(part, order, axis=1)
+    else:
+        best = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
     out_rows = np.take_along_axis(all_rows, best, axis=1)
     out_scores = np.take_along_axis(all_scores, best, axis=1).astype(np.float32)
     out_rows[~np.isfinite(out_scores)] = 0
