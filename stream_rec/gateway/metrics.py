@@ -43,8 +43,11 @@ def _gauges(gw: Gateway) -> list[tuple[str, str, float]]:
         ("subscribers", "open subscriptions (SSE and WebSocket)", gw.latest.subscriber_count),
         ("latest_users", "users in the latest-recommendations map", len(gw.latest))]
     if gw.feed is not None:
-        rows.append(("assigned_partitions", "recommendations partitions read", gw.feed.assigned))
-        rows.append(("last_record_ts_ms", "timestamp of the newest record", gw.feed.last_record_ts))
+        rows.append(("assigned_partitions", "recommendations partitions read",
+                     gw.feed.assigned))
+        # Base units (Prometheus naming): seconds since the epoch, not the record's milliseconds.
+        rows.append(("last_record_timestamp_seconds", "timestamp of the newest record (unix seconds)",
+                     gw.feed.last_record_ts / 1000.0))
     return rows
 
 
