@@ -46,8 +46,9 @@ def _gauges(gw: Gateway) -> list[tuple[str, str, float]]:
         rows.append(("assigned_partitions", "recommendations partitions read",
                      gw.feed.assigned))
         # Base units (Prometheus naming): seconds since the epoch, not the record's milliseconds.
-        rows.append(("last_record_timestamp_seconds",
-                     "timestamp of the newest record (unix seconds)", gw.feed.last_record_ts / 1000.0))
+        newest_s = gw.feed.last_record_ts / 1000.0
+        rows.append(("last_record_timestamp_seconds", "timestamp of the newest record (unix seconds)",
+                     newest_s))
     return rows
 
 
