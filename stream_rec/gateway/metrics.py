@@ -47,7 +47,7 @@ def _gauges(gw: Gateway) -> list[tuple[str, str, float]]:
                      gw.feed.assigned))
         # Base units (Prometheus naming): seconds since the epoch, not the record's milliseconds.
         newest_s = gw.feed.last_record_ts / 1000.0
-        rows.append(("last_record_timestamp_seconds", "newest record's timestamp (unix s)", newest_s))
+        rows.append(("last_record_timestamp_seconds", "newest record (unix time)", newest_s))
     return rows
 
 
