@@ -139,7 +139,14 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
                         events_file=args.events_file, max_sessions=args.max_sessions,
                         min_item_count=args.min_item_count, test_days=args.test_days)
     data = training_data(opts, progress)
-    path = add_item_neighbours(args.bundle, settings.bundles_dir, data.sessions, progress)
+    queries = items = None
+    if args.checkpoint_dir:
+        from .model.item_blend import selected_queries
+        from .serving.bundle import ModelBundle
+
+        queries, items = selected_queries(args.checkpoint_dir, ModelBundle.load(args.bundle), data.sessions)
+    path = add_item_neighbours(args.bundle, settings.bundles_dir, data.sessions, progress, queries=queries,
+                               item_vectors=items)
     print(path or args.bundle)
     return 0
 

@@ -118,6 +118,9 @@ def _add_neighbours(sub: argparse._SubParsersAction[CliParser]) -> None:
                    help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions)")
     p.add_argument("--max-sessions", type=_positive_int, default=None,
                    help="the last N training sessions only (as the bundle was trained)")
+    p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
+                   help="the bundle's training run directory (train --checkpoint-dir): the weight is tuned "
+                   "with its selected model before the refit pass, which trained on the validation slice")
     _add_protocol_args(p)
     _add_generator_args(p, users=2000, items=3000)
     _add_settings(p, ("bundles_dir", "log_level"))

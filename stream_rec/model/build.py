@@ -52,6 +52,7 @@ from .training_data import (
 if TYPE_CHECKING:
     from ..core.cooccurrence import SessionNeighbours
     from ..core.features import ItemVocab
+    from .sasrec import SASRecConfig
 
 __all__ = [
     "Recipe",
@@ -136,19 +137,12 @@ def train_sessions_to_bundle(
     training and the per-epoch validation history; ``metrics`` the selected epoch's numbers.
     """
     from .bundle_writer import write_bundle
-    from .sasrec import SASRecConfig
     from .train import TrainConfig, build_vocab, item_popularity, train_model
 
     recipe = opts.recipe()
     vocab = build_vocab(session_items, min_count=min_count)
     popularity = item_popularity(sessions, vocab)
-    model_cfg = SASRecConfig(
-        n_items=len(vocab), dim=recipe.dim, max_len=opts.max_len, n_layers=recipe.n_layers,
-        n_heads=recipe.n_heads, ffn_dim=recipe.ffn_dim, dropout=recipe.dropout,
-        emb_dropout=recipe.emb_dropout, scale=recipe.scale, repeat=recipe.repeat,
-        readout=recipe.readout, positions=recipe.positions, item_dropout=recipe.item_dropout,
-        recency=recipe.recency, attend=recipe.attend,
-    )
+    model_cfg = model_config_for(opts, len(vocab))
     train_cfg = TrainConfig(
         epochs=opts.epochs or default_epochs, batch_size=recipe.batch_size, lr=recipe.lr,
         lr_decay_every=recipe.lr_decay_every, seed=opts.seed, threads=opts.threads,
@@ -214,8 +208,24 @@ def train_sessions_to_bundle(
     if recipe.item_neighbours:
         from .item_blend import add_item_neighbours
 
-        return add_item_neighbours(path, settings.bundles_dir, sessions, _progress) or path
+        return add_item_neighbours(path, settings.bundles_dir, sessions, _progress,
+                                   queries=metrics.selected_queries,
+                                   item_vectors=metrics.selected_items) or path
     return path
+
+
+def model_config_for(opts: TrainOptions, n_items: int) -> SASRecConfig:
+    """The model a run of ``opts`` trains, over ``n_items`` items."""
+    from .sasrec import SASRecConfig
+
+    recipe = opts.recipe()
+    return SASRecConfig(
+        n_items=n_items, dim=recipe.dim, max_len=opts.max_len, n_layers=recipe.n_layers,
+        n_heads=recipe.n_heads, ffn_dim=recipe.ffn_dim, dropout=recipe.dropout,
+        emb_dropout=recipe.emb_dropout, scale=recipe.scale, repeat=recipe.repeat,
+        readout=recipe.readout, positions=recipe.positions, item_dropout=recipe.item_dropout,
+        recency=recipe.recency, attend=recipe.attend,
+    )
 
 
 def neighbours_for(vocab: ItemVocab, session_items: Sequence[Sequence[str]]) -> SessionNeighbours:

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
 
-__all__ = ["CHECKPOINT", "FitState", "save_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT", "FitState", "save_checkpoint", "load_checkpoint", "save_fit"]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -77,3 +78,18 @@ def load_checkpoint(directory: str | os.PathLike[str], n_items: int) -> FitState
             f"{n_items:,}: resume with the options and data of the run that wrote it"
         )
     return state
+
+
+def save_fit(
+    directory: str,
+    state: FitState,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.StepLR | None,
+    rng: np.random.Generator,
+) -> None:
+    """The loop's ``state`` with the model, optimiser, schedule and generators as they are now."""
+    state.model, state.optimizer = model.state_dict(), optimizer.state_dict()
+    state.scheduler = scheduler.state_dict() if scheduler is not None else None
+    state.numpy_rng, state.torch_rng = rng.bit_generator.state, torch.get_rng_state()
+    save_checkpoint(directory, state)

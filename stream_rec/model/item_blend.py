@@ -24,7 +24,7 @@ from .blend_weight import choose_blend_weight
 from .examples import Rows, Session, featurize_sessions
 from .validation import valid_cases
 
-__all__ = ["add_item_neighbours", "validation_blend_inputs"]
+__all__ = ["add_item_neighbours", "validation_blend_inputs", "selected_queries"]
 
 log = logging.getLogger("stream_rec.item_blend")
 _ENCODE_BATCH = 512
@@ -43,7 +43,7 @@ def _padded(prefixes: Sequence[Rows]) -> ModelInputs:
 
 
 def validation_blend_inputs(
-    bundle: ModelBundle, sessions: Sequence[Session], n_valid: int
+    bundle: ModelBundle, sessions: Sequence[Session], n_valid: int, encode: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(session vectors, target columns, last known item rows) of every prefix of the last
     ``n_valid`` sessions, encoded by the bundle's ONNX encoder (length-sorted batches)."""
@@ -51,12 +51,13 @@ def validation_blend_inputs(
         sessions[len(sessions) - n_valid :], bundle.vocab, bundle.query_buckets
     )
     prefixes, targets = valid_cases(featurized, bundle.max_len)
-    encoder = bundle.encoder(providers="cpu", intra_op_threads=1)
-    order = np.argsort([len(p[0]) for p in prefixes], kind="stable")
     vectors = np.zeros((len(prefixes), bundle.dim), np.float32)
-    for lo in range(0, len(order), _ENCODE_BATCH):
-        part = order[lo : lo + _ENCODE_BATCH]
-        vectors[part] = encoder.encode(_padded([prefixes[i] for i in part]))
+    if encode:
+        encoder = bundle.encoder(providers="cpu", intra_op_threads=1)
+        order = np.argsort([len(p[0]) for p in prefixes], kind="stable")
+        for lo in range(0, len(order), _ENCODE_BATCH):
+            part = order[lo : lo + _ENCODE_BATCH]
+            vectors[part] = encoder.encode(_padded([prefixes[i] for i in part]))
     last = np.zeros(len(prefixes), np.int64)
     for i, (items, _, _) in enumerate(prefixes):
         known = items[items > 0]
@@ -69,11 +70,17 @@ def add_item_neighbours(
     bundles_dir: str | Path,
     sessions: Sequence[Session],
     progress: Callable[[str], None] | None = None,
+    queries: np.ndarray | None = None,
+    item_vectors: np.ndarray | None = None,
 ) -> Path | None:
     """Tune and write the blend version of ``bundle_path`` (None when the best weight is 0).
 
     ``sessions`` are the bundle's training sessions in training order (item hashes, types,
     query hashes); their count must be the manifest's, so the validation slice is the same.
+    ``queries`` and ``item_vectors``: the validation prefixes' vectors and the item table of the
+    selected model *before* its refit pass (which trains on the validation slice; the bundle is
+    after it). Without them the bundle's own encoder and table score, which flatters the model
+    when it was refitted.
     """
     from .bundle_writer import with_item_neighbours
 
@@ -95,12 +102,26 @@ def add_item_neighbours(
             "the bundle stays the model alone"
         )
         return None
-    vectors, targets, last = validation_blend_inputs(bundle, sessions, n_valid)
+    vectors, targets, last = validation_blend_inputs(
+        bundle, sessions, n_valid, encode=queries is None
+    )
+    if queries is not None:
+        if len(queries) != len(targets):
+            raise ConfigError(
+                f"{len(queries):,} validation vectors for {len(targets):,} validation cases"
+            )
+        vectors = queries
+    elif training.get("hyperparameters", {}).get("refit", True) and n_valid:
+        say(
+            "item-neighbour blend: the bundle's encoder was refitted on the validation slice; "
+            "give the run's checkpoint (--checkpoint-dir) to tune on the model before it"
+        )
     tuning = ItemNeighbours.build(rows[: len(rows) - n_valid], n_items)
     scale = (
         float(bundle.manifest.get("scale", 1.0)) if bundle.manifest.get("normalized", True) else 1.0
     )
-    weight, tried = choose_blend_weight(vectors, targets, last, tuning, bundle.item_vectors, scale)
+    table_vectors = bundle.item_vectors if item_vectors is None else item_vectors
+    weight, tried = choose_blend_weight(vectors, targets, last, tuning, table_vectors, scale)
     say(
         "item-neighbour blend on validation ("
         + ", ".join(f"w {t['weight']:g}: {t['hr@20']:.2f} / {t['mrr@20']:.2f}" for t in tried)
@@ -120,3 +141,32 @@ def add_item_neighbours(
     )
     say(f"bundle with the item-neighbour blend written to {path}")
     return path
+
+
+def selected_queries(
+    run_dir: str | Path, bundle: ModelBundle, sessions: Sequence[Session]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(validation prefixes' vectors, item vectors) of the run's selected model before its refit:
+    the best state in the run directory's last checkpoint (`stream-rec train --checkpoint-dir`)."""
+    import torch
+
+    from .build import model_config_for
+    from .checkpoint import load_checkpoint
+    from .recipes import load_options
+    from .sasrec import SessionTransformer
+    from .validation import validation_queries
+
+    n_items = len(bundle.vocab)
+    state = load_checkpoint(run_dir, n_items)
+    if state is None or state.best_state is None:
+        raise ConfigError(f"{run_dir} holds no checkpoint with a selected model")
+    model = SessionTransformer(model_config_for(load_options(run_dir), n_items))
+    model.load_state_dict(state.best_state)
+    n_valid = int(bundle.manifest.get("training", {}).get("valid_sessions") or 0)
+    featurized = featurize_sessions(
+        sessions[len(sessions) - n_valid :], bundle.vocab, bundle.query_buckets
+    )
+    prefixes, _ = valid_cases(featurized, bundle.max_len)
+    with torch.no_grad():
+        items = model.item_vectors().numpy().astype(np.float32)
+    return validation_queries(model, prefixes), items

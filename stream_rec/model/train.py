@@ -19,7 +19,7 @@ import torch
 
 from ..core.features import ItemVocab
 from ..errors import ConfigError, DataError
-from .checkpoint import FitState, load_checkpoint, save_checkpoint
+from .checkpoint import FitState, load_checkpoint, save_fit
 from .examples import (
     Example,
     Rows,
@@ -31,7 +31,13 @@ from .examples import (
     training_examples,
 )
 from .sasrec import SASRecConfig, SessionTransformer
-from .validation import evaluate, popularity_metrics, selection_score, valid_cases
+from .validation import (
+    evaluate,
+    popularity_metrics,
+    selection_score,
+    valid_cases,
+    validation_queries,
+)
 
 __all__ = [
     "Session",
@@ -102,6 +108,9 @@ class TrainMetrics:
     fit_seconds: float = 0.0  # wall / CPU seconds of the completed epochs, resumed runs' included
     fit_cpu_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    # The selected model's (N, D) vectors of the validation prefixes, when a refit followed.
+    selected_queries: np.ndarray | None = field(default=None, repr=False)
+    selected_items: np.ndarray | None = field(default=None, repr=False)  # and its item vectors
 
     def summary(self) -> dict[str, float | int]:
         """The numbers a bundle manifest records (without the per-epoch history)."""
@@ -192,6 +201,11 @@ def train_model(
             torch.manual_seed(tc.seed)
             model = _fit(model_config, tc, examples, prefixes, valid_targets, metrics, progress, t0)
             if tc.refit and n_valid:
+                # The refit trains on the validation slice: what is tuned on it after training
+                # (the item blend's weight) must see the selected model as it was before.
+                metrics.selected_queries = validation_queries(model, prefixes)
+                with torch.no_grad():
+                    metrics.selected_items = model.item_vectors().numpy().astype(np.float32)
                 _refit(model, tc, training_examples(valid_f, cfg.max_len), metrics, progress)
     finally:
         torch.set_num_threads(threads_before)
@@ -306,7 +320,7 @@ def _fit(
         state.seconds += time.perf_counter() - t_epoch
         state.cpu_seconds += time.process_time() - c_epoch
         if tc.checkpoint_dir is not None:
-            _checkpoint(tc.checkpoint_dir, state, model, optimizer, scheduler, rng)
+            save_fit(tc.checkpoint_dir, state, model, optimizer, scheduler, rng)
         if early:
             break
     metrics.history, metrics.best_epoch = state.history, state.best_epoch
@@ -384,17 +398,3 @@ def _start_state(
                  f"(best: epoch {saved.best_epoch}, {saved.seconds / 60:.1f} min so far)"
                  + ("; training had ended, refit and bundle follow" if saved.finished else ""))
     return saved
-
-
-def _checkpoint(
-    directory: str,
-    state: FitState,
-    model: SessionTransformer,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.StepLR | None,
-    rng: np.random.Generator,
-) -> None:
-    state.model, state.optimizer = model.state_dict(), optimizer.state_dict()
-    state.scheduler = scheduler.state_dict() if scheduler is not None else None
-    state.numpy_rng, state.torch_rng = rng.bit_generator.state, torch.get_rng_state()
-    save_checkpoint(directory, state)
