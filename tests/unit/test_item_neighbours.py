@@ -136,7 +136,8 @@ def test_training_writes_a_tuned_blend_bundle_that_serves_it(tmp_path, capsys):
         "--bundles-dir",
         str(bundles),
     ]
-    assert main(["train", *args]) == 0
+    run = tmp_path / "run"
+    assert main(["train", *args, "--checkpoint-dir", str(run)]) == 0
     served = capsys.readouterr().out.strip().splitlines()[-1]
     newest, model_only = bundles_newest_first(bundles)[:2]
     assert str(newest) == served
@@ -146,12 +147,17 @@ def test_training_writes_a_tuned_blend_bundle_that_serves_it(tmp_path, capsys):
     tried = {t["weight"]: t for t in info["selection"]["tried"]}
     best = max(tried.values(), key=lambda t: t["hr@20"] + t["mrr@20"])
     assert info["weight"] == best["weight"] > 0 and info["selection"]["cases"] > 0
+    # Weight 0 is the selected model alone: the validation figures training selected it on.
+    metrics = bundle.manifest["metrics"]
+    assert tried[0.0]["hr@20"] == pytest.approx(100 * metrics["valid_hr@20"], abs=0.05)
+    assert tried[0.0]["mrr@20"] == pytest.approx(100 * metrics["valid_mrr@20"], abs=0.05)
     blend = blend_args(bundle, Settings(bundles_dir=str(bundles)))
     assert (
         isinstance(blend["neighbours"], ItemNeighbours) and blend["blend_weight"] == info["weight"]
     )
     assert blend_args(bundle, Settings(bundles_dir=str(bundles), cooccurrence_weight=0.0)) == {}
-    # The same table and weight from the model bundle, by the command.
+    # The same table, weight and figures from the model bundle, by the command: tuned with the
+    # run's selected model from before its refit (which trained on the validation slice).
     assert (
         main(
             [
@@ -163,11 +169,14 @@ def test_training_writes_a_tuned_blend_bundle_that_serves_it(tmp_path, capsys):
                 *args[:6],
                 "--bundles-dir",
                 str(bundles),
+                "--checkpoint-dir",
+                str(run),
             ]
         )
         == 0
     )
     again = ModelBundle.load(capsys.readouterr().out.strip().splitlines()[-1])
     assert again.manifest["item_neighbours"]["weight"] == info["weight"]
+    assert again.manifest["item_neighbours"]["selection"]["tried"] == info["selection"]["tried"]
     np.testing.assert_array_equal(again.item_neighbours().rows, bundle.item_neighbours().rows)
     json.dumps(again.manifest)
