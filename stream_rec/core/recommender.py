@@ -190,7 +190,7 @@ class Recommender:
         t1 = time.perf_counter()
         exclude = self._exclusions([s for _, s in snapshots])
         session_rows = None
-        if self.blend is not None:
+        if self.blend is not None and not isinstance(self.blend.neighbours, ItemNeighbours):
             session_rows = [self.vocab.rows_for_hashes(s.seen_item_hashes()) for _, s in snapshots]
         rows, scores = search_sessions(
             self.index, encoded, self.config.top_k, exclude=exclude, blend=self.blend,

@@ -32,6 +32,7 @@ class EncodedSessions:
     vectors: np.ndarray
     known: np.ndarray
     bonuses: list[tuple[np.ndarray, np.ndarray]] | None = None
+    last_rows: np.ndarray | None = None  # (N,) each session's last known item row (0 = none)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def encode_sequences(
     order = np.argsort(lengths, kind="stable")
     vectors = np.empty((n, encoder.dim), np.float32)
     known = np.empty(n, bool)
+    last_rows = np.zeros(n, np.int64)
     repeat = has_repeat_head(encoder)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
     bonus_of: list[tuple[np.ndarray, np.ndarray]] = [empty] * n if repeat else []
@@ -79,8 +81,11 @@ def encode_sequences(
                 bonus_of[i] = session_bonuses(inputs.items[j], bonus[j])
         else:
             vectors[rows] = encoder.encode(inputs)
-        known[rows] = (inputs.items > 0).any(axis=1)
-    return EncodedSessions(vectors, known, bonus_of if repeat else None)
+        has_item = inputs.items > 0  # (B, L)
+        known[rows] = has_item.any(axis=1)
+        last_at = has_item.shape[1] - 1 - np.argmax(has_item[:, ::-1], axis=1)  # last True (if any)
+        last_rows[rows] = np.where(known[rows], inputs.items[np.arange(len(rows)), last_at], 0)
+    return EncodedSessions(vectors, known, bonus_of if repeat else None, last_rows)
 
 
 def search_sessions(
@@ -99,13 +104,16 @@ def search_sessions(
     with the repeat head's bonuses; both need the model's ``item_vectors`` and logit ``scale``."""
     queries, bonuses = encoded.vectors, encoded.bonuses
     if blend is not None:
-        if item_vectors is None or session_rows is None:
-            raise ValueError("the co-occurrence blend needs item vectors and session rows")
+        if item_vectors is None:
+            raise ValueError("the co-occurrence blend needs item vectors")
         if isinstance(blend.neighbours, ItemNeighbours):
             if bonuses is not None:
                 raise ValueError("the item-neighbour blend and the repeat head do not combine yet")
-            return item_blended_search(index, queries, last_known_rows(session_rows), k, blend.neighbours,
+            last = encoded.last_rows if encoded.last_rows is not None else last_known_rows(session_rows or [])
+            return item_blended_search(index, queries, last, k, blend.neighbours,
                                        item_vectors, scale, blend.weight, blend.neighbours.candidates, exclude)
+        if session_rows is None:
+            raise ValueError("the session co-occurrence blend needs each session's item rows")
         return blended_search(index, queries, session_rows, k, blend.neighbours, item_vectors, scale,
                               blend.weight, exclude, bonuses)
     # A session item with a negative bonus may leave the top k: fetch one more candidate for each.
