@@ -39,6 +39,7 @@ from .recipes import (
     Recipe,
     TrainOptions,
     load_options,
+    model_config_for,
     save_options,
 )
 from .training_data import (
@@ -52,7 +53,6 @@ from .training_data import (
 if TYPE_CHECKING:
     from ..core.cooccurrence import SessionNeighbours
     from ..core.features import ItemVocab
-    from .sasrec import SASRecConfig
 
 __all__ = [
     "Recipe",
@@ -212,20 +212,6 @@ def train_sessions_to_bundle(
                                    queries=metrics.selected_queries,
                                    item_vectors=metrics.selected_items) or path
     return path
-
-
-def model_config_for(opts: TrainOptions, n_items: int) -> SASRecConfig:
-    """The model a run of ``opts`` trains, over ``n_items`` items."""
-    from .sasrec import SASRecConfig
-
-    recipe = opts.recipe()
-    return SASRecConfig(
-        n_items=n_items, dim=recipe.dim, max_len=opts.max_len, n_layers=recipe.n_layers,
-        n_heads=recipe.n_heads, ffn_dim=recipe.ffn_dim, dropout=recipe.dropout,
-        emb_dropout=recipe.emb_dropout, scale=recipe.scale, repeat=recipe.repeat,
-        readout=recipe.readout, positions=recipe.positions, item_dropout=recipe.item_dropout,
-        recency=recipe.recency, attend=recipe.attend,
-    )
 
 
 def neighbours_for(vocab: ItemVocab, session_items: Sequence[Sequence[str]]) -> SessionNeighbours:

@@ -150,9 +150,8 @@ def selected_queries(
     the best state in the run directory's last checkpoint (`stream-rec train --checkpoint-dir`)."""
     import torch
 
-    from .build import model_config_for
     from .checkpoint import load_checkpoint
-    from .recipes import load_options
+    from .recipes import load_options, model_config_for
     from .sasrec import SessionTransformer
     from .validation import validation_queries
 

@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .sasrec import SASRecConfig
 
 __all__ = [
     "DATASETS",
@@ -17,6 +21,7 @@ __all__ = [
     "OPTIONS_FILE",
     "save_options",
     "load_options",
+    "model_config_for",
 ]
 
 OPTIONS_FILE = "options.json"  # a run directory's options, read back by `stream-rec train --resume`
@@ -176,3 +181,17 @@ def load_options(directory: str | Path) -> TrainOptions:
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"--resume {directory}: {OPTIONS_FILE} cannot be read ({exc})") from exc
+
+
+def model_config_for(opts: TrainOptions, n_items: int) -> SASRecConfig:
+    """The model a run of ``opts`` trains, over ``n_items`` items."""
+    from .sasrec import SASRecConfig
+
+    recipe = opts.recipe()
+    return SASRecConfig(
+        n_items=n_items, dim=recipe.dim, max_len=opts.max_len, n_layers=recipe.n_layers,
+        n_heads=recipe.n_heads, ffn_dim=recipe.ffn_dim, dropout=recipe.dropout,
+        emb_dropout=recipe.emb_dropout, scale=recipe.scale, repeat=recipe.repeat,
+        readout=recipe.readout, positions=recipe.positions, item_dropout=recipe.item_dropout,
+        recency=recipe.recency, attend=recipe.attend,
+    )
