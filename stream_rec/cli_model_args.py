@@ -25,16 +25,21 @@ def add_model_subcommands(sub: argparse._SubParsersAction[CliParser]) -> None:
     _add_neighbours(sub)
 
 
-def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
-    p = sub.add_parser("train", help="train a session Transformer and write a model bundle")
-    p.add_argument("--dataset", choices=("generated", *_SPLITS, "events"), default="generated",
-                   help="training data (default generated; sessions = any split in the standard format)")
-    p.add_argument("--events", type=_positive_int, default=60_000, help="generated events to train on (default 60000)")
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """Where a data set's files are (train, cooccurrence and neighbours read the same sessions)."""
     p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
     p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
     p.add_argument("--data-dir", default=None,
                    help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions; "
                    "default <data root>/<dataset>)")
+
+
+def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
+    p = sub.add_parser("train", help="train a session Transformer and write a model bundle")
+    p.add_argument("--dataset", choices=("generated", *_SPLITS, "events"), default="generated",
+                   help="training data (default generated; sessions = any split in the standard format)")
+    p.add_argument("--events", type=_positive_int, default=60_000, help="generated events to train on (default 60000)")
+    _add_data_args(p)
     p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: per data set)")
     p.add_argument("--dim", type=_positive_int, default=None, help="embedding size (default: per data set)")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
@@ -44,7 +49,7 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--scale", type=_non_negative_float, default=None,
                    help="cosine -> logit scale of the softmax (default: per data set)")
     p.add_argument("--max-minutes", type=_non_negative_float, default=None,
-                   help="stop training after this long, 0 = no limit (default: per data set; the standard splits 50)")
+                   help="stop training after this long, 0 = no limit (default: per data set; the standard splits 60)")
     p.add_argument("--lr-decay-every", type=_non_negative_int, default=None,
                    help="epochs between x0.1 learning-rate decays, 0 = never (default: per data set)")
     p.add_argument("--negatives", type=_non_negative_int, default=None,
@@ -93,11 +98,7 @@ def _add_cooccurrence(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--bundle", required=True, help="the bundle whose model to keep")
     p.add_argument("--dataset", choices=(*_SPLITS, "events"), default="diginetica",
                    help="whose training sessions (default diginetica)")
-    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
-    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
-    p.add_argument("--data-dir", default=None,
-                   help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions; "
-                   "default <data root>/<dataset>)")
+    _add_data_args(p)
     p.add_argument("--weight", type=_fraction, default=0.6,
                    help="blend weight of co-occurrence, 0-1 (default 0.6: chosen on Diginetica's validation slice)")
     _add_protocol_args(p)
@@ -112,10 +113,7 @@ def _add_neighbours(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--dataset", choices=("generated", *_SPLITS, "events"), default="diginetica",
                    help="the bundle's training data, with the same data options as its training (default diginetica)")
     p.add_argument("--events", type=_positive_int, default=60_000, help="generated events (default 60000)")
-    p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
-    p.add_argument("--data-root", default=None, help="directory holding data sets (default ../shared/data)")
-    p.add_argument("--data-dir", default=None,
-                   help="directory of a split's train_sessions.txt and test_prefixes.tsv (--dataset sessions)")
+    _add_data_args(p)
     p.add_argument("--max-sessions", type=_positive_int, default=None,
                    help="the last N training sessions only (as the bundle was trained)")
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
