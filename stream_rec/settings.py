@@ -157,6 +157,9 @@ class Settings:
             raise ConfigError(f"security_protocol {self.security_protocol} needs sasl_username")
         if self.index == "hnsw" and 0 < self.hnsw_ef < self.top_k:
             raise ConfigError(f"hnsw_ef must be >= top_k ({self.top_k}); got {self.hnsw_ef}")
+        if self.engine == "faust" and self.state_ttl_days > 0:
+            raise ConfigError(f"state_ttl_days ({self.state_ttl_days:g}) works on --engine direct only: the faust "
+                              "engine has no expiry sweep (docs/reliability.md); use --engine direct or 0")
         if not (self.cooccurrence_weight == -1.0 or 0.0 <= self.cooccurrence_weight <= 1.0):
             raise ConfigError(f"cooccurrence_weight must be in [0, 1], or -1 for the bundle's; got {self.cooccurrence_weight}")
         return self

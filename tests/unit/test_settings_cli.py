@@ -22,6 +22,8 @@ def test_env_then_overrides():
         ({"STREAM_REC_TOP_K": "0"}, "top_k must be >= 1; got 0"),
         ({"STREAM_REC_INDEX": "faiss"}, "index must be one of hnsw, exact"),
         ({"STREAM_REC_HNSW_EF": "5"}, "hnsw_ef must be >= top_k"),
+        ({"STREAM_REC_ENGINE": "faust", "STREAM_REC_STATE_TTL_DAYS": "30"},
+         "works on --engine direct only: the faust engine has no expiry sweep"),
     ],
 )
 def test_bad_settings_name_what_is_expected(env, message):
