@@ -15,7 +15,7 @@ import numpy as np
 
 from .cooccurrence import SessionNeighbours, blended_search
 from .features import ItemVocab, featurize
-from .item_neighbours import ItemNeighbours, item_blended_search, last_known_rows
+from .item_neighbours import ItemNeighbours, item_blended_search
 from .repeat import rerank, session_bonuses
 from .seams import CandidateIndex, RepeatEncoder, SessionEncoder
 
@@ -109,8 +109,10 @@ def search_sessions(
         if isinstance(blend.neighbours, ItemNeighbours):
             if bonuses is not None:
                 raise ValueError("the item-neighbour blend and the repeat head do not combine yet")
-            last = encoded.last_rows if encoded.last_rows is not None else last_known_rows(session_rows or [])
-            return item_blended_search(index, queries, last, k, blend.neighbours,
+            if encoded.last_rows is None:
+                raise ValueError("the item-neighbour blend needs each session's last known item "
+                                 "(encode_sequences gives it)")
+            return item_blended_search(index, queries, encoded.last_rows, k, blend.neighbours,
                                        item_vectors, scale, blend.weight, blend.neighbours.candidates, exclude)
         if session_rows is None:
             raise ValueError("the session co-occurrence blend needs each session's item rows")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core.cooccurrence import SessionNeighbours
 from ..core.scoring import Blend, EncodedSessions, encode_sequences, search_sessions
 from ..core.session import SessionState
 from ..datasets.eventlog import ProtocolOptions, SessionSplit
@@ -117,10 +118,12 @@ def encode_states(
         if progress is not None:
             progress(f"encoded {lo + len(chunk):,}/{len(states):,} prefixes ({time.perf_counter() - t0:.0f}s)")
     if not parts:
-        return EncodedSessions(np.zeros((0, encoder.dim), np.float32), np.zeros(0, bool))
+        return EncodedSessions(np.zeros((0, encoder.dim), np.float32), np.zeros(0, bool),
+                               last_rows=np.zeros(0, np.int64))
     bonuses = None if parts[0].bonuses is None else [b for p in parts for b in p.bonuses or []]
     return EncodedSessions(np.concatenate([p.vectors for p in parts]),
-                           np.concatenate([p.known for p in parts]), bonuses)
+                           np.concatenate([p.known for p in parts]), bonuses,
+                           np.concatenate([p.last_rows for p in parts if p.last_rows is not None]))
 
 
 def rank_cases(
@@ -147,7 +150,8 @@ def rank_cases(
         part = slice(lo, lo + batch_size)
         bonuses = None if encoded.bonuses is None else encoded.bonuses[part]
         rows, _ = search_sessions(
-            index, EncodedSessions(encoded.vectors[part], encoded.known[part], bonuses), k,
+            index, EncodedSessions(encoded.vectors[part], encoded.known[part], bonuses,
+                                   None if encoded.last_rows is None else encoded.last_rows[part]), k,
             blend=blend, session_rows=None if sessions is None else sessions[part],
             item_vectors=item_vectors, scale=scale,
         )
@@ -212,8 +216,9 @@ def evaluate_bundle(
     blend = Blend(args["neighbours"], args["blend_weight"]) if args else None
     sessions_rows = None
     if blend is not None:
-        sessions_rows = [bundle.vocab.rows_for_hashes(s.seen_item_hashes()) for s in states]
-        say(f"blending session co-occurrence into the scores (weight {blend.weight})")
+        if isinstance(blend.neighbours, SessionNeighbours):  # V-SKNN reads each session's items
+            sessions_rows = [bundle.vocab.rows_for_hashes(s.seen_item_hashes()) for s in states]
+        say(f"blending co-occurrence into the scores (weight {blend.weight})")
     results: dict[str, Any] = {}
     ranks: dict[str, np.ndarray] = {}
     lists: dict[str, list[list[str]]] = {}

@@ -176,8 +176,6 @@ def train_sessions_to_bundle(
             # the completed epochs' wall and CPU time, earlier runs of a resumed one included
             "epoch_seconds": round(metrics.fit_seconds, 1),
             "epoch_cpu_seconds": round(metrics.fit_cpu_seconds, 1),
-            "epochs_run": metrics.epochs_run,
-            "best_epoch": metrics.best_epoch,
             "threads": opts.threads,
             "seed": opts.seed,
             "train_sessions": metrics.train_sessions,

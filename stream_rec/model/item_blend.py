@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from ..core.features import ModelInputs
-from ..core.item_neighbours import ItemNeighbours
+from ..core.item_neighbours import ItemNeighbours, last_known_rows
 from ..errors import ConfigError
 from ..serving.bundle import ModelBundle
 from .blend_weight import choose_blend_weight
-from .examples import Rows, Session, featurize_sessions
-from .validation import valid_cases
+from .examples import Example, Session, pad_examples
+from .validation import held_out_cases
 
 __all__ = ["add_item_neighbours", "validation_blend_inputs", "selected_queries"]
 
@@ -30,39 +30,27 @@ log = logging.getLogger("stream_rec.item_blend")
 _ENCODE_BATCH = 512
 
 
-def _padded(prefixes: Sequence[Rows]) -> ModelInputs:
-    length = max(len(p[0]) for p in prefixes)
-    q = prefixes[0][2].shape[1]
-    items = np.zeros((len(prefixes), length), np.int64)
-    types = np.zeros((len(prefixes), length), np.int64)
-    queries = np.zeros((len(prefixes), length, q), np.int64)
-    for i, (it, ty, qu) in enumerate(prefixes):
-        n = len(it)
-        items[i, length - n :], types[i, length - n :], queries[i, length - n :] = it, ty, qu
-    return ModelInputs(items, types, queries)
-
-
 def validation_blend_inputs(
     bundle: ModelBundle, sessions: Sequence[Session], n_valid: int, encode: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(session vectors, target columns, last known item rows) of every prefix of the last
     ``n_valid`` sessions, encoded by the bundle's ONNX encoder (length-sorted batches)."""
-    featurized = featurize_sessions(
-        sessions[len(sessions) - n_valid :], bundle.vocab, bundle.query_buckets
+    prefixes, targets = held_out_cases(
+        sessions, n_valid, bundle.vocab, bundle.query_buckets, bundle.max_len
     )
-    prefixes, targets = valid_cases(featurized, bundle.max_len)
     vectors = np.zeros((len(prefixes), bundle.dim), np.float32)
     if encode:
         encoder = bundle.encoder(providers="cpu", intra_op_threads=1)
         order = np.argsort([len(p[0]) for p in prefixes], kind="stable")
         for lo in range(0, len(order), _ENCODE_BATCH):
             part = order[lo : lo + _ENCODE_BATCH]
-            vectors[part] = encoder.encode(_padded([prefixes[i] for i in part]))
-    last = np.zeros(len(prefixes), np.int64)
-    for i, (items, _, _) in enumerate(prefixes):
-        known = items[items > 0]
-        last[i] = known[-1] if len(known) else 0
-    return vectors, targets, last
+            batch = [
+                Example(it, ty, qu, np.zeros(len(it), np.int64))
+                for it, ty, qu in (prefixes[i] for i in part)
+            ]
+            items, types, queries, _ = (t.numpy() for t in pad_examples(batch))
+            vectors[part] = encoder.encode(ModelInputs(items, types, queries))
+    return vectors, targets, last_known_rows([p[0] for p in prefixes])
 
 
 def add_item_neighbours(
@@ -111,7 +99,7 @@ def add_item_neighbours(
                 f"{len(queries):,} validation vectors for {len(targets):,} validation cases"
             )
         vectors = queries
-    elif training.get("hyperparameters", {}).get("refit", True) and n_valid:
+    else:  # every recipe ends with the refit pass
         say(
             "item-neighbour blend: the bundle's encoder was refitted on the validation slice; "
             "give the run's checkpoint (--checkpoint-dir) to tune on the model before it"
@@ -162,10 +150,9 @@ def selected_queries(
     model = SessionTransformer(model_config_for(load_options(run_dir), n_items))
     model.load_state_dict(state.best_state)
     n_valid = int(bundle.manifest.get("training", {}).get("valid_sessions") or 0)
-    featurized = featurize_sessions(
-        sessions[len(sessions) - n_valid :], bundle.vocab, bundle.query_buckets
+    prefixes, _ = held_out_cases(
+        sessions, n_valid, bundle.vocab, bundle.query_buckets, bundle.max_len
     )
-    prefixes, _ = valid_cases(featurized, bundle.max_len)
     with torch.no_grad():
         items = model.item_vectors().numpy().astype(np.float32)
     return validation_queries(model, prefixes), items

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ..runtime.index import HnswIndex
 
 __all__ = ["K", "valid_cases", "rank_metrics", "evaluate", "session_scores", "popularity_metrics",
-           "selection_score", "validation_set", "validation_queries", "choose_ef", "EF_CANDIDATES", "MAX_HNSW_COST"]
+           "selection_score", "validation_set", "held_out_cases", "validation_queries", "choose_ef", "EF_CANDIDATES", "MAX_HNSW_COST"]
 
 K = 20
 
@@ -114,9 +114,17 @@ def validation_set(
     n_valid = int(len(sessions) * valid_fraction)
     if n_valid == 0:
         return np.zeros((0, model.config.dim), np.float32), np.zeros(0, np.int64)
-    featurized = featurize_sessions(sessions[len(sessions) - n_valid :], vocab, model.config.query_buckets)
-    prefixes, targets = valid_cases(featurized, model.config.max_len)
+    cfg = model.config
+    prefixes, targets = held_out_cases(sessions, n_valid, vocab, cfg.query_buckets, cfg.max_len)
     return validation_queries(model, prefixes), targets
+
+
+def held_out_cases(
+    sessions: Sequence[Session], n_valid: int, vocab: ItemVocab, query_buckets: int, max_len: int
+) -> tuple[list[Rows], np.ndarray]:
+    """:func:`valid_cases` of the last ``n_valid`` sessions, featurised as serving maps them."""
+    featurized = featurize_sessions(sessions[len(sessions) - n_valid :], vocab, query_buckets)
+    return valid_cases(featurized, max_len)
 
 
 def validation_queries(

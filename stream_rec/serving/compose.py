@@ -12,6 +12,7 @@ from typing import Any
 
 from ..core.cooccurrence import CANDIDATES
 from ..core.intake import RecordLimits
+from ..core.item_neighbours import DEFAULT_CANDIDATES
 from ..core.recommender import Recommender, ServingConfig
 from ..core.seams import CandidateIndex
 from ..core.session import SessionPolicy
@@ -54,19 +55,25 @@ def serving_config(settings: Settings) -> ServingConfig:
     )
 
 
-def blend_args(bundle: ModelBundle, settings: Settings) -> dict[str, Any]:
-    """``neighbours`` and ``blend_weight`` for the blend a bundle and the settings ask for
-    (setting -1 = the bundle's tuned weight); empty when the blend is off."""
-    # A bundle with an item-neighbour table blends it (a lookup per answer); an older one may
-    # carry V-SKNN's training sessions instead (a search per answer).
-    has_table = bool(bundle.manifest.get("item_neighbours"))
-    tuned = bundle.item_neighbours_weight if has_table else bundle.cooccurrence_weight
+def _blend_choice(bundle: ModelBundle, settings: Settings) -> tuple[str | None, float]:
+    """Which blend a bundle and the settings ask for, read off the manifest (no file loaded):
+    ("item_neighbours" or "cooccurrence", weight), or (None, 0) when it is off. A bundle with an
+    item-neighbour table blends it (a lookup per answer); an older one may carry V-SKNN's
+    training sessions instead (a search per answer). Setting -1 = the bundle's tuned weight."""
+    kind = next((k for k in ("item_neighbours", "cooccurrence") if bundle.manifest.get(k)), None)
+    table = kind == "item_neighbours"
+    tuned = bundle.item_neighbours_weight if table else bundle.cooccurrence_weight
     weight = settings.cooccurrence_weight if settings.cooccurrence_weight >= 0 else tuned
-    if weight <= 0:
+    return (kind, weight) if kind is not None and weight > 0 else (None, 0.0)
+
+
+def blend_args(bundle: ModelBundle, settings: Settings) -> dict[str, Any]:
+    """``neighbours`` and ``blend_weight`` for the blend a bundle and the settings ask for;
+    empty when the blend is off."""
+    kind, weight = _blend_choice(bundle, settings)
+    if kind is None:
         return {}
-    neighbours = bundle.item_neighbours() if has_table else bundle.neighbours()
-    if neighbours is None:
-        return {}
+    neighbours = bundle.item_neighbours() if kind == "item_neighbours" else bundle.neighbours()
     return {"neighbours": neighbours, "blend_weight": weight}
 
 
@@ -84,8 +91,14 @@ def ef_floor(settings: Settings, bundle: ModelBundle) -> int:
     this large keeps the search breadth, and so each user's answer, independent of who else is
     in the micro-batch.
     """
-    blend = blend_args(bundle, settings).get("neighbours")
-    k = max(settings.top_k, 0 if blend is None else getattr(blend, "candidates", CANDIDATES))
+    kind, _ = _blend_choice(bundle, settings)
+    if kind is None:
+        blend_k = 0
+    elif kind == "cooccurrence":
+        blend_k = CANDIDATES
+    else:  # the item-neighbour table's, as its manifest entry records it
+        blend_k = int(bundle.manifest["item_neighbours"].get("candidates", DEFAULT_CANDIDATES))
+    k = max(settings.top_k, blend_k)
     if settings.filter_purchased:
         k += settings.max_purchased
     if settings.filter_clicked:
