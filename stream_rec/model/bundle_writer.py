@@ -36,6 +36,7 @@ from ..serving.bundle import (
     ITEM_VECTORS,
     MANIFEST,
     POPULARITY,
+    WEIGHTS,
     HnswParams,
     ModelBundle,
     file_digest,
@@ -121,6 +122,7 @@ def write_bundle(
     version = version or _version_name(str(training_info.get("data", "model")), now)
     with _atomic_bundle_dir(Path(bundles_dir), version) as tmp:
         export_onnx(model, tmp / ENCODER)
+        save_weights(model, tmp / WEIGHTS)
         parity = check_onnx_parity(model, tmp / ENCODER)
         vectors = model.item_vectors().detach().cpu().numpy().astype(np.float32)  # (n + 1, D)
         np.save(tmp / ITEM_VECTORS, vectors)
@@ -176,6 +178,13 @@ def write_bundle(
         }
         _write_manifest(tmp, manifest)
     return Path(bundles_dir) / version
+
+
+def save_weights(model: SessionTransformer, path: Path) -> None:
+    """The model's config and state dict (what :func:`stream_rec.learn.weights.load_model` reads)."""
+    import torch
+
+    torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, path)
 
 
 def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
@@ -252,8 +261,9 @@ def _derived(
     data = str(bundle.manifest.get("training", {}).get("data", "model"))
     version = _version_name(f"{data}-{suffix}", now)
     with _atomic_bundle_dir(Path(bundles_dir), version) as tmp:
-        for name in _FILES:
-            shutil.copyfile(bundle.path / name, tmp / name)
+        for name in (*_FILES, WEIGHTS):
+            if name in _FILES or (bundle.path / name).is_file():
+                shutil.copyfile(bundle.path / name, tmp / name)
         manifest = dict(bundle.manifest, version=version, created=now.isoformat(timespec="milliseconds"),
                         derived_from=bundle.version, **{key: save(tmp)})
         _write_manifest(tmp, manifest)

@@ -213,7 +213,7 @@ def train_model(
     return model.eval(), metrics
 
 
-def _batch_loss(
+def batch_loss(
     model: SessionTransformer,
     items: torch.Tensor,
     types: torch.Tensor,
@@ -255,7 +255,7 @@ def _refit(
     model.train()
     for lo in range(0, len(examples), tc.batch_size):
         items, types, queries, targets = pad_examples(examples[lo : lo + tc.batch_size])
-        loss = _batch_loss(model, items, types, queries, targets, tc.negatives)
+        loss = batch_loss(model, items, types, queries, targets, tc.negatives)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -352,7 +352,7 @@ def _train_epoch(
     batches = length_batches(examples, tc.batch_size, rng)
     for step, batch in enumerate(batches, 1):
         items, types, queries, targets = pad_examples(batch)
-        loss = _batch_loss(model, items, types, queries, targets, tc.negatives, pad_teacher(batch),
+        loss = batch_loss(model, items, types, queries, targets, tc.negatives, pad_teacher(batch),
                            tc.distill)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -8,6 +8,7 @@ Layout of ``<bundles_dir>/<version>/``::
     item_ids.txt       item id of row r on line r (1-based)
     popularity.npy     (n_items + 1,) float32 training counts (cold start)
     hnsw.bin           HNSW graph over item_vectors rows 1..n
+    weights.pt         (optional) the PyTorch weights, for fine-tuning by `stream-rec learn`
 
 This module reads and validates bundles; :mod:`stream_rec.model.bundle_writer` writes
 them (into a hidden temporary directory renamed into place, so a worker polling
@@ -50,6 +51,8 @@ MANIFEST, ENCODER, ITEM_VECTORS, ITEM_IDS, POPULARITY, HNSW = (
 _FILES = (ENCODER, ITEM_VECTORS, ITEM_IDS, POPULARITY, HNSW)
 COOCCURRENCE = "cooccurrence.npz"  # optional: training sessions for the co-occurrence blend
 ITEM_NEIGHBOURS = "item_neighbours.npz"  # optional: each item's neighbours for the item blend
+# optional: the PyTorch weights and config, what `stream-rec learn` fine-tunes (serving never reads it)
+WEIGHTS = "weights.pt"
 _REQUIRED_KEYS = ("format", "version", "created", "dim", "max_len", "query_buckets", "n_items", "normalized")
 _TMP_PREFIX = ".tmp-"
 _MAX_LEN_LIMIT = 1024  # events a session encoder may take; the model's own length is checked too

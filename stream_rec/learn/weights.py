@@ -1,0 +1,58 @@
+"""The trainable model behind a bundle: its ``weights.pt``, or a training run's checkpoint.
+
+Bundles written since 2026-12-05 carry ``weights.pt`` (config and state dict). For an older
+bundle, ``checkpoint_dir`` (the run directory `stream-rec train` printed) gives the run's selected
+model: the model *before* its refit pass on the validation slice, so close to, not equal to, the
+served one (the caller is told which it got).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import BundleError, ConfigError
+from ..model.sasrec import SASRecConfig, SessionTransformer
+from ..serving.bundle import WEIGHTS, ModelBundle
+
+__all__ = ["load_model", "model_source"]
+
+
+def load_model(bundle: ModelBundle, checkpoint_dir: str | Path | None = None) -> SessionTransformer:
+    """``bundle``'s model in PyTorch (eval mode), from its weights or from ``checkpoint_dir``."""
+    path = bundle.path / WEIGHTS
+    if path.is_file():
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=False)
+            model = SessionTransformer(SASRecConfig(**raw["config"]))
+            model.load_state_dict(raw["state_dict"])
+        except Exception as exc:  # a truncated or foreign file
+            raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+    elif checkpoint_dir is not None:
+        from ..model.checkpoint import load_checkpoint
+        from ..model.recipes import load_options, model_config_for
+
+        state = load_checkpoint(checkpoint_dir, len(bundle.vocab))
+        if state is None or state.best_state is None:
+            raise ConfigError(f"{checkpoint_dir} holds no checkpoint with a selected model")
+        model = SessionTransformer(
+            model_config_for(load_options(checkpoint_dir), len(bundle.vocab))
+        )
+        model.load_state_dict(state.best_state)
+    else:
+        raise ConfigError(
+            f"bundle {bundle.path} has no {WEIGHTS} (written before 2026-12-05): give the run "
+            "directory it was trained in (--checkpoint-dir), or train it again"
+        )
+    if model.config.n_items != len(bundle.vocab) or model.config.dim != bundle.dim:
+        raise BundleError(
+            f"the weights are for {model.config.n_items:,} items of dim {model.config.dim}; the "
+            f"bundle has {len(bundle.vocab):,} of dim {bundle.dim}"
+        )
+    return model.eval()
+
+
+def model_source(bundle: ModelBundle) -> str:
+    """Where :func:`load_model` takes the weights from: "bundle" or "checkpoint"."""
+    return "bundle" if (bundle.path / WEIGHTS).is_file() else "checkpoint"

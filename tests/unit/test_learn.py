@@ -1,0 +1,224 @@
+"""Learning from the stream (issue 23): vocabulary growth, row initialisation, fine-tuning that
+makes a new item recommendable, the guard, the incremental evaluation's windows, and the
+bundle's trainable weights."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from stream_rec.core.events import Event  # noqa: E402
+from stream_rec.errors import ConfigError  # noqa: E402
+from stream_rec.learn.cases import hr_mrr, prefix_cases, ranks  # noqa: E402
+from stream_rec.learn.guard import guard  # noqa: E402
+from stream_rec.learn.incremental import IncrementalOptions, run_incremental, window_bounds  # noqa: E402
+from stream_rec.learn.update import UpdateConfig, fine_tune, replay_sample  # noqa: E402
+from stream_rec.learn.vocab import admit, grow, initial_rows, new_item_counts  # noqa: E402
+from stream_rec.learn.weights import load_model  # noqa: E402
+from stream_rec.model.bundle_writer import write_bundle  # noqa: E402
+from stream_rec.model.sasrec import SessionTransformer  # noqa: E402
+from stream_rec.model.train import build_vocab, item_popularity  # noqa: E402
+from stream_rec.model.training_data import session_arrays  # noqa: E402
+from stream_rec.serving.bundle import ModelBundle  # noqa: E402
+
+from .tiny_model import successor_corpus, train_tiny  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+N_ITEMS = 40
+
+
+def _events(items: list[str], key: str, t0: int = 0) -> tuple[Event, ...]:
+    return tuple(
+        Event(f"{key}-{j}", key, "click", t0 + j * 1000, item_id=i, session_id=key)
+        for j, i in enumerate(items)
+    )
+
+
+def _chain(start: int, length: int, n: int = N_ITEMS) -> list[str]:
+    return [f"i{(start + j) % n}" for j in range(length)]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    sessions, ids = successor_corpus(600, N_ITEMS, seed=1)
+    vocab = build_vocab(ids)
+    model, _ = train_tiny(sessions, vocab)
+    return sessions, ids, vocab, model
+
+
+def _with_new_item(rng: np.random.Generator, n: int, t0: int = 0) -> list[tuple[Event, ...]]:
+    """Sessions where the new item "fresh" always follows i5 (and i6 follows it)."""
+    out = []
+    for s in range(n):
+        start = int(rng.integers(N_ITEMS))
+        chain = _chain(start, int(rng.integers(3, 8)))
+        if s % 2 == 0:
+            chain = ["i3", "i4", "i5", "fresh", "i6"]
+        out.append(_events(chain, f"u{t0}-{s}", t0 + s * 100_000))
+    return out
+
+
+def test_new_items_are_counted_and_admitted_past_the_threshold(trained):
+    _, _, vocab, _ = trained
+    sessions = [_events(["i1", "a", "b"], "s1"), _events(["a", "b", "c", "a"], "s2")]
+    counts = new_item_counts(sessions, vocab)
+    assert counts == Counter({"a": 3, "b": 2, "c": 1})
+    assert admit(counts, 2) == ["a", "b"]
+    assert admit(counts, 1, limit=2) == ["a", "b"]
+    assert admit(counts, 4) == []
+
+
+def test_growth_keeps_every_known_row_and_session_vector(trained):
+    sessions, _, vocab, model = trained
+    rows = initial_rows(model, vocab, ["x", "y"], [], "mean")
+    grown, grown_vocab = grow(model, vocab, ["x", "y"], rows)
+    assert grown.config.n_items == len(vocab) + 2 == len(grown_vocab)
+    assert grown_vocab.item_ids[: len(vocab)] == vocab.item_ids
+    hashes = np.asarray(sessions[0][0])
+    assert np.array_equal(vocab.rows_for_hashes(hashes), grown_vocab.rows_for_hashes(hashes))
+    with torch.no_grad():
+        assert torch.equal(grown.item_vectors()[: len(vocab) + 1], model.item_vectors())
+    cases_old = prefix_cases(sessions[:20], vocab, model.config.query_buckets, model.config.max_len)
+    cases_new = prefix_cases(
+        sessions[:20], grown_vocab, grown.config.query_buckets, grown.config.max_len
+    )
+    assert np.array_equal(ranks(model, cases_old), ranks(grown, cases_new))
+
+
+def test_cooccurrence_init_points_a_new_row_at_its_context(trained):
+    _, _, vocab, model = trained
+    rows = initial_rows(model, vocab, ["z"], [_events(["i7", "z"], "s")], "cooccurrence")
+    with torch.no_grad():
+        table = model.item_emb.weight[1:].numpy()
+    i7 = table[vocab.item_ids.index("i7")]
+    cos = float(rows[0] @ i7 / np.linalg.norm(rows[0]) / np.linalg.norm(i7))
+    assert cos == pytest.approx(1.0, abs=1e-5)
+    assert np.linalg.norm(rows[0]) == pytest.approx(np.linalg.norm(table, axis=1).mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="expected one of"):
+        initial_rows(model, vocab, ["z"], [], "category")
+
+
+def test_an_update_makes_a_new_item_recommendable(trained):
+    _, _, vocab, model = trained
+    rng = np.random.default_rng(0)
+    window = _with_new_item(rng, 200)
+    new = admit(new_item_counts(window, vocab), 3)
+    assert new == ["fresh"]
+    # the mean row: what the update itself learns shows (co-occurrence starts it near i5 already)
+    grown, grown_vocab = grow(model, vocab, new, initial_rows(model, vocab, new, window, "mean"))
+    probe = [session_arrays(_events(["i3", "i4", "i5", "fresh", "i6"], "p"))]
+    cases = prefix_cases(probe, grown_vocab, grown.config.query_buckets, grown.config.max_len)
+    assert ranks(model, prefix_cases(probe, vocab, 64, 12))[2] == 0  # unknown to the old model
+    before = ranks(grown, cases)[2]  # the case whose target is "fresh"
+    older = [session_arrays(_events(_chain(i, 5), f"o{i}")) for i in range(100)]
+    stats = fine_tune(
+        grown,
+        grown_vocab,
+        [session_arrays(s) for s in window],
+        older,
+        UpdateConfig(epochs=8, lr=3e-3, batch_size=32, negatives=0),
+    )
+    assert stats.sessions == 200 and stats.replayed == 100 and stats.steps > 0
+    after = ranks(grown, cases)[2]
+    assert 1 <= after <= 3 and (before == 0 or after < before)
+    assert not grown.training
+
+
+def test_replay_sample_is_bounded_and_ordered():
+    older = [(np.array([i]), np.array([0]), np.zeros((1, 4))) for i in range(10)]
+    rng = np.random.default_rng(0)
+    picked = replay_sample(older, 4, rng)
+    assert len(picked) == 4 and [int(p[0][0]) for p in picked] == sorted(
+        int(p[0][0]) for p in picked
+    )
+    assert len(replay_sample(older, 50, rng)) == 10
+    with pytest.raises(ConfigError, match="replay"):
+        UpdateConfig(replay=-1)
+
+
+def test_unknown_targets_are_misses_not_skipped(trained):
+    _, _, vocab, model = trained
+    arrays = [session_arrays(_events(["i1", "nope", "i3"], "s"))]
+    cases = prefix_cases(arrays, vocab, 64, 12)
+    assert len(cases) == 2 and cases.target_rows[0] == 0
+    r = ranks(model, cases)
+    assert r[0] == 0
+    hr, _ = hr_mrr(r)
+    assert hr <= 50.0
+
+
+def test_guard_publishes_an_equal_model_and_refuses_a_broken_one(trained):
+    _, _, vocab, model = trained
+    held_out = [session_arrays(_events(_chain(i, 6), f"h{i}")) for i in range(60)]
+    same = guard((model, vocab), (model, vocab), held_out, margin=0.5)
+    assert same.publish and same.cases == 300 and same.candidate_hr == same.serving_hr
+    torch.manual_seed(3)
+    broken = SessionTransformer(model.config).eval()
+    refused = guard((broken, vocab), (model, vocab), held_out, margin=0.5)
+    assert not refused.publish and "HR@20" in refused.reason
+    assert refused.serving_hr > refused.candidate_hr + 0.5
+    assert not guard((model, vocab), (model, vocab), [], margin=0.5).publish
+
+
+def test_windows_by_position_and_by_time():
+    stream = [_events(["a", "b"], f"s{i}", t0=i * 60_000) for i in range(10)]
+    assert window_bounds(stream, IncrementalOptions(windows=3)) == [(0, 3), (3, 7), (7, 10)]
+    assert window_bounds(stream, IncrementalOptions(window_ms=180_000)) == [
+        (0, 3),
+        (3, 6),
+        (6, 9),
+        (9, 10),
+    ]
+    with pytest.raises(ConfigError, match="--windows must be >= 2"):
+        window_bounds(stream, IncrementalOptions(windows=1))
+
+
+def test_incremental_evaluation_learns_what_the_frozen_model_cannot(trained):
+    sessions, ids, vocab, model = trained
+    rng = np.random.default_rng(5)
+    stream = _with_new_item(rng, 240)
+    history = [_events(s, f"h{n}") for n, s in enumerate(ids[:200])]
+    report = run_incremental(
+        model,
+        vocab,
+        history,
+        stream,
+        IncrementalOptions(
+            windows=3, update=UpdateConfig(epochs=6, lr=3e-3, batch_size=32, negatives=0)
+        ),
+    )
+    rows = report["windows"]
+    assert [r["window"] for r in rows] == [1, 2, 3] and "update" not in rows[-1]
+    assert rows[0]["update"]["items_added"] == 1 and rows[0]["items"] == len(vocab)
+    assert all(r["unseen_share"] > 0 for r in rows)
+    assert rows[0]["incremental"] == rows[0]["frozen"]  # nothing learned before the first window
+    for r in rows[1:]:
+        assert r["incremental"]["hr@20"] > r["frozen"]["hr@20"]
+        assert r["incremental_hr@20_unseen"] > 0
+    assert "vsknn" in rows[0] and set(report["mean"]) >= {
+        "all",
+        "after_first",
+        "update_seconds_mean",
+    }
+
+
+def test_bundles_carry_trainable_weights(trained, tmp_path):
+    sessions, _, vocab, model = trained
+    info = {"data": "successor", "sessions": len(sessions), "events": 1, "epochs": 4, "seed": 0}
+    path = write_bundle(tmp_path / "b", model, vocab, item_popularity(sessions, vocab), info, {})
+    bundle = ModelBundle.load(path)
+    loaded = load_model(bundle)
+    for a, b in zip(loaded.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    # a bundle written before weights.pt existed: no such file, none in the manifest's list
+    (path / "weights.pt").unlink()
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["files"]["weights.pt"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match="--checkpoint-dir"):
+        load_model(ModelBundle.load(path))
