@@ -17,6 +17,7 @@ from .cli_common import (
     _fraction,
     _non_negative_float,
     _non_negative_int,
+    _positive_float,
     _positive_int,
     settings_from,
 )
@@ -49,6 +50,7 @@ def add_subcommands(
     _add_broker(sub)
     _add_worker(sub)
     _add_produce(sub)
+    _add_generate(sub)
     _add_forget(sub)
     from .cli_model_args import add_model_subcommands
 
@@ -104,6 +106,21 @@ def _add_produce(sub: argparse._SubParsersAction[CliParser]) -> None:
     _add_settings(p, _KAFKA)
 
 
+def _add_generate(sub: argparse._SubParsersAction[CliParser]) -> None:
+    p = sub.add_parser("generate", help="write a generated event stream to a JSONL file",
+                       description="The seeded shopper stream the demo and the tests use, written to a "
+                       "file (.gz compresses): for `train --dataset events`, `evaluate`, `replay` and "
+                       "`produce --file`. --launches-per-day makes the catalogue drift: new items "
+                       "launched every day, trending for a few days, then retired.")
+    p.add_argument("--out", required=True, help="the JSONL file to write (.jsonl or .jsonl.gz)")
+    p.add_argument("--count", type=_positive_int, default=150_000, help="events (default 150000)")
+    p.add_argument("--launches-per-day", type=_non_negative_float, default=0.0,
+                   help="new items launched per simulated day (default 0: a fixed catalogue)")
+    p.add_argument("--trend-days", type=_positive_float, default=2.0,
+                   help="days a launched item's popularity takes to peak; retired after 6x (default 2)")
+    _add_generator_args(p, users=2000, items=3000)
+
+
 def _add_forget(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("forget", help="forget users: their session state is deleted and their "
                        "recommendations tombstoned, by a forget event through the events topic")
@@ -132,9 +149,35 @@ def _add_evaluate(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--max-sessions", type=_positive_int, default=None,
                    help="only the first N test sessions (quick runs; default all)")
     _add_protocol_args(p)
+    _add_incremental_args(p)
     _add_settings(p, ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
                       "inter_op_threads", "hnsw_ef", "index_threads", "top_k", "session_gap_s",
                       "bootstrap_servers", "partitions", "log_level", *_SECURITY))
+
+
+def _add_incremental_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("incremental evaluation (issue 23)")
+    g.add_argument("--incremental", action="store_true",
+                   help="score the test sessions window by window in time order, the model frozen "
+                   "and learning from each window after scoring it, beside V-SKNN frozen and rolling")
+    g.add_argument("--windows", type=_positive_int, default=10,
+                   help="--incremental: equal windows by position (default 10)")
+    g.add_argument("--window", default=None, metavar="DURATION",
+                   help="--incremental: windows by event time instead, e.g. 1d, 1h, 10m")
+    g.add_argument("--update-lr", type=_positive_float, default=1e-3,
+                   help="--incremental: fine-tuning learning rate (default 0.001)")
+    g.add_argument("--update-epochs", type=_positive_int, default=1,
+                   help="--incremental: passes per update (default 1)")
+    g.add_argument("--replay", type=_non_negative_float, default=1.0,
+                   help="--incremental: older sessions replayed per window session (default 1)")
+    g.add_argument("--admit-count", type=_positive_int, default=3,
+                   help="--incremental: occurrences before a new item gets a row (default 3)")
+    g.add_argument("--init", choices=("cooccurrence", "mean"), default="cooccurrence",
+                   help="--incremental: a new item's first row (default cooccurrence)")
+    g.add_argument("--no-vsknn", action="store_true", help="--incremental: skip the V-SKNN rows")
+    g.add_argument("--checkpoint-dir", default=None,
+                   help="--incremental, a bundle without weights.pt: the run directory it was "
+                   "trained in (its selected model, before the refit pass)")
 
 
 def _add_ablation(sub: argparse._SubParsersAction[CliParser]) -> None:

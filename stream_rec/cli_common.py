@@ -39,6 +39,7 @@ def _number(convert: Callable[[str], Any], ok: Callable[[Any], bool], expected: 
 _positive_int = _number(int, lambda v: v > 0, "a positive integer")
 _non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 _non_negative_float = _number(float, lambda v: v >= 0, "a number >= 0")
+_positive_float = _number(float, lambda v: v > 0, "a number > 0")
 
 
 def _fraction(text: str) -> float:

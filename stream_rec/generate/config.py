@@ -27,6 +27,13 @@ class GeneratorConfig:
     revisit_rate: float = 0.25  # a returning shopper opens with an item seen before
     mean_days_between_sessions: float = 1.5  # per shopper, mean; shoppers vary around it
     start_ts: int = 1_700_000_000_000  # epoch ms of the simulated clock's start
+    # A drifting catalogue (0 = the fixed one): new items launched per simulated day, each in a
+    # category drawn by interest, trending with a popularity that rises and falls over about
+    # `trend_days` (peak at trend_days, retired after 6x), taking `trend_share` of the picks in
+    # its category while it trends. Seeded by (catalogue_seed, seed).
+    launches_per_day: float = 0.0
+    trend_days: float = 2.0
+    trend_share: float = 0.35
 
     def __post_init__(self) -> None:
         for name in ("n_users", "n_items", "n_categories", "max_session_len", "related_per_item"):
@@ -44,6 +51,11 @@ class GeneratorConfig:
         for name in ("search_rate", "purchase_rate", "follow_related", "revisit_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
+        if self.launches_per_day < 0 or self.trend_days <= 0 or not 0 <= self.trend_share <= 1:
+            raise ConfigError(
+                "launches_per_day must be >= 0, trend_days > 0 and trend_share in [0, 1]; got "
+                f"{self.launches_per_day}, {self.trend_days}, {self.trend_share}"
+            )
         if self.mean_days_between_sessions <= 0:
             raise ConfigError(
                 f"mean_days_between_sessions must be > 0; got {self.mean_days_between_sessions}"

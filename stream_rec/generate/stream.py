@@ -30,6 +30,7 @@ from ..core.events import Event, encode_event
 from ..errors import ConfigError
 from .catalogue import Catalogue
 from .config import GeneratorConfig
+from .drift import Drift
 from .invalid import INVALID_KINDS, invalid_record
 
 __all__ = ["EventGenerator"]
@@ -66,12 +67,33 @@ class EventGenerator:
         ]
         self._related = cat.related.tolist()
         self._category = cat.item_category.tolist()
-        self._ids = cat.item_ids
+        self._ids = list(cat.item_ids)
         self._words = cat.words
         # Time gaps drawn from tables made once (a lookup is 10x cheaper than lognormvariate).
         gaps = np.random.default_rng(cfg.seed)
         self._step_ms = (1000 + gaps.lognormal(9.6, 0.9, _GAP_TABLE)).astype(np.int64).tolist()
         self._decide_ms = gaps.lognormal(10.3, 0.6, _GAP_TABLE).astype(np.int64).tolist()
+        self._drift: Drift | None = None
+        self._now = cfg.start_ts
+
+    def _start_drift(self) -> None:
+        """A fresh drifting catalogue (each call of :meth:`events` replays it from the start)."""
+        cfg = self.config
+        n = cfg.n_items
+        del self._ids[n:], self._related[n:], self._category[n:]
+        self._drift = Drift(cfg, self.catalogue) if cfg.launches_per_day > 0 else None
+
+    def _advance_drift(self, ts: int) -> None:
+        drift = self._drift
+        if drift is None:
+            return
+        self._now = ts
+        before = drift.launched
+        drift.advance(ts)
+        for k in range(before, drift.launched):
+            self._ids.append(drift.item_ids[k])
+            self._related.append(drift.related[k])
+            self._category.append(drift.category[k])
 
     # ------------------------------------------------------------------ public API
     def events(self, n: int) -> Iterator[Event]:
@@ -81,6 +103,7 @@ class EventGenerator:
         cfg = self.config
         rng = random.Random(cfg.seed)
         shoppers = self._shoppers(rng)
+        self._start_drift()
         # One entry per shopper: (next ts, tie-breaker, shopper, session steps left, session id)
         heap: list[tuple[int, int, int, list[_Step], str]] = []
         seq = 0  # tie-breaker: equal timestamps come out in scheduling order
@@ -148,7 +171,9 @@ class EventGenerator:
 
     def describe(self, item_id: str) -> str:
         """A readable label for an item, e.g. ``"i00042 (boots)"``."""
-        return f"{item_id} ({self._words[self.catalogue.category_of(item_id)][0]})"
+        row = int(item_id[1:]) - 1
+        category = self._category[row] if 0 <= row < len(self._category) else 0
+        return f"{item_id} ({self._words[category][0]})"
 
     # ------------------------------------------------------------------ the model of shoppers
     def _shoppers(self, rng: random.Random) -> list[_Shopper]:
@@ -178,6 +203,10 @@ class EventGenerator:
         return min(bisect(self._cat_cum, rng.random() * self._cat_cum[-1]), len(self._cat_cum) - 1)
 
     def _pick_item(self, rng: random.Random, category: int) -> int:
+        if self._drift is not None:
+            k = self._drift.pick(rng, category, self._now)
+            if k is not None:
+                return self.config.n_items + k
         cum = self._items_cum[category]
         return self._items_of[category][min(bisect(cum, rng.random() * cum[-1]), len(cum) - 1)]
 
@@ -193,6 +222,7 @@ class EventGenerator:
     def _session(self, rng: random.Random, shopper: _Shopper, start: int) -> list[_Step]:
         """One visit as (ts, type, item_id, query) tuples, LAST event first (popped from the end)."""
         cfg = self.config
+        self._advance_drift(start)
         ids, step_ms, decide_ms = self._ids, self._step_ms, self._decide_ms
         if rng.random() < 0.8:
             intent = shopper.categories[

@@ -11,10 +11,12 @@ import numpy as np
 import torch
 
 from ..core.features import ItemVocab
+from ..core.item_neighbours import ItemNeighbours, item_blended_search, last_known_rows
 from ..model.examples import Example, Rows, Session, featurize_sessions, pad_examples
 from ..model.sasrec import SessionTransformer
+from ..runtime.index import ExactIndex
 
-__all__ = ["Cases", "prefix_cases", "ranks", "hr_mrr", "K"]
+__all__ = ["Cases", "ItemBlend", "prefix_cases", "ranks", "hr_mrr", "K"]
 
 K = 20
 
@@ -56,16 +58,30 @@ def prefix_cases(
     )
 
 
-def ranks(model: SessionTransformer, cases: Cases, batch_size: int = 512) -> np.ndarray:
+@dataclass(frozen=True)
+class ItemBlend:
+    """The served item-neighbour blend: its table (over the model's rows), weight and scale."""
+
+    table: ItemNeighbours
+    weight: float
+    scale: float
+
+
+def ranks(
+    model: SessionTransformer, cases: Cases, blend: ItemBlend | None = None, batch_size: int = 512
+) -> np.ndarray:
     """(N,) the rank (1..K) of each case's target in the model's top K over all items by exact
-    inner product, 0 when it is not there (or unknown to the model)."""
+    inner product (with ``blend``: the serving blend over exact search), 0 when it is not there
+    (or unknown to the model)."""
     out = np.zeros(len(cases), np.int64)
     if not len(cases):
         return out
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        items_t = model.item_vectors()[1:]  # (n_items, D)
+        items_t = model.item_vectors()  # (n_items + 1, D), row 0 zeros
+        items_np = items_t.numpy().astype(np.float32)
+        exact = ExactIndex(items_np) if blend is not None else None
         order = np.argsort([len(p[0]) for p in cases.prefixes], kind="stable")
         for lo in range(0, len(order), batch_size):
             part = order[lo : lo + batch_size]
@@ -75,7 +91,24 @@ def ranks(model: SessionTransformer, cases: Cases, batch_size: int = 512) -> np.
             ]
             items, types, queries, _ = pad_examples(batch)
             q = model.session_vector(items, types, queries)
-            top = (q @ items_t.T).topk(min(K, items_t.shape[0]), dim=1).indices.numpy() + 1  # rows
+            if blend is None:
+                k = min(K, items_t.shape[0] - 1)
+                top = (q @ items_t[1:].T).topk(k, dim=1).indices.numpy() + 1  # rows
+            else:
+                assert exact is not None
+                last = last_known_rows([cases.prefixes[i][0] for i in part])
+                t = blend.table
+                top, _ = item_blended_search(
+                    exact,
+                    q.numpy().astype(np.float32),
+                    last,
+                    K,
+                    t,
+                    items_np,
+                    blend.scale,
+                    blend.weight,
+                    t.candidates,
+                )
             want = cases.target_rows[part]
             hit = (top == want[:, None]) & (want[:, None] > 0)
             out[part] = np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0)

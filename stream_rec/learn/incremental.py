@@ -21,10 +21,12 @@ import numpy as np
 
 from ..core.events import Event
 from ..core.features import ItemVocab
+from ..core.item_neighbours import DEFAULT_CANDIDATES, ItemNeighbours
 from ..errors import ConfigError
+from ..model.examples import Session
 from ..model.sasrec import SessionTransformer
 from ..model.training_data import session_arrays
-from .cases import hr_mrr, prefix_cases, ranks
+from .cases import Cases, ItemBlend, hr_mrr, prefix_cases, ranks
 from .update import UpdateConfig, fine_tune
 from .vocab import admit, grow, initial_rows, new_item_counts
 
@@ -41,6 +43,9 @@ class IncrementalOptions:
     min_count: int = 3  # occurrences before a new item gets a row
     init: str = "cooccurrence"
     vsknn: bool = True
+    blend_weight: float | None = None  # the bundle's item-neighbour blend, when it serves one
+    blend_candidates: int = DEFAULT_CANDIDATES
+    scale: float = 16.0  # the model's softmax scale (the blend normalises over it)
 
 
 def window_bounds(
@@ -70,10 +75,15 @@ def _ids(session: Sequence[Event]) -> list[str]:
     return [e.item_id for e in session if e.item_id is not None and e.type in _ITEM_TYPES]
 
 
-def _vsknn(history_ids: list[list[str]], window_ids: list[list[str]]) -> tuple[float, float]:
-    from ..evaluation.baselines import SessionKNN, evaluate
+def _fit_vsknn(history_ids: list[list[str]]) -> Any:
+    from ..evaluation.baselines import SessionKNN
 
-    model = SessionKNN().fit([s for s in history_ids if s])
+    return SessionKNN().fit([s for s in history_ids if s])
+
+
+def _score_vsknn(model: Any, window_ids: list[list[str]]) -> tuple[float, float]:
+    from ..evaluation.baselines import evaluate
+
     prefixes, targets = [], []
     for s in window_ids:
         for j in range(1, len(s)):
@@ -94,39 +104,40 @@ def run_incremental(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Score the frozen and the incremental model (and V-SKNN) window by window; ``history``: the
-    sessions the model was trained on (replayed in updates, V-SKNN's first sessions)."""
+    sessions the model was trained on (replayed in updates, V-SKNN's first sessions). With
+    ``opts.blend_weight`` each model is also scored as served with the item-neighbour blend: the
+    frozen one with a table of ``history``, the incremental one with a table rebuilt at each
+    update from every session so far."""
     say = progress or (lambda _m: None)
     bounds = window_bounds(stream, opts)
-    cfg = model.config
     frozen, frozen_vocab = model, vocab
     current, cur_vocab = _copy(model), vocab
     older = [session_arrays(s) for s in history]
     history_ids = [_ids(s) for s in history]
+    frozen_vsknn = _fit_vsknn(history_ids) if opts.vsknn else None
+    frozen_blend = current_blend = _blend(older, vocab, opts)
     rows: list[dict[str, Any]] = []
     for w, (a, b) in enumerate(bounds):
         window = stream[a:b]
         arrays = [session_arrays(s) for s in window]
         t0 = time.perf_counter()
-        f_cases = prefix_cases(arrays, frozen_vocab, cfg.query_buckets, cfg.max_len)
-        f_ranks = ranks(frozen, f_cases)
-        i_cases = prefix_cases(arrays, cur_vocab, cfg.query_buckets, cfg.max_len)
-        i_ranks = ranks(current, i_cases)
+        row: dict[str, Any] = {"window": w + 1, "sessions": len(window)}
+        f_ranks, f_cases = _score(row, "frozen", frozen, frozen_vocab, arrays, frozen_blend)
+        i_ranks, _ = _score(row, "incremental", current, cur_vocab, arrays, current_blend)
         unseen = f_cases.target_rows == 0
-        row: dict[str, Any] = {
-            "window": w + 1,
-            "sessions": len(window),
-            "cases": len(f_cases),
-            "frozen": _pair(hr_mrr(f_ranks)),
-            "incremental": _pair(hr_mrr(i_ranks)),
-            "unseen_share": round(100.0 * float(unseen.mean()), 2) if len(f_cases) else None,
-            "incremental_hr@20_unseen": round(hr_mrr(i_ranks[unseen])[0], 2)
-            if unseen.any()
-            else None,
-            "items": len(cur_vocab),
-        }
-        if opts.vsknn:
-            row["vsknn"] = _pair(_vsknn(history_ids, [_ids(s) for s in window]))
+        row["cases"] = len(f_ranks)
+        row["unseen_share"] = round(100.0 * float(unseen.mean()), 2) if len(f_ranks) else None
+        row["incremental_hr@20_unseen"] = (
+            round(hr_mrr(i_ranks[unseen])[0], 2) if unseen.any() else None
+        )
+        row["items"] = len(cur_vocab)
+        if frozen_vsknn is not None:
+            window_ids = [_ids(s) for s in window]
+            row["vsknn_frozen"] = _pair(_score_vsknn(frozen_vsknn, window_ids))
+            row["vsknn"] = _pair(_score_vsknn(_fit_vsknn(history_ids), window_ids))
         row["score_seconds"] = round(time.perf_counter() - t0, 1)
+        older.extend(arrays)
+        history_ids.extend(_ids(s) for s in window)
         if w + 1 < len(bounds):  # learn from this window for the next one
             t1 = time.perf_counter()
             counts = new_item_counts([*stream[:b]], cur_vocab)
@@ -134,7 +145,10 @@ def run_incremental(
             if new_ids:
                 init = initial_rows(current, cur_vocab, new_ids, stream[:b], opts.init)
                 current, cur_vocab = grow(current, cur_vocab, new_ids, init)
-            stats = fine_tune(current, cur_vocab, arrays, older, opts.update)
+            stats = fine_tune(
+                current, cur_vocab, arrays, older[: len(older) - len(arrays)], opts.update
+            )
+            current_blend = _blend(older, cur_vocab, opts)
             row["update"] = {
                 "items_added": len(new_ids),
                 "sessions": stats.sessions,
@@ -144,11 +158,35 @@ def run_incremental(
                 "seconds": round(time.perf_counter() - t1, 2),
                 "cpu_seconds": round(stats.cpu_seconds, 2),
             }
-        older.extend(arrays)
-        history_ids.extend(_ids(s) for s in window)
         rows.append(row)
         say(_line(row))
     return {"windows": rows, "mean": _means(rows), "options": _options(opts)}
+
+
+def _score(
+    row: dict[str, Any],
+    name: str,
+    model: SessionTransformer,
+    vocab: ItemVocab,
+    arrays: list[Session],
+    blend: ItemBlend | None,
+) -> tuple[np.ndarray, Cases]:
+    """Adds ``name`` (and ``<name>_served`` with the blend) to ``row``; returns the model's ranks
+    and the cases."""
+    cases = prefix_cases(arrays, vocab, model.config.query_buckets, model.config.max_len)
+    r = ranks(model, cases)
+    row[name] = _pair(hr_mrr(r))
+    if blend is not None:
+        row[f"{name}_served"] = _pair(hr_mrr(ranks(model, cases, blend)))
+    return r, cases
+
+
+def _blend(older: list[Session], vocab: ItemVocab, opts: IncrementalOptions) -> ItemBlend | None:
+    if opts.blend_weight is None:
+        return None
+    rows = [vocab.rows_for_hashes(np.asarray(s[0], np.int64)) for s in older]
+    table = ItemNeighbours.build(rows, len(vocab), candidates=opts.blend_candidates)
+    return ItemBlend(table, opts.blend_weight, opts.scale)
 
 
 def _copy(model: SessionTransformer) -> SessionTransformer:
@@ -166,7 +204,7 @@ def _means(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for span, sel in (("all", rows), ("after_first", rows[1:])):
         part: dict[str, Any] = {}
-        for key in ("frozen", "incremental", "vsknn"):
+        for key, _label in _LABELS:
             vals = [r[key] for r in sel if key in r and not np.isnan(r[key]["hr@20"])]
             if vals:
                 part[key] = _pair(
@@ -187,14 +225,19 @@ def _options(opts: IncrementalOptions) -> dict[str, Any]:
     return asdict(opts)
 
 
+_LABELS = (
+    ("frozen", "frozen"),
+    ("incremental", "incremental"),
+    ("frozen_served", "frozen+blend"),
+    ("incremental_served", "incremental+blend"),
+    ("vsknn_frozen", "V-SKNN frozen"),
+    ("vsknn", "V-SKNN rolling"),
+)
+
+
 def _line(r: dict[str, Any]) -> str:
-    parts = [
-        f"window {r['window']}: {r['sessions']:,} sessions, {r['cases']:,} cases",
-        f"frozen {r['frozen']['hr@20']:.2f}/{r['frozen']['mrr@20']:.2f}",
-        f"incremental {r['incremental']['hr@20']:.2f}/{r['incremental']['mrr@20']:.2f}",
-    ]
-    if "vsknn" in r:
-        parts.append(f"V-SKNN {r['vsknn']['hr@20']:.2f}/{r['vsknn']['mrr@20']:.2f}")
+    parts = [f"window {r['window']}: {r['sessions']:,} sessions, {r['cases']:,} cases"]
+    parts += [f"{label} {r[k]['hr@20']:.2f}/{r[k]['mrr@20']:.2f}" for k, label in _LABELS if k in r]
     parts.append(f"unseen {r['unseen_share']}%")
     if "update" in r:
         u = r["update"]

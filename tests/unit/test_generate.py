@@ -226,3 +226,46 @@ def test_config_is_validated():
     with pytest.raises(ConfigError, match="invalid_rate"):
         next(EventGenerator(SMALL).records(10, invalid_rate=2.0))
 
+
+
+# ---- a drifting catalogue (issue 23): items launched day by day, trending, retired
+def _drift_events(n: int = 40_000, **kw):
+    from stream_rec.generate import EventGenerator, GeneratorConfig
+
+    cfg = GeneratorConfig(n_users=800, n_items=600, seed=3, launches_per_day=10, **kw)
+    return EventGenerator(cfg), list(EventGenerator(cfg).events(n))
+
+
+def test_drift_launches_new_items_day_by_day_and_is_seeded():
+    gen, events = _drift_events()
+    again = list(gen.events(40_000))
+    assert again == events  # each call replays the same drifting catalogue
+    new = [e for e in events if e.item_id and int(e.item_id[1:]) > 600]
+    assert len(new) > 0.03 * len(events)
+    first_seen: dict[str, int] = {}
+    for e in new:
+        first_seen.setdefault(e.item_id, e.ts)
+    launches = sorted(first_seen.values())
+    days = (events[-1].ts - events[0].ts) / 86_400_000
+    assert len(first_seen) >= 0.5 * 10 * days  # most launches are clicked
+    assert launches[0] - events[0].ts < 0.5 * 86_400_000 < launches[-1] - events[0].ts
+
+
+def test_a_launched_item_rises_then_fades():
+    _, events = _drift_events(80_000, trend_days=1.0)
+    day = 86_400_000
+    start = events[0].ts
+    by_item: dict[str, list[int]] = {}
+    for e in events:
+        if e.item_id and int(e.item_id[1:]) > 600:
+            by_item.setdefault(e.item_id, []).append((e.ts - start) // day)
+    # the first launches: clicked in their first days, no longer after 6 trend periods
+    early = [ts for item, ts in by_item.items() if int(item[1:]) <= 603]
+    assert early and all(max(t) <= 7 for t in early)
+
+
+def test_no_drift_keeps_the_fixed_stream():
+    from stream_rec.generate import EventGenerator, GeneratorConfig
+
+    fixed = list(EventGenerator(GeneratorConfig(n_users=300, n_items=200, seed=2)).events(3000))
+    assert all(int(e.item_id[1:]) <= 200 for e in fixed if e.item_id)

@@ -189,7 +189,8 @@ def test_incremental_evaluation_learns_what_the_frozen_model_cannot(trained):
         history,
         stream,
         IncrementalOptions(
-            windows=3, update=UpdateConfig(epochs=6, lr=3e-3, batch_size=32, negatives=0)
+            windows=3,
+            blend_weight=0.3, update=UpdateConfig(epochs=6, lr=3e-3, batch_size=32, negatives=0)
         ),
     )
     rows = report["windows"]
@@ -200,6 +201,7 @@ def test_incremental_evaluation_learns_what_the_frozen_model_cannot(trained):
     for r in rows[1:]:
         assert r["incremental"]["hr@20"] > r["frozen"]["hr@20"]
         assert r["incremental_hr@20_unseen"] > 0
+    assert {"frozen_served", "incremental_served", "vsknn_frozen"} <= set(rows[1])
     assert "vsknn" in rows[0] and set(report["mean"]) >= {
         "all",
         "after_first",
@@ -222,3 +224,16 @@ def test_bundles_carry_trainable_weights(trained, tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match="--checkpoint-dir"):
         load_model(ModelBundle.load(path))
+
+
+def test_the_blend_at_weight_zero_ranks_as_exact_search(trained):
+    sessions, _, vocab, model = trained
+    from stream_rec.core.item_neighbours import ItemNeighbours
+    from stream_rec.learn.cases import ItemBlend
+
+    table = ItemNeighbours.build([vocab.rows_for_hashes(s[0]) for s in sessions], len(vocab))
+    cases = prefix_cases(sessions[:50], vocab, model.config.query_buckets, model.config.max_len)
+    plain = ranks(model, cases)
+    assert np.array_equal(ranks(model, cases, ItemBlend(table, 0.0, model.config.scale)), plain)
+    blended = ranks(model, cases, ItemBlend(table, 0.9, model.config.scale))
+    assert (blended > 0).mean() >= 0.5 and not np.array_equal(blended, plain)

@@ -59,3 +59,41 @@ def test_worker_without_kafka_says_what_to_do(capsys, monkeypatch):
     monkeypatch.delenv("STREAM_REC_BOOTSTRAP_SERVERS", raising=False)
     assert main(["worker"]) == 2
     assert "--bootstrap-servers" in capsys.readouterr().err
+
+
+def test_generate_writes_a_drifting_stream(tmp_path, capsys):
+    from stream_rec.generate.jsonl import read_jsonl
+
+    out = tmp_path / "drift.jsonl.gz"
+    assert main(["generate", "--out", str(out), "--count", "5000", "--users", "300",
+                 "--items", "200", "--launches-per-day", "30"]) == 0
+    assert "5,000 events written" in capsys.readouterr().err
+    assert sum(1 for _ in read_jsonl(out)) == 5000
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--out", "x", "--trend-days", "0"], "--trend-days: expected a number > 0; got '0'"),
+    (["evaluate", "--incremental", "--update-lr", "-1"], "--update-lr: expected a number > 0"),
+    (["evaluate", "--incremental", "--windows", "0"], "--windows: expected a positive integer"),
+])
+def test_bad_learning_arguments_are_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+
+
+@pytest.mark.parametrize("text, ms", [("10m", 600_000), ("1h", 3_600_000), ("1.5d", 129_600_000),
+                                      ("90s", 90_000)])
+def test_windows_parse_as_durations(text, ms):
+    from stream_rec.learn.evaluate import parse_window
+
+    assert parse_window(text) == ms
+
+
+@pytest.mark.parametrize("text", ["10", "1w", "-1h", "h"])
+def test_bad_window_says_what_is_expected(text):
+    from stream_rec.learn.evaluate import parse_window
+
+    with pytest.raises(ConfigError, match="expected"):
+        parse_window(text)
