@@ -8,9 +8,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from .cli_args import CliParser, add_subcommands, settings_from
+from .cli_learn import cmd_generate, cmd_learn
 from .errors import StreamRecError
 
 __all__ = ["main", "build_parser"]
@@ -164,7 +164,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         streaming=args.streaming, max_sessions=args.max_sessions,
     )
     if args.incremental:
-        return _incremental(args, opts)
+        from .cli_learn import incremental
+
+        return incremental(args, opts)
     report = run_evaluation(settings_from(args), opts)
     if args.json:
         print(orjson.dumps(report).decode())
@@ -183,48 +185,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
               + ", ".join(f"{b}: {v:.2f}" for b, v in k["hr@20_by_length"].items()))
     unanswered = report.get("streaming", {}).get("replay", {}).get("unanswered", 0)
     return 1 if unanswered else 0
-
-
-def _incremental(args: argparse.Namespace, opts: Any) -> int:
-    import orjson
-
-    from .learn.evaluate import parse_window, run_incremental_evaluation
-    from .learn.incremental import IncrementalOptions
-    from .learn.update import UpdateConfig
-
-    if args.streaming or args.baselines:
-        raise StreamRecError("--incremental scores its own rows (V-SKNN included); "
-                             "drop --streaming and --baselines")
-    inc = IncrementalOptions(
-        windows=args.windows, window_ms=parse_window(args.window) if args.window else None,
-        update=UpdateConfig(lr=args.update_lr, epochs=args.update_epochs, replay=args.replay,
-                            threads=args.intra_op_threads or 1),
-        min_count=args.admit_count, init=args.init, vsknn=not args.no_vsknn,
-    )
-    report = run_incremental_evaluation(
-        settings_from(args), opts, inc, args.checkpoint_dir,
-        progress=lambda m: print(f"[incremental] {m}", file=sys.stderr, flush=True))
-    if not args.json:
-        for span, rows in report["mean"].items():
-            if isinstance(rows, dict):
-                print(f"mean over windows ({span}): " + ", ".join(
-                    f"{k} {v['hr@20']:.2f}/{v['mrr@20']:.2f}" for k, v in rows.items()))
-    print(orjson.dumps(report).decode())
-    return 0
-
-
-def _cmd_generate(args: argparse.Namespace) -> int:
-    from .generate import EventGenerator, GeneratorConfig
-    from .generate.jsonl import write_jsonl
-
-    gen = EventGenerator(GeneratorConfig(n_users=args.users, n_items=args.items, seed=args.seed,
-                                         launches_per_day=args.launches_per_day,
-                                         trend_days=args.trend_days))
-    n = write_jsonl(gen.events(args.count), args.out)
-    drift = gen._drift
-    launched = f", {drift.launched:,} items launched" if drift is not None else ""
-    print(f"{n:,} events written to {args.out}{launched}", file=sys.stderr)
-    return 0
 
 
 def _cmd_ablation(args: argparse.Namespace) -> int:
@@ -339,7 +299,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 # plumbing, and `_cmd_worker` anywhere else would sit on top of every worker profile.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo, "broker": _cmd_broker, "worker": _cmd_worker, "produce": _cmd_produce,
-    "generate": _cmd_generate,
+    "generate": cmd_generate, "learn": cmd_learn,
     "forget": _cmd_forget, "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "neighbours": _cmd_neighbours, "evaluate": _cmd_evaluate,
     "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "replay": _cmd_replay,
     "topics": _cmd_topics, "gateway": _cmd_gateway,

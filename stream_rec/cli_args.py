@@ -7,6 +7,7 @@ arguments, so a bad one fails in argparse with one line before anything starts.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .cli_common import (
     _SPLITS,
@@ -51,6 +52,7 @@ def add_subcommands(
     _add_worker(sub)
     _add_produce(sub)
     _add_generate(sub)
+    _add_learn(sub)
     _add_forget(sub)
     from .cli_model_args import add_model_subcommands
 
@@ -164,20 +166,53 @@ def _add_incremental_args(p: argparse.ArgumentParser) -> None:
                    help="--incremental: equal windows by position (default 10)")
     g.add_argument("--window", default=None, metavar="DURATION",
                    help="--incremental: windows by event time instead, e.g. 1d, 1h, 10m")
-    g.add_argument("--update-lr", type=_positive_float, default=1e-3,
-                   help="--incremental: fine-tuning learning rate (default 0.001)")
-    g.add_argument("--update-epochs", type=_positive_int, default=1,
-                   help="--incremental: passes per update (default 1)")
-    g.add_argument("--replay", type=_non_negative_float, default=1.0,
-                   help="--incremental: older sessions replayed per window session (default 1)")
-    g.add_argument("--admit-count", type=_positive_int, default=3,
-                   help="--incremental: occurrences before a new item gets a row (default 3)")
-    g.add_argument("--init", choices=("cooccurrence", "mean"), default="cooccurrence",
-                   help="--incremental: a new item's first row (default cooccurrence)")
+    _add_update_args(g)
     g.add_argument("--no-vsknn", action="store_true", help="--incremental: skip the V-SKNN rows")
+
+
+def _add_learn(sub: argparse._SubParsersAction[CliParser]) -> None:
+    p = sub.add_parser("learn", help="keep the served model learning from the events topic",
+                       description="Consume the events topic under its own consumer group, keep a "
+                       "window of recent sessions on disk and, every --every, fine-tune the bundle in "
+                       "service on the new sessions (plus a replay sample of older ones), give items "
+                       "first seen since then rows, and publish a new bundle version when the guard "
+                       "(the newest held-out sessions) finds it no worse by more than --margin points. "
+                       "Workers polling the bundles directory swap to it.")
+    p.add_argument("--every", default="50000", metavar="N|DURATION",
+                   help="an update after N events or after a duration such as 10m (default 50000)")
+    p.add_argument("--window-sessions", type=_positive_int, default=50_000,
+                   help="sessions kept in the window (default 50000)")
+    p.add_argument("--held-out", type=_fraction, default=0.1,
+                   help="newest share of the new sessions the guard scores (default 0.1)")
+    p.add_argument("--min-sessions", type=_positive_int, default=20,
+                   help="fewer new sessions than this: the update is skipped (default 20)")
+    p.add_argument("--margin", type=float, default=0.5,
+                   help="publish unless HR@20 or MRR@20 is this many points below the serving "
+                   "model on the held-out sessions (default 0.5)")
+    p.add_argument("--port", type=_non_negative_int, default=8790,
+                   help="status port: /metrics, /stats, /health/live (0 = none; default 8790)")
+    p.add_argument("--max-updates", type=_positive_int, default=None,
+                   help="stop after N updates (default: run until stopped)")
+    _add_update_args(p)
+    _add_settings(p, (*_KAFKA, "app_id", "data_dir", "bundles_dir", "bundle", "worker_host",
+                      "session_timeout_s", "batch_max", "log_level", *_INPUT))
+
+
+def _add_update_args(g: Any) -> None:
+    g.add_argument("--update-lr", type=_positive_float, default=1e-3,
+                   help="fine-tuning learning rate (default 0.001)")
+    g.add_argument("--update-epochs", type=_positive_int, default=1,
+                   help="passes over the new sessions and the replay sample (default 1)")
+    g.add_argument("--replay", type=_non_negative_float, default=1.0,
+                   help="older sessions replayed per new session (default 1)")
+    g.add_argument("--admit-count", type=_positive_int, default=3,
+                   help="occurrences before a new item gets a row (default 3)")
+    g.add_argument("--init", choices=("cooccurrence", "mean"), default="cooccurrence",
+                   help="a new item's first row: the mean of the items it co-occurs with, or of "
+                   "all items (default cooccurrence)")
     g.add_argument("--checkpoint-dir", default=None,
-                   help="--incremental, a bundle without weights.pt: the run directory it was "
-                   "trained in (its selected model, before the refit pass)")
+                   help="for a bundle without weights.pt: the run directory it was trained in "
+                   "(its selected model, before the refit pass)")
 
 
 def _add_ablation(sub: argparse._SubParsersAction[CliParser]) -> None:

@@ -190,7 +190,8 @@ def test_incremental_evaluation_learns_what_the_frozen_model_cannot(trained):
         stream,
         IncrementalOptions(
             windows=3,
-            blend_weight=0.3, update=UpdateConfig(epochs=6, lr=3e-3, batch_size=32, negatives=0)
+            blend_weight=0.3,
+            update=UpdateConfig(epochs=6, lr=3e-3, batch_size=32, negatives=0),
         ),
     )
     rows = report["windows"]
@@ -237,3 +238,91 @@ def test_the_blend_at_weight_zero_ranks_as_exact_search(trained):
     assert np.array_equal(ranks(model, cases, ItemBlend(table, 0.0, model.config.scale)), plain)
     blended = ranks(model, cases, ItemBlend(table, 0.9, model.config.scale))
     assert (blended > 0).mean() >= 0.5 and not np.array_equal(blended, plain)
+
+
+# ---- the window and the learner (no broker: topologies/learner.py feeds it in the live test)
+def test_window_groups_sessions_bounds_itself_and_reopens(tmp_path):
+    from stream_rec.learn.window import SessionWindow
+
+    w = SessionWindow(tmp_path / "w", capacity=3, session_gap_ms=60_000)
+    for j in range(3):
+        w.add(Event(f"a{j}", "u1", "click", j * 1000, f"i{j}"))
+    w.add(Event("b", "u1", "click", 10_000_000, "i9"))  # past the gap: a new session
+    w.add(Event("c", "u2", "click", 0, "i5", session_id="S"))
+    w.add(Event("d", "u2", "click", 99_000_000, "i6", session_id="S"))  # same id: same session
+    assert [[e.item_id for e in s] for s in w.sessions()] == [
+        ["i0", "i1", "i2"],
+        ["i9"],
+        ["i5", "i6"],
+    ]
+    w.add(Event("e", "u3", "click", 0, "i7"))  # a fourth session: the oldest goes
+    assert len(w) == 3 and [s[0].item_id for s in w.sessions()] == ["i9", "i5", "i7"]
+    w.set_mark(w.next_seq - 1)
+    w.close()
+    again = SessionWindow(tmp_path / "w", capacity=3, session_gap_ms=60_000)
+    assert again.mark == 3 and len(again) == 3
+    again.add(
+        Event("f", "u2", "click", 99_100_000, "i8", session_id="S")
+    )  # continues after restart
+    assert [e.item_id for e in again.sessions(again.mark)[0]] == ["i7"]
+    assert [e.item_id for e in again.sessions()[1]] == ["i5", "i6", "i8"]
+
+
+@pytest.fixture
+def base_bundle(trained, tmp_path):
+    sessions, _, vocab, model = trained
+    info = {"data": "successor", "sessions": len(sessions), "events": 1, "epochs": 4, "seed": 0}
+    return write_bundle(
+        tmp_path / "bundles", model, vocab, item_popularity(sessions, vocab), info, {}
+    )
+
+
+def _learner(base_bundle, tmp_path, **kw):
+    from stream_rec.learn.learner import Learner, LearnOptions
+    from stream_rec.learn.window import SessionWindow
+
+    opts = LearnOptions(
+        every_events=100,
+        min_count=3,
+        update=UpdateConfig(epochs=8, lr=3e-3, batch_size=32, negatives=0),
+        **kw,
+    )
+    return Learner(base_bundle.parent, SessionWindow(tmp_path / "window"), opts)
+
+
+def test_an_update_publishes_a_grown_bundle_that_recommends_the_new_item(base_bundle, tmp_path):
+    learner = _learner(base_bundle, tmp_path, margin=5.0)
+    for s in _with_new_item(np.random.default_rng(2), 200):
+        for e in s:
+            learner.observe(e)
+    assert learner.due()
+    out = learner.update()
+    assert out.decision is not None and out.decision.publish, out.decision
+    assert out.items_added == 1 and out.published is not None
+    from stream_rec.serving.bundle import bundles_newest_first
+
+    assert bundles_newest_first(base_bundle.parent)[0] == out.published == learner.serving
+    assert not (base_bundle.parent / ".learn-staging").exists()
+    bundle = ModelBundle.load(out.published)
+    assert (
+        bundle.vocab.item_ids[-1] == "fresh"
+        and bundle.manifest["training"]["base"] == base_bundle.name
+    )
+    model = load_model(bundle)
+    probe = [session_arrays(_events(["i3", "i4", "i5", "fresh"], "p"))]
+    assert 1 <= ranks(model, prefix_cases(probe, bundle.vocab, 64, 12))[2] <= 3
+    assert learner.window.mark == learner.window.next_seq
+    assert learner.update().skipped == "0 new sessions (< 20)"
+
+
+def test_a_refused_update_changes_nothing(base_bundle, tmp_path):
+    learner = _learner(base_bundle, tmp_path, margin=-100.0)  # must gain 100 points: never
+    for s in _with_new_item(np.random.default_rng(4), 100):
+        for e in s:
+            learner.observe(e)
+    before = sorted(p.name for p in base_bundle.parent.iterdir())
+    out = learner.update()
+    assert out.decision is not None and not out.decision.publish and out.published is None
+    assert "points below" in out.decision.reason
+    assert sorted(p.name for p in base_bundle.parent.iterdir()) == before
+    assert learner.serving == base_bundle

@@ -1,0 +1,114 @@
+"""The learning commands: `evaluate --incremental`, `generate` and `learn` (issue 23)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .cli_common import settings_from
+from .errors import StreamRecError
+
+__all__ = ["incremental", "cmd_generate", "cmd_learn"]
+
+
+def incremental(args: argparse.Namespace, opts: Any) -> int:
+    import orjson
+
+    from .learn.evaluate import parse_window, run_incremental_evaluation
+    from .learn.incremental import IncrementalOptions
+    from .learn.update import UpdateConfig
+
+    if args.streaming or args.baselines:
+        raise StreamRecError(
+            "--incremental scores its own rows (V-SKNN included); drop --streaming and --baselines"
+        )
+    inc = IncrementalOptions(
+        windows=args.windows,
+        window_ms=parse_window(args.window) if args.window else None,
+        update=UpdateConfig(
+            lr=args.update_lr,
+            epochs=args.update_epochs,
+            replay=args.replay,
+            threads=args.intra_op_threads or 1,
+        ),
+        min_count=args.admit_count,
+        init=args.init,
+        vsknn=not args.no_vsknn,
+    )
+    report = run_incremental_evaluation(
+        settings_from(args),
+        opts,
+        inc,
+        args.checkpoint_dir,
+        progress=lambda m: print(f"[incremental] {m}", file=sys.stderr, flush=True),
+    )
+    if not args.json:
+        for span, rows in report["mean"].items():
+            if isinstance(rows, dict):
+                print(
+                    f"mean over windows ({span}): "
+                    + ", ".join(f"{k} {v['hr@20']:.2f}/{v['mrr@20']:.2f}" for k, v in rows.items())
+                )
+    print(orjson.dumps(report).decode())
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import EventGenerator, GeneratorConfig
+    from .generate.jsonl import write_jsonl
+
+    gen = EventGenerator(
+        GeneratorConfig(
+            n_users=args.users,
+            n_items=args.items,
+            seed=args.seed,
+            launches_per_day=args.launches_per_day,
+            trend_days=args.trend_days,
+        )
+    )
+    n = write_jsonl(gen.events(args.count), args.out)
+    drift = gen._drift
+    launched = f", {drift.launched:,} items launched" if drift is not None else ""
+    print(f"{n:,} events written to {args.out}{launched}", file=sys.stderr)
+    return 0
+
+
+def cmd_learn(args: argparse.Namespace) -> int:
+    from topologies.learner import run_learner
+
+    from .learn.evaluate import parse_window
+    from .learn.learner import LearnOptions
+    from .learn.update import UpdateConfig
+
+    settings = settings_from(args)
+    if not settings.bootstrap_servers:
+        raise StreamRecError(
+            "learn needs --bootstrap-servers HOST:PORT (or STREAM_REC_BOOTSTRAP_SERVERS)"
+        )
+    every = args.every.strip()
+    if every.isdigit() and int(every) > 0:
+        timing: dict[str, Any] = {"every_events": int(every), "every_ms": None}
+    else:
+        try:
+            timing = {"every_events": None, "every_ms": parse_window(every)}
+        except StreamRecError:
+            raise StreamRecError(
+                f"--every {every!r}: expected a number of events (e.g. 50000) "
+                "or a duration (e.g. 10m, 1h)"
+            ) from None
+    if not 0 < args.held_out < 1:
+        raise StreamRecError(f"--held-out {args.held_out}: expected a fraction in (0, 1)")
+    opts = LearnOptions(
+        **timing,
+        capacity=args.window_sessions,
+        held_out=args.held_out,
+        min_sessions=args.min_sessions,
+        min_count=args.admit_count,
+        init=args.init,
+        margin=args.margin,
+        checkpoint_dir=args.checkpoint_dir,
+        update=UpdateConfig(lr=args.update_lr, epochs=args.update_epochs, replay=args.replay),
+    )
+    run_learner(settings, opts, port=args.port, max_updates=args.max_updates)
+    return 0

@@ -1,0 +1,259 @@
+"""The learner: a window of the stream, and an update that publishes a new bundle when the guard
+lets it (`stream-rec learn` runs it beside the workers; :mod:`topologies.learner` feeds it).
+
+An update, from the bundle in service (the newest valid one, or the learner's own last):
+1. the sessions since the previous update are split in time: the newest ``held_out`` share is
+   kept back for the guard, the rest is trained on with a replay sample of the window's older
+   sessions (:mod:`.update`);
+2. items the model does not know that occur ``min_count`` times in the window get rows
+   (:mod:`.vocab`), so the vocabulary and the HNSW index grow;
+3. the guard (:mod:`.guard`) scores the candidate and the serving model on the held-out
+   sessions; only a candidate within ``margin`` points is written, as a new bundle version
+   (model, item vectors, HNSW index, the item-neighbour table rebuilt from the window and
+   merged with the old one, popularity with the window's counts added). The bundle is written
+   in a hidden staging directory and renamed into place: workers polling the bundles
+   directory swap to it; a crash or a refused update leaves the old one in service.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.events import Event
+from ..core.features import ItemVocab, item_hash
+from ..errors import ConfigError
+from ..model.training_data import session_arrays
+from ..serving.bundle import HnswParams, ModelBundle, bundles_newest_first
+from .guard import DEFAULT_MARGIN, GuardDecision, guard
+from .update import UpdateConfig, UpdateStats, fine_tune
+from .vocab import admit, grow, initial_rows, new_item_counts
+from .window import SessionWindow
+
+__all__ = ["LearnOptions", "UpdateOutcome", "Learner", "STAGING"]
+
+log = logging.getLogger("stream_rec.learn")
+STAGING = ".learn-staging"  # hidden: bundles being written are never served
+
+
+@dataclass(frozen=True)
+class LearnOptions:
+    every_events: int | None = 50_000  # an update after this many events ...
+    every_ms: int | None = None  # ... or this much wall time (whichever is set)
+    capacity: int = 50_000  # sessions kept in the window
+    held_out: float = 0.1  # newest share of the new sessions scored by the guard
+    min_sessions: int = 20  # fewer new sessions: no update
+    min_count: int = 3  # occurrences in the window before a new item gets a row
+    max_new_items: int = 10_000  # per update
+    init: str = "cooccurrence"
+    margin: float = DEFAULT_MARGIN
+    update: UpdateConfig = field(default_factory=lambda: UpdateConfig(lr=1e-3))
+    checkpoint_dir: str | None = None  # weights for a base bundle without weights.pt
+
+    def __post_init__(self) -> None:
+        if (self.every_events is None) == (self.every_ms is None):
+            raise ConfigError("give exactly one of every_events and every_ms")
+        if not 0 < self.held_out < 1:
+            raise ConfigError(f"held_out must be in (0, 1); got {self.held_out}")
+
+
+@dataclass
+class UpdateOutcome:
+    published: Path | None = None
+    decision: GuardDecision | None = None
+    skipped: str | None = None  # why no candidate was trained
+    items_added: int = 0
+    sessions: int = 0  # new sessions since the previous update
+    stats: UpdateStats | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["published"] = str(self.published) if self.published else None
+        return out
+
+
+class Learner:
+    def __init__(
+        self,
+        bundles_dir: str | Path,
+        window: SessionWindow,
+        opts: LearnOptions,
+        serving: str | Path | None = None,
+    ) -> None:
+        self.bundles_dir = Path(bundles_dir)
+        self.window = window
+        self.opts = opts
+        self.serving = Path(serving) if serving else bundles_newest_first(self.bundles_dir)[0]
+        self.events_since = 0
+        self.last_update = time.monotonic()
+        self.outcomes: list[UpdateOutcome] = []
+        shutil.rmtree(
+            self.bundles_dir / STAGING, ignore_errors=True
+        )  # a crashed update's leftovers
+
+    def observe(self, event: Event) -> None:
+        self.window.add(event)
+        self.events_since += 1
+
+    def due(self) -> bool:
+        o = self.opts
+        if o.every_events is not None:
+            return self.events_since >= o.every_events
+        assert o.every_ms is not None
+        return (time.monotonic() - self.last_update) * 1000 >= o.every_ms
+
+    def update(self, progress: Callable[[str], None] | None = None) -> UpdateOutcome:
+        """One update (blocking, CPU-bound: run it off the event loop)."""
+        from .weights import load_model
+
+        say = progress or log.info
+        t0 = time.perf_counter()
+        self.events_since, self.last_update = 0, time.monotonic()
+        stop, w = self.window.next_seq, self.window
+        new, older = w.sessions(w.mark, stop), w.sessions(0, w.mark)
+        out = UpdateOutcome(sessions=len(new))
+        if len(new) < self.opts.min_sessions:
+            out.skipped = f"{len(new)} new sessions (< {self.opts.min_sessions})"
+            return self._done(out, t0, say)
+        n_held = max(1, int(len(new) * self.opts.held_out))
+        train_new, held = new[:-n_held], new[-n_held:]
+        bundle = ModelBundle.load(self.serving)
+        serving_model = load_model(bundle, self.opts.checkpoint_dir)
+        model, vocab = load_model(bundle, self.opts.checkpoint_dir), bundle.vocab
+        everything = [*older, *new]
+        new_ids = admit(
+            new_item_counts(everything, vocab), self.opts.min_count, self.opts.max_new_items
+        )
+        if new_ids:
+            rows = initial_rows(model, vocab, new_ids, everything, self.opts.init)
+            model, vocab = grow(model, vocab, new_ids, rows)
+        out.items_added = len(new_ids)
+        out.stats = fine_tune(
+            model,
+            vocab,
+            [session_arrays(s) for s in train_new],
+            [session_arrays(s) for s in older],
+            self.opts.update,
+        )
+        held_arrays = [session_arrays(s) for s in held]
+        out.decision = guard(
+            (model, vocab), (serving_model, bundle.vocab), held_arrays, self.opts.margin
+        )
+        w.set_mark(stop)
+        if out.decision.publish:
+            out.published = self._publish(bundle, model, vocab, everything, out)
+            self.serving = out.published
+        return self._done(out, t0, say)
+
+    def _done(self, out: UpdateOutcome, t0: float, say: Callable[[str], None]) -> UpdateOutcome:
+        out.seconds = time.perf_counter() - t0
+        self.outcomes.append(out)
+        d = out.decision
+        if out.skipped:
+            say(f"update skipped: {out.skipped}")
+        elif d is not None:
+            say(
+                f"update: {out.sessions:,} new sessions, +{out.items_added} items, guard on "
+                f"{d.cases:,} held-out cases: candidate {d.candidate_hr:.2f}/{d.candidate_mrr:.2f} "
+                f"vs serving {d.serving_hr:.2f}/{d.serving_mrr:.2f} (HR@20/MRR@20): "
+                + (f"published {out.published.name}" if out.published else f"refused, {d.reason}")
+                + f" ({out.seconds:.1f}s)"
+            )
+        return out
+
+    def _publish(
+        self,
+        base: ModelBundle,
+        model: Any,
+        vocab: ItemVocab,
+        sessions: Sequence[Sequence[Event]],
+        out: UpdateOutcome,
+    ) -> Path:
+        from ..model.bundle_writer import with_item_neighbours, write_bundle
+
+        staging = self.bundles_dir / STAGING
+        hnsw_info = base.manifest.get("hnsw", {})
+        hnsw = HnswParams(
+            **{f.name: hnsw_info[f.name] for f in fields(HnswParams) if f.name in hnsw_info}
+        )
+        info = {
+            "data": "learn",
+            "base": base.version,
+            "sessions": out.sessions,
+            "events": sum(len(s) for s in sessions),
+            "epochs": self.opts.update.epochs,
+            "update": asdict(out.stats) if out.stats else None,
+            "items_added": out.items_added,
+            "window_sessions": len(self.window),
+            "guard": out.decision.as_dict() if out.decision else None,
+        }
+        staged = write_bundle(
+            staging,
+            model,
+            vocab,
+            _popularity(base, vocab, sessions),
+            info,
+            {"guard": info["guard"]},
+            hnsw,
+        )
+        try:
+            table = base.item_neighbours()
+            if table is None:
+                final = self.bundles_dir / staged.name
+                staged.rename(final)
+                return final
+            merged = _merged_table(table, vocab, sessions)
+            return with_item_neighbours(
+                ModelBundle.load(staged),
+                self.bundles_dir,
+                merged,
+                base.item_neighbours_weight,
+                {
+                    "rule": f"weight carried from {base.version}; table of the learner's window, "
+                    "the base table's rows where the window has no neighbours"
+                },
+                note=f"{len(sessions):,} window sessions",
+            )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _rows(sessions: Sequence[Sequence[Event]], vocab: ItemVocab) -> list[np.ndarray]:
+    return [
+        vocab.rows_for_hashes(
+            np.asarray([item_hash(e.item_id) for e in s if e.item_id is not None], np.int64)
+        )
+        for s in sessions
+    ]
+
+
+def _popularity(
+    base: ModelBundle, vocab: ItemVocab, sessions: Sequence[Sequence[Event]]
+) -> np.ndarray:
+    """The base counts (new items 0), plus the window's counts for every item."""
+    pop = np.zeros(len(vocab) + 1, np.float32)
+    pop[: len(base.popularity)] = base.popularity
+    rows = np.concatenate(_rows(sessions, vocab) or [np.zeros(0, np.int64)])
+    pop += np.bincount(rows[rows > 0], minlength=len(vocab) + 1).astype(np.float32)
+    return pop
+
+
+def _merged_table(old: Any, vocab: ItemVocab, sessions: Sequence[Sequence[Event]]) -> Any:
+    from ..core.item_neighbours import ItemNeighbours
+
+    width = int(old.rows.shape[1])
+    fresh = ItemNeighbours.build(
+        _rows(sessions, vocab), len(vocab), n_neighbors=width, candidates=old.candidates
+    )
+    empty = (fresh.rows[: old.rows.shape[0]] == 0).all(axis=1)
+    fresh.rows[: old.rows.shape[0]][empty] = old.rows[empty]
+    fresh.scores[: old.rows.shape[0]][empty] = old.scores[empty]
+    return fresh
