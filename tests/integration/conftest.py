@@ -34,7 +34,7 @@ def tiny_bundle(tmp_path_factory) -> Path:
 class Pipeline:
     """Topics, settings and a worker process for one test; helpers to drive and observe it."""
 
-    def __init__(self, bootstrap: str, bundle: Path, tmp: Path, **overrides) -> None:
+    def __init__(self, bootstrap: str, bundle_path: Path, tmp: Path, **overrides) -> None:
         tag = uuid.uuid4().hex[:8]
         self.settings = Settings.from_env(
             {},
@@ -43,13 +43,15 @@ class Pipeline:
             recs_topic=f"recs-{tag}",
             dlq_topic=f"dlq-{tag}",
             app_id=f"it-{tag}",
-            partitions=2,
-            bundle=str(bundle),
-            data_dir=str(tmp / "state"),
-            worker_port=free_port(),
-            model_poll_s=0,
-            changelog_barrier=True,  # the embedded broker is Tansu 0.6
-            **overrides,
+            **{
+                "partitions": 2,
+                "bundle": str(bundle_path),
+                "data_dir": str(tmp / "state"),
+                "worker_port": free_port(),
+                "model_poll_s": 0,
+                "changelog_barrier": True,  # the embedded broker is Tansu 0.6
+                **overrides,
+            },
         )
         self.tmp = tmp
         self.worker: WorkerProcess | None = None
