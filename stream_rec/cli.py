@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .cli_args import CliParser, add_subcommands, settings_from
-from .cli_learn import cmd_generate, cmd_learn
+from .cli_learn import cmd_generate, cmd_learn, cmd_publish
 from .errors import StreamRecError
 
 __all__ = ["main", "build_parser"]
@@ -53,6 +53,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             "the worker needs a Kafka: pass --bootstrap-servers HOST:PORT or set "
             "STREAM_REC_BOOTSTRAP_SERVERS (`stream-rec broker` starts an embedded one)"
         )
+    if settings.bundles_topic and not (settings.bundle or settings.model_version):
+        from .kafka.bundle_topic import fetch_first_bundle
+
+        asyncio.run(fetch_first_bundle(settings))
     if settings.engine == "direct":
         from topologies.direct import run_direct_worker
 
@@ -299,7 +303,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 # plumbing, and `_cmd_worker` anywhere else would sit on top of every worker profile.
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo, "broker": _cmd_broker, "worker": _cmd_worker, "produce": _cmd_produce,
-    "generate": cmd_generate, "learn": cmd_learn,
+    "generate": cmd_generate, "learn": cmd_learn, "publish": cmd_publish,
     "forget": _cmd_forget, "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "neighbours": _cmd_neighbours, "evaluate": _cmd_evaluate,
     "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "replay": _cmd_replay,
     "topics": _cmd_topics, "gateway": _cmd_gateway,

@@ -29,7 +29,7 @@ _SECURITY = ("security_protocol", "ssl_cafile", "ssl_certfile", "ssl_keyfile", "
              "sasl_username", "sasl_password")
 _KAFKA = ("bootstrap_servers", "events_topic", "recs_topic", "dlq_topic", "partitions", *_SECURITY)
 _GROUP = ("session_timeout_s", "standby_replicas", "changelog_barrier")
-_MODEL = ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
+_MODEL = ("bundles_dir", "bundle", "model_version", "bundles_topic", "providers", "intra_op_threads",
           "inter_op_threads", "index", "hnsw_ef", "index_threads")
 _SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "cold_start_trending", "explain", "batch_max",
             "batch_wait_ms", "session_gap_s", "max_purchased")
@@ -53,6 +53,7 @@ def add_subcommands(
     _add_produce(sub)
     _add_generate(sub)
     _add_learn(sub)
+    _add_publish(sub)
     _add_forget(sub)
     from .cli_model_args import add_model_subcommands
 
@@ -194,8 +195,20 @@ def _add_learn(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--max-updates", type=_positive_int, default=None,
                    help="stop after N updates (default: run until stopped)")
     _add_update_args(p)
-    _add_settings(p, (*_KAFKA, "app_id", "data_dir", "bundles_dir", "bundle", "worker_host",
+    _add_settings(p, (*_KAFKA, "app_id", "data_dir", "bundles_dir", "bundle", "bundles_topic", "worker_host",
                       "session_timeout_s", "batch_max", "log_level", *_INPUT))
+
+
+def _add_publish(sub: argparse._SubParsersAction[CliParser]) -> None:
+    p = sub.add_parser("publish", help="send a bundle to the bundles topic (workers without a shared disk)",
+                       description="Send a model bundle to the compacted --bundles-topic: every worker "
+                       "started with the same --bundles-topic fetches it into its own bundles directory "
+                       "and swaps to it (a worker with none waits for it at start). --keep N tombstones "
+                       "all but the newest N versions on the topic.")
+    p.add_argument("--keep", type=_positive_int, default=None,
+                   help="then retire all but the newest N bundles on the topic")
+    _add_settings(p, (*_KAFKA, "bundles_dir", "bundle", "model_version", "bundles_topic",
+                      "replication_factor", "min_insync_replicas", "log_level"))
 
 
 def _add_update_args(g: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from .cli_common import settings_from
 from .errors import StreamRecError
 
-__all__ = ["incremental", "cmd_generate", "cmd_learn"]
+__all__ = ["incremental", "cmd_generate", "cmd_learn", "cmd_publish"]
 
 
 def incremental(args: argparse.Namespace, opts: Any) -> int:
@@ -111,4 +111,40 @@ def cmd_learn(args: argparse.Namespace) -> int:
         update=UpdateConfig(lr=args.update_lr, epochs=args.update_epochs, replay=args.replay),
     )
     run_learner(settings, opts, port=args.port, max_updates=args.max_updates)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .kafka.bundle_topic import BundleFetcher, publish_bundle, retire_bundles
+    from .serving.bundle import resolve_bundle
+
+    settings = settings_from(args)
+    if not settings.bootstrap_servers or not settings.bundles_topic:
+        raise StreamRecError(
+            "publish needs --bootstrap-servers HOST:PORT and --bundles-topic TOPIC"
+        )
+    path = resolve_bundle(
+        settings.bundles_dir, settings.bundle or None, settings.model_version or None
+    )
+
+    async def run() -> None:
+        note = await publish_bundle(settings, path)
+        print(
+            f"{note['version']}: {note['chunks']} chunks, {note['bytes']:,} bytes "
+            f"to {settings.bundles_topic}",
+            file=sys.stderr,
+        )
+        if args.keep:
+            fetcher = BundleFetcher(settings, notes_only=True)  # the topic's announcements
+            task = asyncio.create_task(fetcher.run())
+            while note["version"] not in fetcher.notes and not task.done():
+                await asyncio.sleep(0.2)
+            fetcher.stop()
+            await asyncio.gather(task, return_exceptions=True)
+            n = await retire_bundles(settings, list(fetcher.notes.values()), keep=args.keep)
+            print(f"{n} older bundle(s) retired", file=sys.stderr)
+
+    asyncio.run(run())
     return 0

@@ -89,6 +89,7 @@ class Settings:
     bundles_dir: str = _f("bundles", "Directory of model bundles (one sub-directory per version).")
     bundle: str = _f("", "Path of the model bundle to serve. Empty: --model-version, else the newest bundle.")
     model_version: str = _f("", "Version (sub-directory of bundles_dir) to serve when --bundle is empty.")
+    bundles_topic: str = _f("", "Compacted topic bundles travel through when workers share no disk with the learner: `stream-rec learn` (and `stream-rec publish`) send each bundle there, workers fetch new ones into bundles_dir (empty = off).")
     providers: str = _f("auto", "ONNX Runtime providers: auto (CUDA when usable, else CPU), cpu or cuda.", choices=("auto", "cpu", "cuda"))
     intra_op_threads: int = _f(1, "ONNX Runtime intra-op threads (0 = ORT default).", min=0)
     inter_op_threads: int = _f(1, "ONNX Runtime inter-op threads (0 = ORT default).", min=0)

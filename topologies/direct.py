@@ -100,6 +100,7 @@ class DirectWorker:
     # --------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
         from stream_rec.kafka.admin import ensure_topics
+        from stream_rec.kafka.bundle_topic import fetcher_for
 
         s = self.settings
         await ensure_topics(
@@ -129,7 +130,7 @@ class DirectWorker:
             self.consumer.subscribe([s.events_topic], listener=_Rebalance(self))
             await self.consumer.start()
             log.warning("direct worker %s consuming %s", s.app_id, s.events_topic)
-            tasks = [asyncio.create_task(self._poll_models()), asyncio.create_task(run_state_ttl(self))]
+            tasks = [asyncio.create_task(self.holder.watch(self._swapped, fetcher_for(s))), asyncio.create_task(run_state_ttl(self))]
             try:
                 await self._loop()
             finally:
@@ -167,16 +168,8 @@ class DirectWorker:
         while self._inflight and (all_ or self._inflight[0].done()):
             self._to_commit.update(await self._inflight.popleft())
 
-    async def _poll_models(self) -> None:
-        if self.settings.model_poll_s <= 0 or self.holder.pinned:
-            return
-        while True:
-            await asyncio.sleep(self.settings.model_poll_s)
-            try:
-                if await self.holder.maybe_swap():
-                    self.stats.model_swaps += 1
-            except Exception as exc:  # a bad new bundle must not stop serving the old one
-                log.error("model swap failed, still serving %s: %s", self.holder.recommender.model_version, exc)
+    def _swapped(self) -> None:
+        self.stats.model_swaps += 1
 
     # --------------------------------------------------------------------- the hot path
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> asyncio.Future[dict[TopicPartition, int]]:

@@ -125,6 +125,18 @@ class LearnerProcess:
         finally:
             self.updating = False
         self.metrics.record(out)
+        if out.published is not None and self.settings.bundles_topic:
+            try:
+                from stream_rec.kafka.bundle_topic import publish_bundle
+
+                await publish_bundle(self.settings, out.published)
+            except Exception as exc:  # the bundle is on disk; the next update sends its own
+                log.error(
+                    "bundle %s written but not sent to %s: %s",
+                    out.published.name,
+                    self.settings.bundles_topic,
+                    exc,
+                )
         return out
 
     async def _start_web(self) -> Any:

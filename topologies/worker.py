@@ -215,13 +215,14 @@ def _batch_handler(
 
 
 def _watch_bundles(app: faust.App, settings: Settings, holder: ModelHolder, stats: WorkerStats) -> None:
-    @app.timer(settings.model_poll_s)
+    def swapped() -> None:
+        stats.model_swaps += 1
+
+    @app.task
     async def watch_bundles() -> None:
-        try:
-            if await holder.maybe_swap():
-                stats.model_swaps += 1
-        except Exception as exc:  # a bad new bundle must not stop serving the old one
-            log.error("model swap failed, still serving %s: %s", holder.recommender.model_version, exc)
+        from stream_rec.kafka.bundle_topic import fetcher_for
+
+        await holder.watch(swapped, fetcher_for(settings))
 
 
 def _stats_page(app: faust.App, holder: ModelHolder, stats: WorkerStats) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from ..core.recommender import Recommender
 from ..errors import BundleError
@@ -32,14 +34,16 @@ class ModelHolder:
         self.skipped: dict[Path, float] = {}  # bundle -> manifest mtime when it failed
         if self.pinned:
             self.path = resolve_bundle(
-                settings.bundles_dir, settings.bundle or None, settings.model_version or None)
+                settings.bundles_dir, settings.bundle or None, settings.model_version or None
+            )
             self.recommender = self._load(self.path)
         else:
             found = self._newest_valid(bundles_newest_first(settings.bundles_dir))
             if found is None:
                 raise BundleError(
                     f"no valid model bundle in {settings.bundles_dir!r}; skipped "
-                    f"{', '.join(p.name for p in self.skipped)} (see the log)")
+                    f"{', '.join(p.name for p in self.skipped)} (see the log)"
+                )
             self.path, self.recommender = found
         log.warning("serving model %s from %s", self.recommender.model_version, self.path)
 
@@ -61,6 +65,33 @@ class ModelHolder:
         recommender = build_recommender(ModelBundle.load(path), self.settings)
         recommender.warm_up()
         return recommender
+
+    async def watch(
+        self,
+        on_swap: Callable[[], None] = lambda: None,
+        beside: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        """Poll for newer bundles every ``model_poll_s`` (forever; cancel to stop), swapping to
+        each. ``beside`` (the bundles-topic fetcher) runs meanwhile, restarted if it stops.
+        A pinned holder, or ``model_poll_s`` 0, never swaps."""
+        if self.settings.model_poll_s <= 0 or self.pinned:
+            return
+        task = asyncio.create_task(beside()) if beside is not None else None
+        try:
+            while True:
+                await asyncio.sleep(self.settings.model_poll_s)
+                try:
+                    if await self.maybe_swap():
+                        on_swap()
+                except Exception as exc:  # a bad new bundle must not stop serving the old one
+                    log.error("model swap failed, still serving %s: %s",
+                              self.recommender.model_version, exc)
+                if beside is not None and task is not None and task.done():
+                    log.error("%s stopped (%r); restarting it", beside, task.exception())
+                    task = asyncio.create_task(beside())
+        finally:
+            if task is not None:
+                task.cancel()
 
     async def maybe_swap(self) -> bool:
         if self.pinned:

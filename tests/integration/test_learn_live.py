@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 import urllib.request
+from dataclasses import replace
 
 import numpy as np
 import orjson
@@ -15,6 +16,7 @@ import pytest
 
 pytest.importorskip("torch")
 
+from stream_rec.kafka.bundle_topic import publish_bundle  # noqa: E402
 from stream_rec.learn.learner import LearnOptions  # noqa: E402
 from stream_rec.learn.update import UpdateConfig  # noqa: E402
 from stream_rec.model.bundle_writer import write_bundle  # noqa: E402
@@ -55,16 +57,28 @@ def _stats(port: int) -> dict:
         return json.loads(answer.read())
 
 
-def test_a_new_item_becomes_recommendable_after_an_update_with_no_answer_lost(broker, tmp_path):
+@pytest.mark.parametrize("shared_disk", [True, False], ids=["shared-disk", "bundles-topic"])
+def test_a_new_item_becomes_recommendable_after_an_update_with_no_answer_lost(
+    broker, tmp_path, shared_disk
+):
+    """Shared disk: the learner writes into the worker's bundles directory. Bundles topic (pods
+    with no shared disk): the worker starts with an empty bundles directory and waits for the
+    first bundle on the topic (`stream-rec publish`), then fetches the learner's."""
     sessions, ids = successor_corpus(600, N, seed=1)
     vocab = build_vocab(ids)
     model, _ = train_tiny(sessions, vocab)
     bundles = tmp_path / "bundles"
     info = {"data": "successor", "sessions": len(sessions), "events": 1, "epochs": 4, "seed": 0}
     base = write_bundle(bundles, model, vocab, item_popularity(sessions, vocab), info, {})
-    p = Pipeline(broker, base, tmp_path, engine="direct", bundle="", bundles_dir=str(bundles),
-                 model_poll_s=0.3, coalesce=False, filter_clicked=False)
+    topic = "" if shared_disk else f"bundles-{tmp_path.name[-20:]}-{time.time_ns()}"
+    worker_bundles = bundles if shared_disk else tmp_path / "worker-bundles"
+    p = Pipeline(broker, base, tmp_path, engine="direct", bundle="",
+                 bundles_dir=str(worker_bundles), bundles_topic=topic, model_poll_s=0.3,
+                 coalesce=False, filter_clicked=False)
+    learner_settings = replace(p.settings, bundles_dir=str(bundles))
     asyncio.run(p.create_topics())
+    if not shared_disk:
+        asyncio.run(publish_bundle(learner_settings, base))
     now = int(time.time() * 1000)
     before = _stream("a", 240, seed=2, t0=now)
     during = _stream("b", 60, seed=3, t0=now + 5_000)  # sent while the learner updates
@@ -77,7 +91,7 @@ def test_a_new_item_becomes_recommendable_after_an_update_with_no_answer_lost(br
             await p.recommendations(lambda rs: {r.source_event_id for r in rs} >= first)
             opts = LearnOptions(every_events=len(before), min_count=3, margin=5.0,
                                 update=UpdateConfig(epochs=8, lr=3e-3, batch_size=32, negatives=0))
-            learner = LearnerProcess(p.settings, opts, port=0, max_updates=1)
+            learner = LearnerProcess(learner_settings, opts, port=0, max_updates=1)
             task = asyncio.create_task(learner.run())
             while not learner.updating and not task.done():
                 await asyncio.sleep(0.05)
@@ -106,3 +120,6 @@ def test_a_new_item_becomes_recommendable_after_an_update_with_no_answer_lost(br
     last = next(r for r in recs if r.source_event_id == "probe-2")
     assert last.model_version == published
     assert "fresh" in [i.item_id for i in last.items][:5], last.items
+    if not shared_disk:  # the worker's own copies, fetched from the topic
+        fetched = sorted(d.name for d in worker_bundles.iterdir() if not d.name.startswith("."))
+        assert fetched == sorted([base.name, published])
