@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..model.training_data import session_arrays
 from ..serving.bundle import HnswParams, ModelBundle, bundles_newest_first
 from .guard import DEFAULT_MARGIN, GuardDecision, guard
-from .update import UpdateConfig, UpdateStats, fine_tune
+from .update import UpdateConfig, UpdateStats, fine_tune, replay_sample
 from .vocab import admit, grow, initial_rows, new_item_counts
 from .window import SessionWindow
 
@@ -73,6 +73,7 @@ class UpdateOutcome:
     sessions: int = 0  # new sessions since the previous update
     stats: UpdateStats | None = None
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: read, grow, train, ...
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -120,6 +121,8 @@ class Learner:
         stop, w = self.window.next_seq, self.window
         new, older = w.sessions(w.mark, stop), w.sessions(0, w.mark)
         out = UpdateOutcome(sessions=len(new))
+        lap = _Lap(out.phases)
+        lap("read")
         if len(new) < self.opts.min_sessions:
             out.skipped = f"{len(new)} new sessions (< {self.opts.min_sessions})"
             return self._done(out, t0, say)
@@ -136,21 +139,28 @@ class Learner:
             rows = initial_rows(model, vocab, new_ids, everything, self.opts.init)
             model, vocab = grow(model, vocab, new_ids, rows)
         out.items_added = len(new_ids)
+        lap("grow")
+        cfg = self.opts.update
+        rng = np.random.default_rng(cfg.seed + len(self.outcomes))
+        replayed = replay_sample(older, int(round(cfg.replay * len(train_new))), rng)
         out.stats = fine_tune(
             model,
             vocab,
             [session_arrays(s) for s in train_new],
-            [session_arrays(s) for s in older],
-            self.opts.update,
+            [session_arrays(s) for s in replayed],  # all of them: already the sample
+            cfg,
         )
+        lap("train")
         held_arrays = [session_arrays(s) for s in held]
         out.decision = guard(
             (model, vocab), (serving_model, bundle.vocab), held_arrays, self.opts.margin
         )
+        lap("guard")
         w.set_mark(stop)
         if out.decision.publish:
             out.published = self._publish(bundle, model, vocab, everything, out)
             self.serving = out.published
+            lap("publish")
         return self._done(out, t0, say)
 
     def _done(self, out: UpdateOutcome, t0: float, say: Callable[[str], None]) -> UpdateOutcome:
@@ -224,6 +234,18 @@ class Learner:
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+class _Lap:
+    """Records the seconds since the previous call under each name."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self.into, self.t = into, time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.into[name] = round(now - self.t, 3)
+        self.t = now
 
 
 def _rows(sessions: Sequence[Sequence[Event]], vocab: ItemVocab) -> list[np.ndarray]:

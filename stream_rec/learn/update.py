@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +28,8 @@ from ..model.sasrec import SessionTransformer
 from ..model.train import batch_loss
 
 __all__ = ["UpdateConfig", "UpdateStats", "fine_tune", "replay_sample"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ class UpdateStats:
     stopped_early: bool = False  # max_seconds reached
 
 
-def replay_sample(older: Sequence[Session], n: int, rng: np.random.Generator) -> list[Session]:
+def replay_sample(older: Sequence[T], n: int, rng: np.random.Generator) -> list[T]:
     """``n`` of ``older`` drawn uniformly without replacement (all of them when fewer)."""
     if n >= len(older):
         return list(older)
