@@ -226,6 +226,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import BenchOptions, run_bench
     from .bench.served import ServedOptions
 
+    if args.learn:
+        from .bench.learning import LearnBenchOptions, run_learn_bench
+
+        learn = LearnBenchOptions(update_events=args.learn_events, live_seconds=args.live_seconds,
+                                  rate=args.learn_rate, every_s=args.learn_every,
+                                  train_events=args.train_events, epochs=args.epochs)
+        print(orjson.dumps(run_learn_bench(settings_from(args), learn)).decode())
+        return 0
+
     served = None if args.dataset is None else ServedOptions(
         dataset=args.dataset, data_root=args.data_root, data_dir=args.data_dir, events_file=args.events_file,
         min_item_count=args.min_item_count, test_days=args.test_days, max_sessions=args.max_sessions,

@@ -309,6 +309,18 @@ def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--state-users", type=_positive_int, default=1_000_000,
                    help="users written to RocksDB for the size figure (default 1000000)")
     p.add_argument("--profile", action="store_true", help="py-spy worker 0 at saturation; print its top frames")
+    g = p.add_argument_group("learning from the stream (--learn, issue 23)")
+    g.add_argument("--learn", action="store_true",
+                   help="instead: the cost of one learner update over --learn-events events of a drifting "
+                   "generated stream, and how soon new items are recommended live")
+    g.add_argument("--learn-events", type=_positive_int, default=600_000,
+                   help="events in the timed update's window (default 600000: 10 min at 1,000/s)")
+    g.add_argument("--live-seconds", type=_non_negative_float, default=180.0,
+                   help="seconds of the live phase (0 = skip it; default 180)")
+    g.add_argument("--learn-rate", type=_positive_float, default=300.0,
+                   help="events/s of the live phase (default 300)")
+    g.add_argument("--learn-every", type=_positive_float, default=30.0,
+                   help="seconds between the live learner's updates (default 30)")
     p.add_argument("--timeout", type=_positive_int, default=300,
                    help="seconds to wait for each phase before giving up (default 300)")
     p.add_argument("--dataset", choices=(*_SPLITS, "events"), default=None,
