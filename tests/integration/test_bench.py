@@ -69,3 +69,21 @@ def test_bad_arguments_get_one_line(tmp_path):
         assert proc.returncode == 2
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_tiny_learn_bench_times_an_update_and_follows_new_items_live(broker, tmp_path):
+    cmd = [
+        sys.executable, "-m", "stream_rec.cli", "bench", "--learn",
+        "--bootstrap-servers", broker, "--changelog-barrier", "--session-timeout-s", "4",
+        "--train-events", "8000", "--epochs", "1", "--learn-events", "6000",
+        "--live-seconds", "15", "--learn-rate", "200", "--learn-every", "5",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = orjson.loads(out.stdout.strip().splitlines()[-1])
+    update = summary["update"]
+    assert update["events"] == 6000 and update["sessions"] > 100 and update["steps"] > 0
+    assert set(update["phases_s"]) >= {"read", "grow", "train", "guard"}
+    live = summary["live"]
+    assert live["events_sent"] == 3000 and live["new_items_seen"] > 0
+    assert sum(live["updates"].values()) >= 1
