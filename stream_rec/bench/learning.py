@@ -134,6 +134,7 @@ async def _live(settings: Settings, base: Path, o: LearnBenchOptions, run: Path)
 
     from ..core.events import decode_recommendation
     from ..kafka.admin import ensure_topics
+    from ..kafka.clients import consumer_config, producer_config
     from ..kafka.probe import free_port
     from ..kafka.produce import Pacer
     from ..kafka.worker_process import WorkerProcess
@@ -171,7 +172,7 @@ async def _live(settings: Settings, base: Path, o: LearnBenchOptions, run: Path)
     stop = asyncio.Event()
 
     async def produce() -> int:
-        producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=5)
+        producer = AIOKafkaProducer(**producer_config(s, linger_ms=5))
         await producer.start()
         gen = _generator(o)
         n_total = o.train_events + int(o.rate * o.live_seconds)
@@ -196,10 +197,7 @@ async def _live(settings: Settings, base: Path, o: LearnBenchOptions, run: Path)
 
     async def watch() -> None:
         consumer = AIOKafkaConsumer(
-            s.recs_topic,
-            bootstrap_servers=s.bootstrap_servers,
-            auto_offset_reset="earliest",
-            group_id=None,
+            s.recs_topic, **consumer_config(s, auto_offset_reset="earliest", group_id=None)
         )
         await consumer.start()
         try:

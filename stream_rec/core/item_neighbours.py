@@ -9,8 +9,11 @@ table is looked up: one row gather per answer, and the blend of a whole micro-ba
 handful of numpy array operations (:func:`item_blended_search`).
 
 The table: for every item row, its ``N`` best neighbour rows (0 = none) and their scores
-normalised to sum 1, both ``(n_items + 1, N)``. A session is scored by the row of its last
-known item: score = (1 - w) * softmax(model over the index's candidates) + w * table score.
+normalised to sum 1, both ``(n_items + 1, N)``. A session is scored by the rows of its
+``recent`` last known items (newest first, weights 1, 0.9, 0.8, ... normalised to sum 1; an
+item in several rows sums its shares): score = (1 - w) * softmax(model over the index's
+candidates) + w * table score. ``recent`` is tuned with ``w`` on validation (1 for bundles
+written before it existed): the session's last few items are GraphFine's "item view".
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ __all__ = [
     "item_knn",
     "item_blended_search",
     "last_known_rows",
+    "recent_weights",
     "DEFAULT_CANDIDATES",
+    "MAX_RECENT",
 ]
 
 # The model's top 20 (the answer's k) normalise its softmax: no more index breadth than the model
@@ -34,6 +39,8 @@ __all__ = [
 DEFAULT_CANDIDATES = 20
 # Neighbours kept per item: the blend gathers their vectors per answer, so its cost grows with it.
 DEFAULT_NEIGHBOURS = 30
+# The most recent known items a session's blend can use (encode_sequences keeps this many).
+MAX_RECENT = 5
 
 
 def item_knn(
@@ -81,7 +88,11 @@ class ItemNeighbours:
     """Each item row's best neighbour rows and normalised scores, ``(n_items + 1, N)`` each."""
 
     def __init__(
-        self, rows: np.ndarray, scores: np.ndarray, candidates: int = DEFAULT_CANDIDATES
+        self,
+        rows: np.ndarray,
+        scores: np.ndarray,
+        candidates: int = DEFAULT_CANDIDATES,
+        recent: int = 1,
     ) -> None:
         if rows.shape != scores.shape or rows.ndim != 2:
             raise ValueError(
@@ -93,6 +104,13 @@ class ItemNeighbours:
         # Index candidates the model's softmax is normalised over: part of the blend's definition
         # (its weight is tuned with it), and what the index must return (its ef floor).
         self.candidates = int(candidates)
+        if not 1 <= recent <= MAX_RECENT:
+            raise ValueError(f"recent must be in [1, {MAX_RECENT}]; got {recent}")
+        self.recent = int(recent)  # the session's last known items whose rows are blended
+
+    def with_recent(self, recent: int) -> ItemNeighbours:
+        """The same table blending the session's last ``recent`` known items."""
+        return ItemNeighbours(self.rows, self.scores, self.candidates, recent)
 
     @property
     def n_items(self) -> int:
@@ -125,30 +143,57 @@ class ItemNeighbours:
     def save(self, path: str | os.PathLike[str]) -> None:
         with open(path, "wb") as f:
             np.savez(
-                f, rows=self.rows.astype(np.int32), scores=self.scores, candidates=self.candidates
+                f,
+                rows=self.rows.astype(np.int32),
+                scores=self.scores,
+                candidates=self.candidates,
+                recent=self.recent,
             )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ItemNeighbours:
         with np.load(path) as z:
-            return cls(z["rows"], z["scores"], int(z["candidates"]))
+            recent = int(z["recent"]) if "recent" in z.files else 1  # older tables: last item only
+            return cls(z["rows"], z["scores"], int(z["candidates"]), recent)
 
     def describe(self) -> dict[str, Any]:
         return {
             "items": self.n_items,
             "neighbours": int(self.rows.shape[1]),
             "candidates": self.candidates,
+            "recent": self.recent,
         }
 
 
-def last_known_rows(sessions: Sequence[np.ndarray]) -> np.ndarray:
-    """(B,) each session's last item row the model knows (0 when it knows none)."""
-    out = np.zeros(len(sessions), np.int64)
+def last_known_rows(sessions: Sequence[np.ndarray], m: int = 1) -> np.ndarray:
+    """(B, m) each session's last ``m`` item rows the model knows, newest first (0 = none)."""
+    out = np.zeros((len(sessions), m), np.int64)
     for b, s in enumerate(sessions):
-        known = np.flatnonzero(np.asarray(s) > 0)
-        if len(known):
-            out[b] = s[known[-1]]
+        known = np.asarray(s)[np.asarray(s) > 0][::-1][:m]
+        out[b, : len(known)] = known
     return out
+
+
+def recent_weights(last_rows: np.ndarray) -> np.ndarray:
+    """(B, m) weights of each session's recent items: 1, 0.9, 0.8, ... where there is an item,
+    normalised to sum 1 per session (all 0 without any)."""
+    m = last_rows.shape[1]
+    w = np.where(last_rows > 0, 1.0 - 0.1 * np.arange(m), 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    return w / np.where(total > 0, total, 1.0)
+
+
+def _merged(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's repeated items summed into one entry (the others become row 0, score 0)."""
+    order = np.argsort(rows, axis=1, kind="stable")
+    r = np.take_along_axis(rows, order, axis=1)
+    sc = np.take_along_axis(scores, order, axis=1)
+    first = np.ones(r.shape, bool)
+    first[:, 1:] = r[:, 1:] != r[:, :-1]
+    starts = np.flatnonzero(first.ravel())
+    summed = np.zeros(sc.size, sc.dtype)
+    summed[starts] = np.add.reduceat(sc.ravel(), starts)
+    return np.where(first, r, 0), summed.reshape(sc.shape)
 
 
 def item_blended_search(
@@ -164,7 +209,8 @@ def item_blended_search(
     exclude: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Like ``index.search(queries, k, exclude)``, with ``table``'s neighbours of each session's
-    last known item (``last_rows``, 0 = none) blended in, for a whole batch at once.
+    last known items blended in, for a whole batch at once. ``last_rows``: (B,) or (B, m) rows,
+    newest first, 0 = none (:func:`last_known_rows`); the table's ``recent`` first are used.
 
     The softmax (``scale``) is normalised over the index's ``candidates``; neighbours the index
     did not return get their inner product from ``item_vectors``. An item in both lists keeps
@@ -177,8 +223,15 @@ def item_blended_search(
     p = np.where(valid, np.exp(scale * (cos - top)), 0.0)  # (B, C)
     z = p.sum(axis=1, keepdims=True)
     z[z == 0] = 1.0
-    nb_rows, nb_scores = table.rows[last_rows], table.scores[last_rows]  # (B, N) each
-    nb_rows = np.where(last_rows[:, None] > 0, nb_rows, 0)
+    last = last_rows.reshape(len(last_rows), -1)[:, : table.recent]  # (B, m), newest first
+    if last.shape[1] == 1:
+        nb_rows, nb_scores = table.rows[last[:, 0]], table.scores[last[:, 0]]  # (B, N) each
+        nb_rows = np.where(last > 0, nb_rows, 0)
+    else:  # the recent items' rows, weighted, one entry per item
+        w = recent_weights(last).astype(np.float32)  # (B, m)
+        nb_rows = np.where(last[:, :, None] > 0, table.rows[last], 0).reshape(len(last), -1)
+        nb_scores = (table.scores[last] * w[:, :, None]).reshape(len(last), -1)
+        nb_rows, nb_scores = _merged(nb_rows, nb_scores)
     if exclude is not None:
         for b, ex in enumerate(exclude):
             if ex is not None and len(ex):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .cooccurrence import SessionNeighbours, blended_search
 from .features import ItemVocab, featurize
-from .item_neighbours import ItemNeighbours, item_blended_search
+from .item_neighbours import MAX_RECENT, ItemNeighbours, item_blended_search
 from .repeat import rerank, session_bonuses
 from .seams import CandidateIndex, RepeatEncoder, SessionEncoder
 
@@ -32,7 +32,8 @@ class EncodedSessions:
     vectors: np.ndarray
     known: np.ndarray
     bonuses: list[tuple[np.ndarray, np.ndarray]] | None = None
-    last_rows: np.ndarray | None = None  # (N,) each session's last known item row (0 = none)
+    # (N, MAX_RECENT) each session's last known item rows, newest first (0 = none)
+    last_rows: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def encode_sequences(
     order = np.argsort(lengths, kind="stable")
     vectors = np.empty((n, encoder.dim), np.float32)
     known = np.empty(n, bool)
-    last_rows = np.zeros(n, np.int64)
+    last_rows = np.zeros((n, MAX_RECENT), np.int64)
     repeat = has_repeat_head(encoder)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
     bonus_of: list[tuple[np.ndarray, np.ndarray]] = [empty] * n if repeat else []
@@ -83,8 +84,9 @@ def encode_sequences(
             vectors[rows] = encoder.encode(inputs)
         has_item = inputs.items > 0  # (B, L)
         known[rows] = has_item.any(axis=1)
-        last_at = has_item.shape[1] - 1 - np.argmax(has_item[:, ::-1], axis=1)  # last True (if any)
-        last_rows[rows] = np.where(known[rows], inputs.items[np.arange(len(rows)), last_at], 0)
+        from_end = np.cumsum(has_item[:, ::-1], axis=1)[:, ::-1]  # known items at or after each
+        at_b, at_pos = np.nonzero(has_item & (from_end <= MAX_RECENT))
+        last_rows[rows[at_b], from_end[at_b, at_pos] - 1] = inputs.items[at_b, at_pos]
     return EncodedSessions(vectors, known, bonus_of if repeat else None, last_rows)
 
 

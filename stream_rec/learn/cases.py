@@ -11,7 +11,12 @@ import numpy as np
 import torch
 
 from ..core.features import ItemVocab
-from ..core.item_neighbours import ItemNeighbours, item_blended_search, last_known_rows
+from ..core.item_neighbours import (
+    MAX_RECENT,
+    ItemNeighbours,
+    item_blended_search,
+    last_known_rows,
+)
 from ..model.examples import Example, Rows, Session, featurize_sessions, pad_examples
 from ..model.sasrec import SessionTransformer
 from ..runtime.index import ExactIndex
@@ -96,7 +101,7 @@ def ranks(
                 top = (q @ items_t[1:].T).topk(k, dim=1).indices.numpy() + 1  # rows
             else:
                 assert exact is not None
-                last = last_known_rows([cases.prefixes[i][0] for i in part])
+                last = last_known_rows([cases.prefixes[i][0] for i in part], MAX_RECENT)
                 t = blend.table
                 top, _ = item_blended_search(
                     exact,

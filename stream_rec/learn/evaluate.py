@@ -95,6 +95,7 @@ def run_incremental_evaluation(
             inc,
             blend_weight=float(nb.get("weight", 0.0)),
             blend_candidates=int(nb.get("candidates", inc.blend_candidates)),
+            blend_recent=int(nb.get("recent", 1)),
             scale=logit_scale(bundle),
         )
     say(

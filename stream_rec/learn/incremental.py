@@ -45,6 +45,7 @@ class IncrementalOptions:
     vsknn: bool = True
     blend_weight: float | None = None  # the bundle's item-neighbour blend, when it serves one
     blend_candidates: int = DEFAULT_CANDIDATES
+    blend_recent: int = 1  # the session's last items blended (the bundle's)
     scale: float = 16.0  # the model's softmax scale (the blend normalises over it)
 
 
@@ -185,7 +186,9 @@ def _blend(older: list[Session], vocab: ItemVocab, opts: IncrementalOptions) -> 
     if opts.blend_weight is None:
         return None
     rows = [vocab.rows_for_hashes(np.asarray(s[0], np.int64)) for s in older]
-    table = ItemNeighbours.build(rows, len(vocab), candidates=opts.blend_candidates)
+    table = ItemNeighbours.build(rows, len(vocab), candidates=opts.blend_candidates).with_recent(
+        opts.blend_recent
+    )
     return ItemBlend(table, opts.blend_weight, opts.scale)
 
 

@@ -274,7 +274,7 @@ def _merged_table(old: Any, vocab: ItemVocab, sessions: Sequence[Sequence[Event]
     width = int(old.rows.shape[1])
     fresh = ItemNeighbours.build(
         _rows(sessions, vocab), len(vocab), n_neighbors=width, candidates=old.candidates
-    )
+    ).with_recent(old.recent)
     empty = (fresh.rows[: old.rows.shape[0]] == 0).all(axis=1)
     fresh.rows[: old.rows.shape[0]][empty] = old.rows[empty]
     fresh.scores[: old.rows.shape[0]][empty] = old.scores[empty]

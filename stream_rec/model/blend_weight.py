@@ -18,9 +18,10 @@ from ..core.item_neighbours import ItemNeighbours, item_blended_search
 from ..runtime.index import ExactIndex
 from .validation import K, selection_score
 
-__all__ = ["BLEND_WEIGHTS", "choose_blend_weight", "blend_metrics"]
+__all__ = ["BLEND_WEIGHTS", "BLEND_RECENT", "choose_blend", "blend_metrics"]
 
 BLEND_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+BLEND_RECENT = (1, 3, 5)  # the session's last known items whose neighbours are blended
 _CHUNK = 2048  # validation queries blended at once (the duplicate check is chunk x 100 x 100)
 
 
@@ -75,7 +76,7 @@ def blend_metrics(
     ]
 
 
-def choose_blend_weight(
+def choose_blend(
     queries: np.ndarray,
     targets: np.ndarray,
     last_rows: np.ndarray,
@@ -83,11 +84,21 @@ def choose_blend_weight(
     item_vectors: np.ndarray,
     scale: float,
     weights: Sequence[float] = BLEND_WEIGHTS,
-) -> tuple[float, list[dict[str, float]]]:
-    """The weight with the best HR@20 + MRR@20 on the validation queries (0 = no blend), and
-    every weight's figures. Without validation queries: 0."""
+    recents: Sequence[int] = BLEND_RECENT,
+) -> tuple[int, float, list[dict[str, float]]]:
+    """(recent, weight, every pair's figures): the number of the session's last items blended and
+    the weight with the best HR@20 + MRR@20 (ties: fewer items, then the smaller weight; they cost
+    less). ``last_rows``: (N, >= max(recents)) from :func:`last_known_rows`."""
+    tried: list[dict[str, float]] = []
     if len(queries) == 0:
-        return 0.0, []
-    tried = blend_metrics(queries, targets, last_rows, table, item_vectors, scale, weights)
-    best = max(tried, key=lambda t: (selection_score(t["hr@20"], t["mrr@20"]), -t["weight"]))
-    return float(best["weight"]), tried
+        return 1, 0.0, tried
+    for m in recents:
+        rows = table.with_recent(m)
+        tried += [
+            {"recent": m, **t}
+            for t in blend_metrics(queries, targets, last_rows, rows, item_vectors, scale, weights)
+        ]
+    best = max(
+        tried, key=lambda t: (selection_score(t["hr@20"], t["mrr@20"]), -t["recent"], -t["weight"])
+    )
+    return int(best["recent"]), float(best["weight"]), tried

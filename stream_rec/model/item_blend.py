@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ..core.features import ModelInputs
-from ..core.item_neighbours import ItemNeighbours, last_known_rows
+from ..core.item_neighbours import MAX_RECENT, ItemNeighbours, last_known_rows
 from ..errors import ConfigError
 from ..serving.bundle import ModelBundle
-from .blend_weight import choose_blend_weight
+from .blend_weight import choose_blend
 from .examples import Example, Session, pad_examples
 from .validation import held_out_cases
 
@@ -50,7 +50,7 @@ def validation_blend_inputs(
             ]
             items, types, queries, _ = (t.numpy() for t in pad_examples(batch))
             vectors[part] = encoder.encode(ModelInputs(items, types, queries))
-    return vectors, targets, last_known_rows([p[0] for p in prefixes])
+    return vectors, targets, last_known_rows([p[0] for p in prefixes], MAX_RECENT)
 
 
 def add_item_neighbours(
@@ -109,18 +109,20 @@ def add_item_neighbours(
         float(bundle.manifest.get("scale", 1.0)) if bundle.manifest.get("normalized", True) else 1.0
     )
     table_vectors = bundle.item_vectors if item_vectors is None else item_vectors
-    weight, tried = choose_blend_weight(vectors, targets, last, tuning, table_vectors, scale)
+    recent, weight, tried = choose_blend(vectors, targets, last, tuning, table_vectors, scale)
     say(
         "item-neighbour blend on validation ("
-        + ", ".join(f"w {t['weight']:g}: {t['hr@20']:.2f} / {t['mrr@20']:.2f}" for t in tried)
-        + f"): weight {weight:g} ({time.perf_counter() - t0:.0f}s)"
+        + ", ".join(f"{t['recent']:g} items w {t['weight']:g}: {t['hr@20']:.2f} / {t['mrr@20']:.2f}"
+                    for t in tried)
+        + f"): the last {recent} items, weight {weight:g} ({time.perf_counter() - t0:.0f}s)"
     )
     if weight <= 0:
         return None
-    table = ItemNeighbours.build(rows, n_items)
+    table = ItemNeighbours.build(rows, n_items).with_recent(recent)
     selection = {
-        "rule": "best validation HR@20 + MRR@20 through the serving blend over exact search, "
-        "table of the sessions before the validation slice",
+        "rule": "best validation HR@20 + MRR@20 through the serving blend over exact search "
+        "(the number of the session's last items and the weight), table of the sessions before "
+        "the validation slice",
         "cases": len(targets),
         "tried": tried,
     }

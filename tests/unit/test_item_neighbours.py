@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from stream_rec.core.features import ItemVocab
-from stream_rec.core.item_neighbours import ItemNeighbours, item_blended_search, last_known_rows
+from stream_rec.core.item_neighbours import (
+    ItemNeighbours,
+    item_blended_search,
+    last_known_rows,
+    recent_weights,
+)
 from stream_rec.evaluation.baselines import ItemKNN
 from stream_rec.runtime.index import ExactIndex
 
@@ -62,28 +67,36 @@ def _reference(q, cand, cos, nb_rows, nb_scores, vectors, scale, weight, k, excl
     return [r for r, _ in ranked], [s for _, s in ranked]
 
 
+@pytest.mark.parametrize("recent", [1, 3])
 @pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
-def test_batch_blend_equals_the_per_session_reference(corpus, weight):
+def test_batch_blend_equals_the_per_session_reference(corpus, weight, recent):
     _, vocab, table = corpus
+    table = table.with_recent(recent)
     vectors = _vectors(len(vocab))
     rng = np.random.default_rng(5)
     queries = _vectors(12, seed=7)[1:]
     sessions = [rng.integers(0, len(vocab) + 1, size=int(rng.integers(1, 5))) for _ in range(12)]
     sessions[0][:] = 0  # no known item: the index alone
     exclude = [np.array([], np.int64)] * 6 + [s[s > 0] for s in sessions[6:]]
-    last = last_known_rows(sessions)
+    last = last_known_rows(sessions, recent)
     index = ExactIndex(vectors)
     rows, scores = item_blended_search(
         index, queries, last, 10, table, vectors, 16.0, weight, 30, exclude
     )
     cand, cos = index.search(queries, 30, exclude)
     for b in range(len(queries)):
+        mixed: dict[int, float] = {}  # the recent items' neighbours, weighted 1, 0.9, ...
+        shares = recent_weights(last[b : b + 1])[0]
+        for r, share in zip(last[b].tolist(), shares.tolist()):
+            for nr, ns in zip(table.rows[r].tolist(), table.scores[r].tolist()):
+                if r and nr:
+                    mixed[nr] = mixed.get(nr, 0.0) + share * ns
         want_rows, want_scores = _reference(
             queries[b],
             cand[b],
             cos[b],
-            table.rows[last[b]],
-            table.scores[last[b]],
+            np.array(list(mixed), np.int64),
+            np.array(list(mixed.values())),
             vectors,
             16.0,
             weight,
@@ -97,10 +110,43 @@ def test_batch_blend_equals_the_per_session_reference(corpus, weight):
             np.testing.assert_array_equal(rows[b], cand[b][:10])
 
 
-def test_last_known_rows_skips_unknown_items():
-    assert last_known_rows(
-        [np.array([3, 7, 0]), np.array([0, 0]), np.array([], np.int64)]
-    ).tolist() == [7, 0, 0]
+def test_last_known_rows_skips_unknown_items_newest_first():
+    sessions = [np.array([3, 7, 0]), np.array([0, 0]), np.array([], np.int64)]
+    assert last_known_rows(sessions).tolist() == [[7], [0], [0]]
+    assert last_known_rows(sessions, 3).tolist() == [[7, 3, 0], [0, 0, 0], [0, 0, 0]]
+    w = recent_weights(last_known_rows(sessions, 3))
+    np.testing.assert_allclose(w[0], [1 / 1.9, 0.9 / 1.9, 0])
+    assert not w[1].any()
+
+
+def test_encoding_keeps_the_last_known_items_newest_first():
+    from stream_rec.core.item_neighbours import MAX_RECENT
+    from stream_rec.core.scoring import encode_sequences
+
+    class Zeros:
+        dim = 4
+
+        def encode(self, inputs):
+            return np.zeros((len(inputs.items), 4), np.float32)
+
+    vocab = ItemVocab([f"i{n}" for n in range(10)])
+    from stream_rec.core.features import MAX_QUERY_TOKENS, item_hash
+
+    seqs = []
+    for items in (["i1", "x", "i2", "i3"], ["x"], [f"i{n}" for n in range(8)]):
+        hashes = np.array([item_hash(i) for i in items], np.int64)
+        seqs.append(
+            (
+                hashes,
+                np.zeros(len(items), np.uint8),
+                np.zeros((len(items), MAX_QUERY_TOKENS), np.uint32),
+            )
+        )
+    enc = encode_sequences(Zeros(), vocab, seqs, max_len=50, query_buckets=64, max_batch=2)
+    assert enc.last_rows.shape == (3, MAX_RECENT)
+    assert enc.last_rows.tolist()[0] == [4, 3, 2, 0, 0]  # rows of i3, i2, i1
+    assert enc.last_rows.tolist()[1] == [0] * MAX_RECENT
+    assert enc.last_rows.tolist()[2] == [8, 7, 6, 5, 4]
 
 
 def test_save_load_round_trip(corpus, tmp_path):
@@ -109,6 +155,9 @@ def test_save_load_round_trip(corpus, tmp_path):
     back = ItemNeighbours.load(tmp_path / "t.npz")
     np.testing.assert_array_equal(back.rows, table.rows)
     np.testing.assert_array_equal(back.scores, table.scores)
+    assert (
+        back.recent == 1 and ItemNeighbours.load(_saved(table.with_recent(3), tmp_path)).recent == 3
+    )
     with pytest.raises(ValueError, match="must both be"):
         ItemNeighbours(table.rows, table.scores[:, :3])
 
@@ -180,3 +229,9 @@ def test_training_writes_a_tuned_blend_bundle_that_serves_it(tmp_path, capsys):
     assert again.manifest["item_neighbours"]["selection"]["tried"] == info["selection"]["tried"]
     np.testing.assert_array_equal(again.item_neighbours().rows, bundle.item_neighbours().rows)
     json.dumps(again.manifest)
+
+
+def _saved(table, tmp_path):
+    path = tmp_path / "r.npz"
+    table.save(path)
+    return path
