@@ -235,3 +235,20 @@ def _saved(table, tmp_path):
     path = tmp_path / "r.npz"
     table.save(path)
     return path
+
+
+def test_choose_blend_tries_every_recent_count_and_weight(corpus):
+    from stream_rec.model.blend_weight import BLEND_WEIGHTS, choose_blend
+
+    _, vocab, table = corpus
+    vectors = _vectors(len(vocab))
+    rng = np.random.default_rng(8)
+    sessions = [rng.integers(1, len(vocab) + 1, size=4) for _ in range(200)]
+    targets = np.array([table.rows[s[-1], 0] - 1 for s in sessions])  # the top neighbour's column
+    queries = _vectors(200, seed=9)[1:]
+    last = last_known_rows(sessions, 5)
+    recent, weight, tried = choose_blend(queries, targets, last, table, vectors, 16.0)
+    assert len(tried) == 3 * len(BLEND_WEIGHTS)
+    assert {t["recent"] for t in tried} == {1, 3, 5}
+    assert recent == 1 and weight > 0  # the target is the last item's neighbour: one item suffices
+    assert choose_blend(queries[:0], targets[:0], last[:0], table, vectors, 16.0) == (1, 0.0, [])
