@@ -319,6 +319,9 @@ def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:
                    help="seconds of the live phase (0 = skip it; default 180)")
     g.add_argument("--learn-rate", type=_positive_float, default=300.0,
                    help="events/s of the live phase (default 300)")
+    g.add_argument("--with-learner", type=_non_negative_int, default=0, metavar="N",
+                   help="run `stream-rec learn` beside the workers, an update every N events (the "
+                   "pipeline's throughput with learning on; default 0: none)")
     g.add_argument("--learn-every", type=_positive_float, default=30.0,
                    help="seconds between the live learner's updates (default 30)")
     p.add_argument("--timeout", type=_positive_int, default=300,

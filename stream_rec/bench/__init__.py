@@ -83,6 +83,7 @@ class BenchOptions:
     run_root: str = "var/bench"
     # --dataset: the served model on that data set's test events, scored (see .served)
     served: ServedOptions | None = None
+    learner_every: int = 0  # a `stream-rec learn` beside the workers, updating every N events
 
     @property
     def warmup_events(self) -> int:
@@ -191,6 +192,7 @@ async def _run_kafka_phases(
 ) -> dict[str, Any]:
     from ..kafka.admin import ensure_topics
     from .common import say
+    from .learning import start_learner_process, stop_learner_process
     from .pipeline import run_pipeline
     from .relay import measure_relay
 
@@ -208,15 +210,20 @@ async def _run_kafka_phases(
     before = await relay()
     await ensure_topics(s.bootstrap_servers, {s.events_topic: partitions, s.recs_topic: partitions, s.dlq_topic: 1},
                         settings=s)
-    result = await run_pipeline(
-        s, workers=opts.workers, preload=preload, warmup=opts.warmup_events,
-        # Generated before the phase (up to 500k), so the generator stays out of its window.
-        offered=list(itertools.islice(stream, rate_n)) if rate_n <= 500_000 else itertools.islice(stream, rate_n),
-        rate=opts.rate if rate_n else 0.0,
-        flat=lambda: list(itertools.islice(stream, opts.events)), run_dir=run_dir,
-        broker_pid=broker_pid, profile=opts.profile, timeout_s=opts.timeout_s,
-        keep_answers=opts.served is not None,
-    )
+    learner = start_learner_process(s, opts.learner_every, run_dir) if opts.learner_every else None
+    try:
+        result = await run_pipeline(
+            s, workers=opts.workers, preload=preload, warmup=opts.warmup_events,
+            # Generated before the phase (up to 500k), so the generator stays out of its window.
+            offered=list(itertools.islice(stream, rate_n)) if rate_n <= 500_000 else itertools.islice(stream, rate_n),
+            rate=opts.rate if rate_n else 0.0,
+            flat=lambda: list(itertools.islice(stream, opts.events)), run_dir=run_dir,
+            broker_pid=broker_pid, profile=opts.profile, timeout_s=opts.timeout_s,
+            keep_answers=opts.served is not None,
+        )
+    finally:
+        beside = stop_learner_process(learner, run_dir, opts.learner_every) if learner else None
+    result.learner = beside
     say("relay baseline (after the pipeline)")
     after = await relay()
     return {"pipeline": result, "relay": [before, after]}
@@ -342,6 +349,7 @@ def _summary(
         "profile": pipe.profile,
         "notes": pipe.notes,
         "config": _config(s, opts, bundle, pipe, partitions, broker_pid),
+        "learner": pipe.learner,
         "machine": {**machine, "gpu": "not measured"},
         "options": asdict(opts),
         "run_dir": str(run_dir),

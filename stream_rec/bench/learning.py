@@ -13,6 +13,8 @@ recommended, on the generated shop with a drifting catalogue (items launched eve
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -23,7 +25,7 @@ import numpy as np
 
 from ..settings import Settings
 
-__all__ = ["LearnBenchOptions", "run_learn_bench"]
+__all__ = ["LearnBenchOptions", "run_learn_bench", "start_learner_process"]
 
 
 @dataclass(frozen=True)
@@ -265,3 +267,36 @@ def run_learn_bench(settings: Settings, o: LearnBenchOptions) -> dict[str, Any]:
             out["live"] = asyncio.run(_live(s, live_root / "bundles" / base.name, o, live_root))
         _say(f"live: {out['live']}")
     return out
+
+
+def start_learner_process(s: Settings, every: int, run_dir: Path) -> Any:
+    """`stream-rec learn` on the run's events topic (its own bundles directory: the pinned
+    workers never swap), updating every ``every`` events: the cost of learning beside
+    the workers."""
+    import subprocess
+    import sys
+
+    bundles = run_dir / "learner-bundles"
+    copy = bundles / Path(s.bundle).name
+    shutil.copytree(s.bundle, copy)
+    env = {
+        **os.environ,
+        **s.with_(
+            bundles_dir=str(bundles), bundle=str(copy), data_dir=str(run_dir / "learner-state")
+        ).to_env(),
+    }
+    cmd = [sys.executable, "-m", "stream_rec.cli", "learn", "--every", str(every), "--port", "0"]
+    with open(run_dir / "learner.log", "wb") as log:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_learner_process(proc: Any, run_dir: Path, every: int) -> dict[str, Any]:
+    """Stops :func:`start_learner_process`'s learner; what it did (from its log)."""
+    proc.terminate()
+    proc.wait(30)
+    log = (run_dir / "learner.log").read_text(errors="replace")
+    return {
+        "every_events": every,
+        "updates": log.count("update: ") + log.count("update skipped"),
+        "log": str(run_dir / "learner.log"),
+    }

@@ -117,6 +117,7 @@ class PipelineResult:
     events_sent: int = 0
     notes: list[str] = field(default_factory=list)
     answers: list[bytes] = field(default_factory=list)  # the saturation phase's, with keep_answers
+    learner: dict[str, Any] | None = None  # --with-learner: its update count beside the workers
 
 
 async def run_pipeline(

@@ -32,6 +32,7 @@ def test_tiny_bench_prints_the_summary_as_its_last_line(broker, tiny_bundle, tmp
         "--events", "3000", "--rate", "500", "--rate-seconds", "2", "--workers", "1", "--partitions", "2",
         "--state-users", "2000", "--micro-batches", "1,16", "--micro-efs", "16,64",
         "--micro-seconds", "0.05", "--micro-queries", "200", "--timeout", "60",
+        *(["--with-learner", "1000"] if engine == "direct" else []),  # learning beside it
     ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp_path)
@@ -55,6 +56,10 @@ def test_tiny_bench_prints_the_summary_as_its_last_line(broker, tiny_bundle, tmp
     assert all(k in config for k in CONFIG)
     assert summary["machine"]["cores"] >= 1 and summary["machine"]["python"]
     assert "[bench]" in proc.stderr  # progress goes to stderr, the summary alone to stdout
+    if engine == "direct":
+        assert summary["learner"]["every_events"] == 1000 and summary["learner"]["updates"] >= 0
+    else:
+        assert summary["learner"] is None
     print(f"tiny bench ({engine}) took {took:.0f}s")
 
 
