@@ -96,9 +96,8 @@ class Learner:
         self.events_since = 0
         self.last_update = time.monotonic()
         self.outcomes: list[UpdateOutcome] = []
-        shutil.rmtree(
-            self.bundles_dir / STAGING, ignore_errors=True
-        )  # a crashed update's leftovers
+        # a crashed update's leftovers
+        shutil.rmtree(self.bundles_dir / STAGING, ignore_errors=True)
 
     def observe(self, event: Event) -> None:
         self.window.add(event)
