@@ -10,6 +10,7 @@ import pytest
 
 from stream_rec.core.features import ItemVocab
 from stream_rec.core.item_neighbours import (
+    OLDER_NEIGHBOURS,
     ItemNeighbours,
     item_blended_search,
     last_known_rows,
@@ -70,8 +71,10 @@ def _reference(q, cand, cos, nb_rows, nb_scores, vectors, scale, weight, k, excl
 @pytest.mark.parametrize("recent", [1, 3])
 @pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
 def test_batch_blend_equals_the_per_session_reference(corpus, weight, recent):
-    _, vocab, table = corpus
-    table = table.with_recent(recent)
+    train, vocab, _ = corpus
+    rows = [np.array([vocab.row(i) for i in s]) for s in train]
+    # wider than OLDER_NEIGHBOURS, so the earlier items' rows are cut
+    table = ItemNeighbours.build(rows, len(vocab), n_neighbors=15).with_recent(recent)
     vectors = _vectors(len(vocab))
     rng = np.random.default_rng(5)
     queries = _vectors(12, seed=7)[1:]
@@ -87,8 +90,9 @@ def test_batch_blend_equals_the_per_session_reference(corpus, weight, recent):
     for b in range(len(queries)):
         mixed: dict[int, float] = {}  # the recent items' neighbours, weighted 1, 0.9, ...
         shares = recent_weights(last[b : b + 1])[0]
-        for r, share in zip(last[b].tolist(), shares.tolist()):
-            for nr, ns in zip(table.rows[r].tolist(), table.scores[r].tolist()):
+        for j, (r, share) in enumerate(zip(last[b].tolist(), shares.tolist())):
+            width = None if j == 0 else OLDER_NEIGHBOURS  # earlier items: their best few
+            for nr, ns in zip(table.rows[r][:width].tolist(), table.scores[r][:width].tolist()):
                 if r and nr:
                     mixed[nr] = mixed.get(nr, 0.0) + share * ns
         want_rows, want_scores = _reference(
