@@ -114,7 +114,7 @@ class Learner:
         """One update (blocking, CPU-bound: run it off the event loop)."""
         from .weights import load_model
 
-        say = progress or log.info
+        say = progress or log.warning  # an update is an operational event, like a swap
         t0 = time.perf_counter()
         self.events_since, self.last_update = 0, time.monotonic()
         stop, w = self.window.next_seq, self.window
