@@ -170,6 +170,8 @@ async def _live(settings: Settings, base: Path, o: LearnBenchOptions, run: Path)
         port=0,
     )
     first_event: dict[str, float] = {}
+    eligible: dict[str, float] = {}  # when the item reached the admission count
+    seen_count: dict[str, int] = {}
     first_rec: dict[str, float] = {}
     stop = asyncio.Event()
 
@@ -187,8 +189,12 @@ async def _live(settings: Settings, base: Path, o: LearnBenchOptions, run: Path)
                 import orjson
 
                 item = orjson.loads(value).get("item_id")
-                if item and item not in known and item not in first_event:
-                    first_event[item] = time.time()
+                if item and item not in known:
+                    now = time.time()
+                    first_event.setdefault(item, now)
+                    seen_count[item] = seen_count.get(item, 0) + 1
+                    if seen_count[item] == learner.learner.opts.min_count:
+                        eligible[item] = now
                 await producer.send(s.events_topic, key=key, value=value)
                 n += 1
                 await pacer.tick()
@@ -227,6 +233,7 @@ async def _live(settings: Settings, base: Path, o: LearnBenchOptions, run: Path)
         await asyncio.gather(learn_task, watch_task, return_exceptions=True)
         worker.stop()
     delays = np.array([first_rec[i] - first_event[i] for i in first_event if i in first_rec])
+    after_admit = np.array([first_rec[i] - eligible[i] for i in eligible if i in first_rec])
     outs = learner.learner.outcomes
     return {
         "events_sent": sent,
@@ -237,6 +244,14 @@ async def _live(settings: Settings, base: Path, o: LearnBenchOptions, run: Path)
         "new_items_recommended": int(delays.size),
         "delay_s_median": round(float(np.median(delays)), 1) if delays.size else None,
         "delay_s_p90": round(float(np.percentile(delays, 90)), 1) if delays.size else None,
+        # from the event that made the item admissible (its admit-count-th occurrence)
+        "new_items_admissible": len(eligible),
+        "delay_from_admissible_s_median": round(float(np.median(after_admit)), 1)
+        if after_admit.size
+        else None,
+        "delay_from_admissible_s_p90": round(float(np.percentile(after_admit, 90)), 1)
+        if after_admit.size
+        else None,
         "updates": {
             "published": sum(1 for x in outs if x.published is not None),
             "refused": sum(1 for x in outs if x.decision and not x.decision.publish),
