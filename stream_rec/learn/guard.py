@@ -1,6 +1,7 @@
 """The guard before a new bundle is published: the candidate must not score worse than the
 serving model, by more than ``margin`` points of HR@20 or of MRR@20, on the newest held-out
-sessions of the stream (sessions neither model trained on)."""
+sessions of the stream (sessions neither model trained on), each scored as served (with its
+item-neighbour blend, when the bundle has one)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from ..core.features import ItemVocab
 from ..model.examples import Session
 from ..model.sasrec import SessionTransformer
-from .cases import hr_mrr, prefix_cases, ranks
+from .cases import ItemBlend, hr_mrr, prefix_cases, ranks
 
 __all__ = ["GuardDecision", "guard", "DEFAULT_MARGIN"]
 
@@ -38,15 +39,17 @@ def guard(
     serving: tuple[SessionTransformer, ItemVocab],
     held_out: Sequence[Session],
     margin: float = DEFAULT_MARGIN,
+    blends: tuple[ItemBlend | None, ItemBlend | None] = (None, None),
 ) -> GuardDecision:
     """Score both models on every prefix of ``held_out`` (an item a model does not know is its
-    miss) and decide. With no case to score, nothing is published."""
+    miss) and decide. ``blends``: each one's item-neighbour blend, so each is scored as it is (or
+    would be) served. With no case to score, nothing is published."""
     scores = []
     n = 0
-    for model, vocab in (candidate, serving):
+    for (model, vocab), blend in zip((candidate, serving), blends):
         cases = prefix_cases(held_out, vocab, model.config.query_buckets, model.config.max_len)
         n = len(cases)
-        scores.append(hr_mrr(ranks(model, cases)))
+        scores.append(hr_mrr(ranks(model, cases, blend)))
     (c_hr, c_mrr), (s_hr, s_mrr) = scores
     if n == 0:
         return GuardDecision(

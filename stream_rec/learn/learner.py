@@ -32,6 +32,8 @@ from ..core.features import ItemVocab, item_hash
 from ..errors import ConfigError
 from ..model.training_data import session_arrays
 from ..serving.bundle import HnswParams, ModelBundle, bundles_newest_first
+from ..serving.compose import logit_scale
+from .cases import ItemBlend
 from .guard import DEFAULT_MARGIN, GuardDecision, guard
 from .update import UpdateConfig, UpdateStats, fine_tune, replay_sample
 from .vocab import admit, grow, initial_rows, new_item_counts
@@ -151,13 +153,20 @@ class Learner:
         )
         lap("train")
         held_arrays = [session_arrays(s) for s in held]
+        table = bundle.item_neighbours()
+        blends: tuple[ItemBlend | None, ItemBlend | None] = (None, None)
+        merged = None
+        if table is not None:  # both scored as served: the candidate with the table it would carry
+            merged = _merged_table(table, vocab, everything)
+            weight, scale = bundle.item_neighbours_weight, logit_scale(bundle)
+            blends = (ItemBlend(merged, weight, scale), ItemBlend(table, weight, scale))
         out.decision = guard(
-            (model, vocab), (serving_model, bundle.vocab), held_arrays, self.opts.margin
+            (model, vocab), (serving_model, bundle.vocab), held_arrays, self.opts.margin, blends
         )
         lap("guard")
         w.set_mark(stop)
         if out.decision.publish:
-            out.published = self._publish(bundle, model, vocab, everything, out)
+            out.published = self._publish(bundle, model, vocab, everything, out, merged)
             self.serving = out.published
             lap("publish")
         return self._done(out, t0, say)
@@ -185,6 +194,7 @@ class Learner:
         vocab: ItemVocab,
         sessions: Sequence[Sequence[Event]],
         out: UpdateOutcome,
+        merged: Any = None,
     ) -> Path:
         from ..model.bundle_writer import with_item_neighbours, write_bundle
 
@@ -214,12 +224,10 @@ class Learner:
             hnsw,
         )
         try:
-            table = base.item_neighbours()
-            if table is None:
+            if merged is None:  # the base serves the model alone
                 final = self.bundles_dir / staged.name
                 staged.rename(final)
                 return final
-            merged = _merged_table(table, vocab, sessions)
             return with_item_neighbours(
                 ModelBundle.load(staged),
                 self.bundles_dir,

@@ -326,3 +326,37 @@ def test_a_refused_update_changes_nothing(base_bundle, tmp_path):
     assert "points below" in out.decision.reason
     assert sorted(p.name for p in base_bundle.parent.iterdir()) == before
     assert learner.serving == base_bundle
+
+
+def test_a_blend_bundle_is_guarded_and_published_as_served(base_bundle, tmp_path):
+    from stream_rec.core.item_neighbours import ItemNeighbours
+    from stream_rec.learn.cases import ItemBlend
+    from stream_rec.model.bundle_writer import with_item_neighbours
+
+    base = ModelBundle.load(base_bundle)
+    sessions, _ = successor_corpus(300, N_ITEMS, seed=5)
+    table = ItemNeighbours.build(
+        [base.vocab.rows_for_hashes(s[0]) for s in sessions], len(base.vocab)
+    )
+    served = with_item_neighbours(
+        base, base_bundle.parent, table.with_recent(3), 0.5, {"rule": "test"}
+    )
+    learner = _learner(base_bundle, tmp_path, margin=5.0)
+    assert learner.serving == served
+    stream = _with_new_item(np.random.default_rng(6), 200)
+    for s in stream:
+        for e in s:
+            learner.observe(e)
+    out = learner.update()
+    d = out.decision
+    assert d is not None and out.published is not None
+    # the serving side was scored with its blend: recompute it on the same held-out sessions
+    held = [session_arrays(s) for s in stream[-max(1, int(len(stream) * 0.1)) :]]
+    model = load_model(ModelBundle.load(served))
+    cases = prefix_cases(held, base.vocab, 64, 12)
+    blend = ItemBlend(ModelBundle.load(served).item_neighbours(), 0.5, model.config.scale)
+    assert hr_mrr(ranks(model, cases, blend)) == pytest.approx((d.serving_hr, d.serving_mrr))
+    new = ModelBundle.load(out.published)
+    nb = new.manifest["item_neighbours"]
+    assert nb["weight"] == 0.5 and nb["recent"] == 3 and nb["items"] == len(new.vocab)
+    assert new.item_neighbours().rows.shape[0] == len(new.vocab) + 1
