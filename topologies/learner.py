@@ -69,17 +69,19 @@ class LearnerProcess:
                 auto_offset_reset="earliest",
                 **group_timing_ms(s),
                 max_poll_records=s.batch_max,
+                max_poll_interval_ms=3_600_000,  # an update may take minutes between two polls
             ),
         )
-        web = await self._start_web() if self.port else None
-        await consumer.start()
-        log.warning(
-            "learner %s consuming %s; serving bundle %s",
-            self.group_id,
-            s.events_topic,
-            self.learner.serving.name,
-        )
+        web = None
         try:
+            web = await self._start_web() if self.port else None
+            await consumer.start()
+            log.warning(
+                "learner %s consuming %s; serving bundle %s",
+                self.group_id,
+                s.events_topic,
+                self.learner.serving.name,
+            )
             while not self._stopping.is_set():
                 batch = await consumer.getmany(timeout_ms=200, max_records=s.batch_max)
                 records = [
@@ -91,9 +93,10 @@ class LearnerProcess:
                     intake = take_records(records, self.limits)
                     for invalid, _ in intake.invalid:
                         self.metrics.invalid.labels(invalid.code).inc()
+                    for user in intake.forgotten:  # what they did before is never learned
+                        self.window.forget(user)
                     for event in intake.events:
-                        if event.type != "forget":
-                            self.learner.observe(event)
+                        self.learner.observe(event)
                     self.metrics.events.inc(len(intake.events))
                     self.metrics.window.set(len(self.window))
                     await consumer.commit()

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import io
 import logging
+import re
 import shutil
 import tarfile
 from collections.abc import Callable, Coroutine
@@ -38,6 +39,20 @@ __all__ = [
 
 log = logging.getLogger("stream_rec.bundles")
 CHUNK_BYTES = 768 << 10  # under Kafka's default 1 MiB message limit
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # a bundle directory's name, no path
+_CHUNK = re.compile(r"[0-9]{6}")
+
+
+def _checked_note(note: Any) -> dict[str, Any]:
+    """An announcement's fields, checked: chunks, bytes and sha256 consistent with each other."""
+    if not isinstance(note, dict):
+        raise BundleError("announcement is not a JSON object")
+    size, chunks, digest = note.get("bytes"), note.get("chunks"), note.get("sha256")
+    if not (isinstance(size, int) and isinstance(chunks, int) and isinstance(digest, str)):
+        raise BundleError("announcement lacks integer bytes and chunks or a sha256")
+    if not 0 <= size or chunks != max(1, -(-size // CHUNK_BYTES)):
+        raise BundleError(f"announcement of {size} bytes in {chunks} chunks")
+    return note
 
 
 def _pack(path: Path) -> bytes:
@@ -194,24 +209,34 @@ class BundleFetcher:
             await consumer.stop()
 
     def _take(self, key: bytes | None, value: bytes | None) -> None:
+        """One record; a malformed one is logged and skipped, never fatal (the fetcher re-reads
+        the topic from its start after a restart)."""
         if key is None or value is None:
             return
-        kind, _, rest = key.decode("utf-8", "replace").partition("/")
-        if kind == "c" and not self.notes_only:
-            version, _, n = rest.rpartition("/")
-            if version and n.isdigit() and not (self.bundles_dir / version).exists():
-                part = self.scratch / version / n
-                part.parent.mkdir(parents=True, exist_ok=True)
-                part.write_bytes(value)
-        elif kind == "v":
-            note = orjson.loads(value)
-            self.notes[rest] = note
-            if not self.notes_only:
-                self._complete(rest, note)
+        try:
+            kind, _, rest = key.decode("utf-8", "replace").partition("/")
+            if kind == "c" and not self.notes_only:
+                version, _, n = rest.rpartition("/")
+                if _VERSION.fullmatch(version) and _CHUNK.fullmatch(n):
+                    if not (self.bundles_dir / version).exists():
+                        part = self.scratch / version / n
+                        part.parent.mkdir(parents=True, exist_ok=True)
+                        part.write_bytes(value)
+                    return
+            elif kind == "v" and _VERSION.fullmatch(rest):
+                note = _checked_note(orjson.loads(value))
+                self.notes[rest] = note
+                if not self.notes_only:
+                    self._complete(rest, note)
+                return
+            raise BundleError(f"unexpected key {key[:80]!r}")
+        except Exception as exc:  # noqa: BLE001 - a bad record must not stop the fetcher
+            self.refused.append(key.decode("utf-8", "replace")[:80])
+            log.error("bundles topic %s: record %r skipped: %s", self.topic, key[:80], exc)
 
     def _complete(self, version: str, note: dict[str, Any]) -> None:
         final = self.bundles_dir / version
-        if final.exists() or "/" in version or version.startswith("."):
+        if final.exists():
             return
         parts = self.scratch / version
         names = [f"{n:06d}" for n in range(int(note["chunks"]))]

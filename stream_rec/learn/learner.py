@@ -132,7 +132,8 @@ class Learner:
         bundle = ModelBundle.load(self.serving)
         serving_model = load_model(bundle, self.opts.checkpoint_dir)
         model, vocab = load_model(bundle, self.opts.checkpoint_dir), bundle.vocab
-        everything = [*older, *new]
+        # what the candidate learns from: never the held-out sessions the guard scores it on
+        everything = [*older, *train_new]
         new_ids = admit(
             new_item_counts(everything, vocab), self.opts.min_count, self.opts.max_new_items
         )
@@ -164,11 +165,11 @@ class Learner:
             (model, vocab), (serving_model, bundle.vocab), held_arrays, self.opts.margin, blends
         )
         lap("guard")
-        w.set_mark(stop)
-        if out.decision.publish:
-            out.published = self._publish(bundle, model, vocab, everything, out, merged)
+        if out.decision.publish:  # a failed publish leaves the mark: the next update retries
+            out.published = self._publish(bundle, model, vocab, train_new, out, merged)
             self.serving = out.published
             lap("publish")
+        w.set_mark(stop)
         return self._done(out, t0, say)
 
     def _done(self, out: UpdateOutcome, t0: float, say: Callable[[str], None]) -> UpdateOutcome:
@@ -196,6 +197,7 @@ class Learner:
         out: UpdateOutcome,
         merged: Any = None,
     ) -> Path:
+        """``sessions``: the ones new since the previous update (their counts join popularity)."""
         from ..model.bundle_writer import with_item_neighbours, write_bundle
 
         staging = self.bundles_dir / STAGING
@@ -237,7 +239,7 @@ class Learner:
                     "rule": f"weight carried from {base.version}; table of the learner's window, "
                     "the base table's rows where the window has no neighbours"
                 },
-                note=f"{len(sessions):,} window sessions",
+                note=f"{len(sessions):,} new sessions, table of the window",
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -267,7 +269,7 @@ def _rows(sessions: Sequence[Sequence[Event]], vocab: ItemVocab) -> list[np.ndar
 def _popularity(
     base: ModelBundle, vocab: ItemVocab, sessions: Sequence[Sequence[Event]]
 ) -> np.ndarray:
-    """The base counts (new items 0), plus the window's counts for every item."""
+    """The base counts (new items 0), plus ``sessions``' (those new since the base)."""
     pop = np.zeros(len(vocab) + 1, np.float32)
     pop[: len(base.popularity)] = base.popularity
     rows = np.concatenate(_rows(sessions, vocab) or [np.zeros(0, np.int64)])

@@ -24,7 +24,7 @@ def load_model(bundle: ModelBundle, checkpoint_dir: str | Path | None = None) ->
     path = bundle.path / WEIGHTS
     if path.is_file():
         try:
-            raw = torch.load(path, map_location="cpu", weights_only=False)
+            raw = torch.load(path, map_location="cpu", weights_only=True)  # never arbitrary code
             model = SessionTransformer(SASRecConfig(**raw["config"]))
             model.load_state_dict(raw["state_dict"])
         except Exception as exc:  # a truncated or foreign file

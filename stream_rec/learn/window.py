@@ -88,6 +88,14 @@ class SessionWindow:
         self._evict()
         return seq
 
+    def forget(self, user_id: str) -> int:
+        """Delete every session of ``user_id`` (a ``forget`` event); returns how many."""
+        gone = [seq for seq, user, _s, _e in self._scan(self._oldest) if user == user_id]
+        for seq in gone:
+            self._db.delete(_key(seq))
+        self._open.pop(user_id, None)
+        return len(gone)
+
     def set_mark(self, seq: int) -> None:
         """Sessions below ``seq`` have been learned from."""
         self.mark = seq
@@ -109,6 +117,8 @@ class SessionWindow:
         while self.next_seq - self._oldest > self.capacity:
             self._db.delete(_key(self._oldest))
             self._oldest += 1
+        if len(self._open) > 4 * self.capacity:  # users whose sessions all left the window
+            self._open = {u: v for u, v in self._open.items() if v[0] >= self._oldest}
 
     def _scan(self, start: int) -> Iterator[tuple[int, str, str | None, tuple[Event, ...]]]:
         it = self._db.iter()

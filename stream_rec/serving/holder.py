@@ -9,6 +9,7 @@ at start and at each poll (a skipped bundle is not tried again until its manifes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -84,14 +85,20 @@ class ModelHolder:
                     if await self.maybe_swap():
                         on_swap()
                 except Exception as exc:  # a bad new bundle must not stop serving the old one
-                    log.error("model swap failed, still serving %s: %s",
-                              self.recommender.model_version, exc)
+                    log.error(
+                        "model swap failed, still serving %s: %s",
+                        self.recommender.model_version,
+                        exc,
+                    )
                 if beside is not None and task is not None and task.done():
-                    log.error("%s stopped (%r); restarting it", beside, task.exception())
+                    why = "cancelled" if task.cancelled() else repr(task.exception())
+                    log.error("%s stopped (%s); restarting it", beside, why)
                     task = asyncio.create_task(beside())
         finally:
             if task is not None:
                 task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
     async def maybe_swap(self) -> bool:
         if self.pinned:

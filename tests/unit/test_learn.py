@@ -360,3 +360,35 @@ def test_a_blend_bundle_is_guarded_and_published_as_served(base_bundle, tmp_path
     nb = new.manifest["item_neighbours"]
     assert nb["weight"] == 0.5 and nb["recent"] == 3 and nb["items"] == len(new.vocab)
     assert new.item_neighbours().rows.shape[0] == len(new.vocab) + 1
+
+
+def test_a_forgotten_user_leaves_the_window(tmp_path):
+    from stream_rec.learn.window import SessionWindow
+
+    w = SessionWindow(tmp_path / "w", capacity=10)
+    for user in ("u1", "u2", "u1"):
+        w.add(Event(f"{user}-{len(w)}", user, "click", len(w) * 10**8, "i1"))
+    assert w.forget("u1") == 2 and w.forget("nobody") == 0
+    assert [s[0].user_id for s in w.sessions()] == ["u2"]
+    w.add(Event("again", "u1", "click", 10**12, "i2"))  # a new session after the forget
+    assert [[e.item_id for e in s] for s in w.sessions()] == [["i1"], ["i2"]]
+
+
+def test_the_bundle_fetcher_skips_malformed_and_hostile_records(tmp_path):
+    import orjson
+
+    from stream_rec.kafka.bundle_topic import BundleFetcher
+    from stream_rec.settings import Settings
+
+    fetcher = BundleFetcher(Settings.from_env({}, bundles_topic="b"), bundles_dir=tmp_path / "b")
+    for key, value in [
+        (b"c/../../escape/000000", b"x"),  # a path in the version: never written
+        (b"c//abs/000000", b"x"),
+        (b"c/v1/12", b"x"),  # not a 6-digit chunk number
+        (b"v/v1", b"not json"),
+        (b"v/v1", orjson.dumps({"chunks": 10**9, "bytes": 5, "sha256": "0"})),
+        (b"zzz", b"?"),
+    ]:
+        fetcher._take(key, value)  # logged and skipped, never raised
+    assert len(fetcher.refused) == 6 and not fetcher.notes
+    assert not (tmp_path / "escape").exists() and not list(tmp_path.rglob("000000"))
