@@ -27,6 +27,7 @@ from stream_rec.settings import Settings
 __all__ = ["LearnerProcess", "run_learner"]
 
 log = logging.getLogger("stream_rec.learn")
+_KEEP_ON_TOPIC = 3  # the learner's newest bundles kept on the bundles topic
 
 
 class LearnerProcess:
@@ -48,6 +49,7 @@ class LearnerProcess:
         self.limits = record_limits(settings)
         self._stopping = asyncio.Event()
         self.updating = False
+        self.sent: list[dict[str, Any]] = []  # announcements of the bundles it sent to the topic
 
     @property
     def group_id(self) -> str:
@@ -130,9 +132,12 @@ class LearnerProcess:
         self.metrics.record(out)
         if out.published is not None and self.settings.bundles_topic:
             try:
-                from stream_rec.kafka.bundle_topic import publish_bundle
+                from stream_rec.kafka.bundle_topic import publish_bundle, retire_bundles
 
-                await publish_bundle(self.settings, out.published)
+                self.sent.append(await publish_bundle(self.settings, out.published))
+                if len(self.sent) > _KEEP_ON_TOPIC:  # compaction frees the older ones' chunks
+                    await retire_bundles(self.settings, self.sent, keep=_KEEP_ON_TOPIC)
+                    self.sent = self.sent[-_KEEP_ON_TOPIC:]
             except Exception as exc:  # the bundle is on disk; the next update sends its own
                 log.error(
                     "bundle %s written but not sent to %s: %s",

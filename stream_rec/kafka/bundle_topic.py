@@ -102,7 +102,7 @@ async def publish_bundle(
         raise BundleError("no bundles topic: set --bundles-topic")
     path = Path(path)
     manifest = orjson.loads((path / "manifest.json").read_bytes())
-    data = _pack(path)
+    data = await asyncio.to_thread(_pack, path)  # off the event loop: a bundle is MBs
     chunks = [data[i : i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
     version = str(manifest["version"])
     note = {
@@ -110,7 +110,7 @@ async def publish_bundle(
         "created": manifest.get("created"),
         "chunks": len(chunks),
         "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest()),
     }
     await _ensure(settings, topic)
     producer = AIOKafkaProducer(

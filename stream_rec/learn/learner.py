@@ -94,7 +94,7 @@ class Learner:
         self.bundles_dir = Path(bundles_dir)
         self.window = window
         self.opts = opts
-        self.serving = Path(serving) if serving else bundles_newest_first(self.bundles_dir)[0]
+        self.serving = Path(serving) if serving else _newest_loadable(self.bundles_dir)
         self.events_since = 0
         self.last_update = time.monotonic()
         self.outcomes: list[UpdateOutcome] = []
@@ -243,6 +243,19 @@ class Learner:
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _newest_loadable(bundles_dir: Path) -> Path:
+    """The newest bundle that loads (a corrupt newest one is skipped, as workers skip it)."""
+    from ..errors import BundleError
+
+    for path in bundles_newest_first(bundles_dir):
+        try:
+            ModelBundle.load(path)
+            return path
+        except Exception as exc:  # noqa: BLE001 - any failure to load makes it invalid
+            log.error("learner: skipping bundle %s: %s", path.name, exc)
+    raise BundleError(f"no valid bundle in {bundles_dir} to learn from")
 
 
 class _Lap:
