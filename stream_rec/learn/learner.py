@@ -120,6 +120,7 @@ class Learner:
         t0 = time.perf_counter()
         self.events_since, self.last_update = 0, time.monotonic()
         stop, w = self.window.next_seq, self.window
+        continued_seqs, continued = w.continued_sessions()
         new, older = w.sessions(w.mark, stop), w.sessions(0, w.mark)
         out = UpdateOutcome(sessions=len(new))
         lap = _Lap(out.phases)
@@ -128,7 +129,7 @@ class Learner:
             out.skipped = f"{len(new)} new sessions (< {self.opts.min_sessions})"
             return self._done(out, t0, say)
         n_held = max(1, int(len(new) * self.opts.held_out))
-        train_new, held = new[:-n_held], new[-n_held:]
+        train_new, held = [*continued, *new[:-n_held]], new[-n_held:]
         bundle = ModelBundle.load(self.serving)
         serving_model = load_model(bundle, self.opts.checkpoint_dir)
         model, vocab = load_model(bundle, self.opts.checkpoint_dir), bundle.vocab
@@ -169,7 +170,7 @@ class Learner:
             out.published = self._publish(bundle, model, vocab, train_new, out, merged)
             self.serving = out.published
             lap("publish")
-        w.set_mark(stop)
+        w.set_mark(stop, continued_seqs)
         return self._done(out, t0, say)
 
     def _done(self, out: UpdateOutcome, t0: float, say: Callable[[str], None]) -> UpdateOutcome:

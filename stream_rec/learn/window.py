@@ -8,9 +8,9 @@ session. ``mark`` records the sequence number up to which sessions have been lea
 update trains on the sessions since the previous one and replays a sample of the older ones.
 
 Keys: ``s`` + 8-byte big-endian sequence -> the session (user, session id, events as JSON);
-``m:next`` and ``m:mark`` hold the counters. A restart reopens the same window; sessions that
-were open then are continued only by events with their session id (the in-memory map of open
-sessions is rebuilt from the newest sessions).
+``m:next`` and ``m:mark`` hold the counters. A session below the mark that gets more events
+(it was still open at the update) is learned from again, whole, at the next update. A restart
+reopens the same window; the in-memory map of open sessions is rebuilt from the newest ones.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ class SessionWindow:
         self.gap_ms = session_gap_ms
         self.next_seq = self._counter(_NEXT)
         self.mark = self._counter(_MARK)
+        # sessions below the mark that got events after an update read them (in memory only)
+        self.continued: set[int] = set()
         self._oldest = self._first_seq()
         # user -> (seq, session id or None, last ts) of the user's newest session
         self._open: dict[str, tuple[int, str | None, int]] = {}
@@ -74,6 +76,8 @@ class SessionWindow:
             seq = cur[0]
             raw = orjson.loads(stored)
             raw["e"].append(_row(event))
+            if seq < self.mark:  # learned from while open: its new events are news again
+                self.continued.add(seq)
         else:
             seq = self.next_seq
             self.next_seq += 1
@@ -96,10 +100,23 @@ class SessionWindow:
         self._open.pop(user_id, None)
         return len(gone)
 
-    def set_mark(self, seq: int) -> None:
-        """Sessions below ``seq`` have been learned from."""
+    def set_mark(self, seq: int, continued: set[int] | None = None) -> None:
+        """Sessions below ``seq`` have been learned from (``continued``: the continued sessions
+        that were, taken back from :attr:`continued`)."""
         self.mark = seq
         self._db[_MARK] = _SEQ.pack(seq)
+        self.continued -= continued or set()
+
+    def continued_sessions(self) -> tuple[set[int], list[tuple[Event, ...]]]:
+        """The sessions below the mark that got events since they were learned from (their
+        seqs, and the sessions in order): an update trains on them again, whole."""
+        seqs = set(self.continued)
+        out = []
+        for seq in sorted(seqs):
+            raw = self._db.get(_key(seq))
+            if raw is not None:
+                out.append(_events(orjson.loads(raw)))
+        return seqs, out
 
     # ------------------------------------------------------------------ reading
     def sessions(self, start: int = 0, stop: int | None = None) -> list[tuple[Event, ...]]:

@@ -392,3 +392,18 @@ def test_the_bundle_fetcher_skips_malformed_and_hostile_records(tmp_path):
         fetcher._take(key, value)  # logged and skipped, never raised
     assert len(fetcher.refused) == 6 and not fetcher.notes
     assert not (tmp_path / "escape").exists() and not list(tmp_path.rglob("000000"))
+
+
+def test_a_session_open_at_an_update_is_learned_again_when_it_goes_on(tmp_path):
+    from stream_rec.learn.window import SessionWindow
+
+    w = SessionWindow(tmp_path / "w", capacity=10, session_gap_ms=60_000)
+    first = w.add(Event("a", "u1", "click", 0, "i1"))
+    w.add(Event("b", "u2", "click", 0, "i9"))
+    w.set_mark(w.next_seq)  # an update read both sessions while they were open
+    assert w.continued_sessions() == (set(), [])
+    w.add(Event("c", "u1", "click", 1000, "i2"))  # u1's session goes on
+    seqs, sessions = w.continued_sessions()
+    assert seqs == {first} and [[e.item_id for e in s] for s in sessions] == [["i1", "i2"]]
+    w.set_mark(w.next_seq, seqs)  # the next update learned it again
+    assert w.continued_sessions() == (set(), [])
