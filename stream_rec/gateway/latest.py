@@ -10,22 +10,45 @@ record instead of buffering stale ones, so memory per subscriber is one record w
 from __future__ import annotations
 
 import asyncio
+import time
+from bisect import bisect_left
 from collections import OrderedDict
+from collections.abc import Callable
 
-__all__ = ["Subscription", "LatestRecommendations"]
+__all__ = ["Subscription", "LatestRecommendations", "PushSeconds", "PUSH_BUCKETS"]
+
+# Seconds from a record's arrival at the gateway to its hand-over to a subscriber's connection.
+PUSH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class PushSeconds:
+    """A histogram of push delays (counts per bucket, sum), read by /metrics."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(PUSH_BUCKETS) + 1)  # the last one: above every bucket
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(PUSH_BUCKETS, seconds)] += 1
+        self.sum += seconds
 
 
 class Subscription:
-    """One subscriber's mailbox: the newest record not yet taken."""
+    """One subscriber's mailbox: the newest record not yet taken (and when it arrived)."""
 
-    __slots__ = ("_pending", "_ready")
+    __slots__ = ("_pending", "_ready", "_since", "_taken")
 
-    def __init__(self) -> None:
+    def __init__(self, taken: Callable[[float], None] | None = None) -> None:
         self._pending: bytes | None = None
         self._ready = asyncio.Event()
+        self._since = 0.0
+        self._taken = taken
 
-    def offer(self, value: bytes) -> None:
+    def offer(self, value: bytes, since: float | None = None) -> None:
+        """``since``: when the record arrived (perf_counter); None for a record already known
+        at subscription time, which is no push and is not timed."""
         self._pending = value  # a record not yet taken is replaced: only the latest matters
+        self._since = -1.0 if since is None else since
         self._ready.set()
 
     async def next(self, timeout: float | None = None) -> bytes | None:
@@ -37,6 +60,8 @@ class Subscription:
                 return None
         value, self._pending = self._pending, None
         self._ready.clear()
+        if self._taken is not None and self._since >= 0:
+            self._taken(time.perf_counter() - self._since)
         return value
 
 
@@ -51,6 +76,7 @@ class LatestRecommendations:
         self._subscribers: dict[str, set[Subscription]] = {}
         self.evicted = 0
         self.delivered = 0
+        self.push_seconds = PushSeconds()  # arrival -> taken by a subscriber's connection
 
     def __len__(self) -> int:
         return len(self._latest)
@@ -72,8 +98,9 @@ class LatestRecommendations:
         while len(self._latest) > self.max_users:
             self._latest.popitem(last=False)
             self.evicted += 1
+        now = time.perf_counter()
         for sub in self._subscribers.get(user_id, ()):
-            sub.offer(value)
+            sub.offer(value, now)
             self.delivered += 1
 
     def forget(self, user_id: str) -> None:
@@ -83,7 +110,7 @@ class LatestRecommendations:
 
     def subscribe(self, user_id: str) -> Subscription:
         """A new subscription; the user's latest record, when known, is waiting in it already."""
-        sub = Subscription()
+        sub = Subscription(self.push_seconds.observe)
         self._subscribers.setdefault(user_id, set()).add(sub)
         value = self.latest(user_id)
         if value is not None:

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .latest import LatestRecommendations
+from .latest import PUSH_BUCKETS, LatestRecommendations
 from .limits import Counters
 
 __all__ = ["GatewayMetrics", "CONTENT_TYPE_LATEST"]
@@ -60,6 +60,16 @@ class _Scraped:
             yield CounterMetricFamily(f"{_PREFIX}_{name}", help_, value=value)
         for name, help_, value in _gauges(self.gw):
             yield GaugeMetricFamily(f"{_PREFIX}_{name}", help_, value=value)
+        push = self.gw.latest.push_seconds
+        cumulative, buckets = 0, []
+        for le, n in zip((*PUSH_BUCKETS, float("inf")), push.counts):
+            cumulative += n
+            buckets.append(("+Inf" if le == float("inf") else repr(le), cumulative))
+        yield HistogramMetricFamily(
+            f"{_PREFIX}_push_seconds",
+            "Seconds from a recommendation's arrival at the gateway to its hand-over to a "
+            "subscriber's connection (SSE or WebSocket).",
+            buckets=buckets, sum_value=push.sum)
 
 
 class GatewayMetrics:

@@ -300,3 +300,24 @@ def test_keda_scales_the_statefulset_on_lag_up_to_the_partitions(k8s):
     assert trigger["metadata"]["topic"] == data["STREAM_REC_EVENTS_TOPIC"]
     assert trigger["metadata"]["bootstrapServers"] == data["STREAM_REC_BOOTSTRAP_SERVERS"]
     assert trigger["metadata"]["consumerGroup"] == Settings().app_id
+
+
+def test_k8s_gateway_is_a_deployment_with_probes_on_its_own_address():
+    docs = list(yaml.safe_load_all((K8S / "gateway" / "gateway.yaml").read_text()))
+    by_kind = {d["kind"]: d for d in docs}
+    dep, svc = by_kind["Deployment"], by_kind["Service"]
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["gateway"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STREAM_REC_GATEWAY_HOST"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert "secretKeyRef" in env["STREAM_REC_GATEWAY_SECRET"]["valueFrom"]
+    port = int(env["STREAM_REC_GATEWAY_PORT"]["value"])
+    assert container["ports"][0]["containerPort"] == port
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["ports"][0]["port"] == port
+    names = {n for n, *_ in Settings.describe()}
+    assert all(e.removeprefix("STREAM_REC_").lower() in names for e in env)

@@ -217,3 +217,35 @@ def test_the_gateway_never_binds_a_wildcard_address():
     with pytest.raises(ConfigError, match="wildcard"):
         _config(Settings.from_env({}, gateway_host="0.0.0.0"), object(), 8300)
     assert Settings().gateway_host == "127.0.0.1"
+
+
+def test_push_delay_histogram_and_promtool_clean_metrics(gateway, tmp_path):
+    """Each push a subscriber takes is timed from the record's arrival; /metrics of the gateway
+    and of a worker pass `promtool check metrics` (when promtool is installed)."""
+    import asyncio
+    import shutil
+    import subprocess
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    gw, client = gateway
+    sub = gw.latest.subscribe("carol")
+    gw.latest.publish("carol", b'{"user_id": "carol"}')
+    assert asyncio.run(sub.next(timeout=1)) == b'{"user_id": "carol"}'
+    gw.latest.unsubscribe("carol", sub)
+    text = client.get("/metrics").text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    push = families["stream_rec_gateway_push_seconds"]
+    count = next(s.value for s in push.samples if s.name.endswith("_count"))
+    assert push.type == "histogram" and count == 1
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
+    from stream_rec.serving.metrics import WorkerMetrics
+
+    worker = WorkerMetrics(lambda: "v1", lambda: {0: 3}, lambda: {0: (10, 2048)}).exposition()
+    for name, body in (("gateway", text.encode()), ("worker", worker)):
+        out = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True,
+                             timeout=60)
+        assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), (
+            name, out.stdout.decode(), out.stderr.decode())
