@@ -58,12 +58,18 @@ class LearnOptions:
     margin: float = DEFAULT_MARGIN
     update: UpdateConfig = field(default_factory=lambda: UpdateConfig(lr=1e-3))
     checkpoint_dir: str | None = None  # weights for a base bundle without weights.pt
+    # An item unknown to the bundle in service that reaches min_count makes the next update
+    # due this soon after the previous one (time-based updates only; 0 = never early): a new
+    # item is recommendable within a fraction of the interval instead of up to a whole one.
+    early_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         if (self.every_events is None) == (self.every_ms is None):
             raise ConfigError("give exactly one of every_events and every_ms")
         if not 0 < self.held_out < 1:
             raise ConfigError(f"held_out must be in (0, 1); got {self.held_out}")
+        if not 0 <= self.early_fraction <= 1:
+            raise ConfigError(f"early_fraction must be in [0, 1]; got {self.early_fraction}")
 
 
 @dataclass
@@ -100,17 +106,27 @@ class Learner:
         self.outcomes: list[UpdateOutcome] = []
         # a crashed update's leftovers
         shutil.rmtree(self.bundles_dir / STAGING, ignore_errors=True)
+        self._known = set(ModelBundle.load(self.serving).vocab.item_ids)
+        self._unknown: dict[str, int] = {}  # items the bundle in service lacks: occurrences
+        self.admissible = 0  # of them, how many reached min_count since the last update
 
     def observe(self, event: Event) -> None:
         self.window.add(event)
         self.events_since += 1
+        item = event.item_id
+        if item is not None and item not in self._known and len(self._unknown) < 1_000_000:
+            n = self._unknown[item] = self._unknown.get(item, 0) + 1
+            if n == self.opts.min_count:
+                self.admissible += 1
 
     def due(self) -> bool:
         o = self.opts
         if o.every_events is not None:
             return self.events_since >= o.every_events
         assert o.every_ms is not None
-        return (time.monotonic() - self.last_update) * 1000 >= o.every_ms
+        waited = (time.monotonic() - self.last_update) * 1000
+        early = self.admissible > 0 and o.early_fraction > 0
+        return waited >= (o.every_ms * o.early_fraction if early else o.every_ms)
 
     def update(self, progress: Callable[[str], None] | None = None) -> UpdateOutcome:
         """One update (blocking, CPU-bound: run it off the event loop)."""
@@ -169,7 +185,10 @@ class Learner:
         if out.decision.publish:  # a failed publish leaves the mark: the next update retries
             out.published = self._publish(bundle, model, vocab, train_new, out, merged)
             self.serving = out.published
+            self._known.update(vocab.item_ids)
+            self._unknown = {i: n for i, n in self._unknown.items() if i not in self._known}
             lap("publish")
+        self.admissible = 0
         w.set_mark(stop, continued_seqs)
         return self._done(out, t0, say)
 

@@ -5,6 +5,7 @@ bundle's trainable weights."""
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 
 import numpy as np
@@ -407,3 +408,21 @@ def test_a_session_open_at_an_update_is_learned_again_when_it_goes_on(tmp_path):
     assert seqs == {first} and [[e.item_id for e in s] for s in sessions] == [["i1", "i2"]]
     w.set_mark(w.next_seq, seqs)  # the next update learned it again
     assert w.continued_sessions() == (set(), [])
+
+
+def test_a_newly_admissible_item_brings_a_timed_update_forward(base_bundle, tmp_path):
+    from stream_rec.learn.learner import Learner, LearnOptions
+    from stream_rec.learn.window import SessionWindow
+
+    opts = LearnOptions(every_events=None, every_ms=10_000, min_count=3, early_fraction=0.25)
+    learner = Learner(base_bundle.parent, SessionWindow(tmp_path / "w"), opts)
+    learner.last_update = time.monotonic() - 3.0  # 3 s of a 10 s interval
+    learner.observe(Event("k", "u1", "click", 0, "i1"))  # a known item: nothing early
+    assert not learner.due()
+    for j in range(3):
+        learner.observe(Event(f"n{j}", f"u{j}", "click", j, "brand-new"))
+    assert learner.admissible == 1 and learner.due()  # 3 s >= a quarter of 10 s
+    learner.last_update = time.monotonic() - 1.0
+    assert not learner.due()
+    with pytest.raises(ConfigError, match="early_fraction"):
+        LearnOptions(early_fraction=2.0)
