@@ -190,6 +190,9 @@ def _add_learn(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--margin", type=float, default=0.5,
                    help="publish unless HR@20 or MRR@20 is this many points below the serving "
                    "model on the held-out sessions (default 0.5)")
+    p.add_argument("--early-fraction", type=_fraction, default=0.0,
+                   help="with a duration --every: an item reaching --admit-count brings the next "
+                   "update forward to this fraction of the interval (default 0: never)")
     p.add_argument("--port", type=_non_negative_int, default=8790,
                    help="status port: /metrics, /stats, /health/live (0 = none; default 8790)")
     p.add_argument("--max-updates", type=_positive_int, default=None,

@@ -108,6 +108,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         init=args.init,
         margin=args.margin,
         checkpoint_dir=args.checkpoint_dir,
+        early_fraction=args.early_fraction,
         update=UpdateConfig(lr=args.update_lr, epochs=args.update_epochs, replay=args.replay),
     )
     run_learner(settings, opts, port=args.port, max_updates=args.max_updates)

@@ -59,9 +59,10 @@ class LearnOptions:
     update: UpdateConfig = field(default_factory=lambda: UpdateConfig(lr=1e-3))
     checkpoint_dir: str | None = None  # weights for a base bundle without weights.pt
     # An item unknown to the bundle in service that reaches min_count makes the next update
-    # due this soon after the previous one (time-based updates only; 0 = never early): a new
-    # item is recommendable within a fraction of the interval instead of up to a whole one.
-    early_fraction: float = 0.25
+    # due this soon after the previous one (time-based updates only; 0 = never early). Off by
+    # default: measured at 0.25 (docs/benchmarks.md, session 8) the median delay from admission
+    # fell, but the small updates were refused by the guard twice as often as published.
+    early_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if (self.every_events is None) == (self.every_ms is None):
