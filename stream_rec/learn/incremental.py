@@ -28,11 +28,9 @@ from ..model.sasrec import SessionTransformer
 from ..model.training_data import session_arrays
 from .cases import Cases, ItemBlend, hr_mrr, prefix_cases, ranks
 from .update import UpdateConfig, fine_tune
-from .vocab import admit, grow, initial_rows, new_item_counts
+from .vocab import admit, grow, initial_rows, item_ids, new_item_counts
 
 __all__ = ["IncrementalOptions", "run_incremental", "window_bounds"]
-
-_ITEM_TYPES = ("click", "purchase")
 
 
 @dataclass(frozen=True)
@@ -72,10 +70,6 @@ def window_bounds(
     return [(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
 
 
-def _ids(session: Sequence[Event]) -> list[str]:
-    return [e.item_id for e in session if e.item_id is not None and e.type in _ITEM_TYPES]
-
-
 def _fit_vsknn(history_ids: list[list[str]]) -> Any:
     from ..evaluation.baselines import SessionKNN
 
@@ -83,13 +77,10 @@ def _fit_vsknn(history_ids: list[list[str]]) -> Any:
 
 
 def _score_vsknn(model: Any, window_ids: list[list[str]]) -> tuple[float, float]:
+    from ..datasets.eventlog import augment
     from ..evaluation.baselines import evaluate
 
-    prefixes, targets = [], []
-    for s in window_ids:
-        for j in range(1, len(s)):
-            prefixes.append(s[:j])
-            targets.append(s[j])
+    prefixes, targets = augment(window_ids)
     if not targets:
         return float("nan"), float("nan")
     out = evaluate(model, prefixes, targets, percent=True)
@@ -114,7 +105,7 @@ def run_incremental(
     frozen, frozen_vocab = model, vocab
     current, cur_vocab = _copy(model), vocab
     older = [session_arrays(s) for s in history]
-    history_ids = [_ids(s) for s in history]
+    history_ids = [item_ids(s) for s in history]
     frozen_vsknn = _fit_vsknn(history_ids) if opts.vsknn else None
     frozen_blend = current_blend = _blend(older, vocab, opts)
     rows: list[dict[str, Any]] = []
@@ -133,12 +124,12 @@ def run_incremental(
         )
         row["items"] = len(cur_vocab)
         if frozen_vsknn is not None:
-            window_ids = [_ids(s) for s in window]
+            window_ids = [item_ids(s) for s in window]
             row["vsknn_frozen"] = _pair(_score_vsknn(frozen_vsknn, window_ids))
             row["vsknn"] = _pair(_score_vsknn(_fit_vsknn(history_ids), window_ids))
         row["score_seconds"] = round(time.perf_counter() - t0, 1)
         older.extend(arrays)
-        history_ids.extend(_ids(s) for s in window)
+        history_ids.extend(item_ids(s) for s in window)
         if w + 1 < len(bounds):  # learn from this window for the next one
             t1 = time.perf_counter()
             counts = new_item_counts([*stream[:b]], cur_vocab)

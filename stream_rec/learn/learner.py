@@ -17,6 +17,7 @@ An update, from the bundle in service (the newest valid one, or the learner's ow
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
@@ -36,7 +37,7 @@ from ..serving.compose import logit_scale
 from .cases import ItemBlend
 from .guard import DEFAULT_MARGIN, GuardDecision, guard
 from .update import UpdateConfig, UpdateStats, fine_tune, replay_sample
-from .vocab import admit, grow, initial_rows, new_item_counts
+from .vocab import admit, grow, initial_rows, item_ids, new_item_counts
 from .window import SessionWindow
 
 __all__ = ["LearnOptions", "UpdateOutcome", "Learner", "STAGING"]
@@ -149,7 +150,7 @@ class Learner:
         train_new, held = [*continued, *new[:-n_held]], new[-n_held:]
         bundle = ModelBundle.load(self.serving)
         serving_model = load_model(bundle, self.opts.checkpoint_dir)
-        model, vocab = load_model(bundle, self.opts.checkpoint_dir), bundle.vocab
+        model, vocab = copy.deepcopy(serving_model), bundle.vocab  # the candidate, trained below
         # what the candidate learns from: never the held-out sessions the guard scores it on
         everything = [*older, *train_new]
         new_ids = admit(
@@ -293,9 +294,7 @@ class _Lap:
 
 def _rows(sessions: Sequence[Sequence[Event]], vocab: ItemVocab) -> list[np.ndarray]:
     return [
-        vocab.rows_for_hashes(
-            np.asarray([item_hash(e.item_id) for e in s if e.item_id is not None], np.int64)
-        )
+        vocab.rows_for_hashes(np.asarray([item_hash(i) for i in item_ids(s)], np.int64))
         for s in sessions
     ]
 

@@ -21,17 +21,20 @@ from ..core.events import Event
 from ..core.features import ItemVocab, item_hash
 from ..model.sasrec import SessionTransformer
 
-__all__ = ["INIT_RULES", "new_item_counts", "admit", "grow", "initial_rows"]
+__all__ = ["INIT_RULES", "item_ids", "new_item_counts", "admit", "grow", "initial_rows"]
 
 INIT_RULES = ("cooccurrence", "mean")
 _ITEM_TYPES = ("click", "purchase")
 
 
+def item_ids(session: Sequence[Event]) -> list[str]:
+    """The session's item ids in order (clicks and purchases; searches have none)."""
+    return [e.item_id for e in session if e.item_id is not None and e.type in _ITEM_TYPES]
+
+
 def new_item_counts(sessions: Iterable[Sequence[Event]], vocab: ItemVocab) -> Counter[str]:
     """How often each item the vocabulary does not know occurs (clicks and purchases)."""
-    ids = [
-        e.item_id for s in sessions for e in s if e.item_id is not None and e.type in _ITEM_TYPES
-    ]
+    ids = [i for s in sessions for i in item_ids(s)]
     if not ids:
         return Counter()
     hashes = np.fromiter((item_hash(i) for i in ids), np.int64, count=len(ids))
@@ -66,7 +69,7 @@ def initial_rows(
         sums = np.zeros_like(out)
         counts = np.zeros(len(new_ids))
         for s in sessions:
-            ids = [e.item_id for e in s if e.item_id is not None and e.type in _ITEM_TYPES]
+            ids = item_ids(s)
             mine = [slot[i] for i in ids if i in slot]
             if not mine:
                 continue
