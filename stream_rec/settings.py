@@ -48,6 +48,10 @@ class Secret:
         return hash((Secret, self._value))
 
 
+DEFAULT_SESSION_TIMEOUT_S = 6.0
+EMBEDDED_SESSION_TIMEOUT_S = 2.0  # Tansu answers a JoinGroup after about half of it
+
+
 @dataclass(frozen=True)
 class Settings:
     # --- Kafka -------------------------------------------------------------------------
@@ -58,7 +62,7 @@ class Settings:
     recs_topic: str = _f("recommendations", "Topic the refreshed top-k is published to, keyed by user_id.")
     dlq_topic: str = _f("events.dlq", "Dead-letter topic for invalid events (reason, original bytes, origin).")
     partitions: int = _f(4, "Partitions of the events topic and of the session table's changelog.", min=1)
-    session_timeout_s: float = _f(10.0, "Consumer-group session timeout (s): how fast a dead worker's partitions move; a new member joins in about half of it.", min=1)
+    session_timeout_s: float = _f(DEFAULT_SESSION_TIMEOUT_S, "Consumer-group session timeout (s): a killed worker's partitions move after it (plus a heartbeat and the rebalance). 6 is Apache Kafka's smallest by default (group.min.session.timeout.ms); on the embedded broker the default becomes 2 (docs/reliability.md: recovery in 3.5 s).", min=1)
     standby_replicas: int = _f(0, "Standby copies of each table partition kept warm on other workers (faster failover).", min=0)
     changelog_barrier: bool = _f(False, "After each micro-batch, wait for the state changelog writes and close them with a marker record per partition. Needed on Tansu 0.6 (the embedded broker), whose end offsets are wrong after multi-record produce batches, which would cut changelog recovery short.")
     engine: str = _f("direct", "Worker engine: direct (the core on plain aiokafka with faust's table format; several times faster) or faust (faust-streaming agent and Table).", choices=("direct", "faust"))

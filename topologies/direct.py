@@ -48,6 +48,7 @@ from stream_rec.settings import Settings
 
 from .diagnostics import dump_tasks
 from .forget import forget_users
+from .restore import ChangelogRestorer
 from .state_ttl import run_state_ttl
 
 __all__ = ["DirectWorker", "run_direct_worker", "changelog_topic"]
@@ -91,6 +92,7 @@ class DirectWorker:
         # offsets are committed only once they and every older batch are delivered.
         self._inflight: deque[asyncio.Future[dict[TopicPartition, int]]] = deque()
         self.consumer: AIOKafkaConsumer | None = None
+        self.restorer = ChangelogRestorer(settings, self.db, self.changelog)
         self.producer: AIOKafkaProducer | None = None
         self.fetch_wait: AdaptiveFetchWait | None = None
         self.metrics = WorkerMetrics(lambda: self.holder.recommender.model_version,
@@ -142,6 +144,7 @@ class DirectWorker:
                     await self._settle(all_=True)
                     await self._commit(force=True)
             await self.consumer.stop()
+            await self.restorer.stop()
             await self.producer.stop()
             self.db.close_all()
             await web.cleanup()
@@ -304,44 +307,11 @@ class DirectWorker:
                 t0 = time.perf_counter()
                 self.health.restore_started(partitions)
                 try:
-                    n = await self._restore(partitions)
+                    n = await self.restorer.restore(partitions)
                 finally:
                     self.health.restore_finished(partitions)
                 log.warning("assigned partitions %s; restored %d changelog records in %.2fs",
                             partitions, n, time.perf_counter() - t0)
-
-    async def _restore(self, partitions: list[int]) -> int:
-        """Replay each partition's changelog after the offset its database already holds.
-
-        Reads until the end offset *and* until a fetch comes back empty: Tansu 0.6
-        under-reports end offsets after multi-record batches.
-        """
-        s = self.settings
-        consumer = AIOKafkaConsumer(**consumer_config(
-            s, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"))
-        await consumer.start()
-        n = 0
-        try:
-            tps = [TopicPartition(self.changelog, p) for p in partitions]
-            consumer.assign(tps)
-            for tp in tps:
-                consumer.seek(tp, self.db.changelog_offset(tp.partition) + 1)
-            ends = await consumer.end_offsets(tps)
-            idle = 0
-            while idle < 2:
-                batch = await consumer.getmany(timeout_ms=200, max_records=5000)
-                if not batch:
-                    behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
-                    idle = 0 if behind else idle + 1
-                    continue
-                idle = 0
-                for tp, messages in batch.items():
-                    items = [(m.key, m.value) for m in messages if m.key and not m.key.startswith(b"\x00")]
-                    self.db.write(tp.partition, items, changelog_offset=messages[-1].offset)
-                    n += len(messages)
-        finally:
-            await consumer.stop()
-        return n
 
     # --------------------------------------------------------------------- /stats
     async def _start_web(self) -> Any:

@@ -1,7 +1,7 @@
 """One update: fine-tune the served model, warm-started, on the newest sessions plus a sample of
 older ones (so it does not forget what the window does not show).
 
-The loss and the batching are training's own (:func:`stream_rec.model.train.batch_loss`, sampled
+The loss and the batching are training's own (:func:`stream_rec.model.steps.batch_loss`, sampled
 softmax, length-sorted batches); the learning rate is the one training ended at, by default.
 """
 
@@ -25,7 +25,7 @@ from ..model.examples import (
     training_examples,
 )
 from ..model.sasrec import SessionTransformer
-from ..model.train import batch_loss
+from ..model.steps import batch_loss
 
 __all__ = ["UpdateConfig", "UpdateStats", "fine_tune", "replay_sample"]
 

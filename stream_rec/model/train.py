@@ -12,7 +12,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -30,7 +30,9 @@ from .examples import (
     pad_teacher,
     training_examples,
 )
+from .refit import refit
 from .sasrec import SASRecConfig, SessionTransformer
+from .steps import batch_loss
 from .validation import (
     evaluate,
     popularity_metrics,
@@ -105,6 +107,7 @@ class TrainMetrics:
     valid_cases: int = 0  # held-out (prefix, next item) pairs
     train_positions: int = 0
     refit_seconds: float = 0.0
+    refit: dict[str, object] = field(default_factory=dict)  # model/refit.py's report
     fit_seconds: float = 0.0  # wall / CPU seconds of the completed epochs, resumed runs' included
     fit_cpu_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -206,64 +209,15 @@ def train_model(
                 metrics.selected_queries = validation_queries(model, prefixes)
                 with torch.no_grad():
                     metrics.selected_items = model.item_vectors().numpy().astype(np.float32)
-                _refit(model, tc, training_examples(valid_f, cfg.max_len), metrics, progress)
+                decays = (metrics.best_epoch - 1) // tc.lr_decay_every if tc.lr_decay_every > 0 else 0
+                decayed = tc.lr * tc.lr_decay_gamma ** max(decays, 1 if tc.lr_decay_every > 0 else 0)
+                report = refit(model, train_f, valid_f, (decayed, tc.lr), tc.batch_size, tc.negatives,
+                               tc.weight_decay, progress)
+                metrics.refit_seconds, metrics.refit = report.seconds, asdict(report)
     finally:
         torch.set_num_threads(threads_before)
     metrics.seconds = time.perf_counter() - t0
     return model.eval(), metrics
-
-
-def batch_loss(
-    model: SessionTransformer,
-    items: torch.Tensor,
-    types: torch.Tensor,
-    queries: torch.Tensor,
-    targets: torch.Tensor,
-    negatives: int,
-    teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
-    distill: float = 0.0,
-) -> torch.Tensor:
-    """The loss of every position with a target (full or sampled softmax, repeat head if any)."""
-    cfg = model.config
-    h, session = model.session_states(items, types, queries)  # (B, L, D) each
-    mask = targets >= 0  # (B, L)
-    extra_cols = extra_bias = None
-    if cfg.repeat:
-        cols, bonus = model.repeat_bonus(h, items)  # (B, L, L) each
-        extra_cols, extra_bias = cols[mask], bonus[mask]  # (N, L)
-    neg = None
-    if 0 < negatives < cfg.n_items:
-        neg = torch.randperm(cfg.n_items)[:negatives].sort().values
-    soft = None if teacher is None or distill <= 0 else (teacher[0][mask], teacher[1][mask], distill)
-    return model.loss(session[mask], targets[mask], neg, extra_cols, extra_bias, soft)
-
-
-def _refit(
-    model: SessionTransformer,
-    tc: TrainConfig,
-    examples: list[Example],
-    metrics: TrainMetrics,
-    progress: Callable[[str], None] | None,
-) -> None:
-    """One pass over ``examples`` in their (chronological) order at the last decayed rate."""
-    if not examples:
-        return
-    t0 = time.perf_counter()
-    decays = (metrics.best_epoch - 1) // tc.lr_decay_every if tc.lr_decay_every > 0 else 0
-    lr = tc.lr * tc.lr_decay_gamma ** max(decays, 1 if tc.lr_decay_every > 0 else 0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=tc.weight_decay)
-    model.train()
-    for lo in range(0, len(examples), tc.batch_size):
-        items, types, queries, targets = pad_examples(examples[lo : lo + tc.batch_size])
-        loss = batch_loss(model, items, types, queries, targets, tc.negatives)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    metrics.refit_seconds = time.perf_counter() - t0
-    if progress is not None:
-        progress(f"refit: one chronological pass over the {len(examples):,} held-out windows at lr {lr:g} "
-                 f"({metrics.refit_seconds:.0f}s; the selected metrics are the model's before it)")
 
 
 def _fit(

@@ -1,0 +1,36 @@
+"""One training step's loss, shared by training, the refit pass and the learner's updates."""
+
+from __future__ import annotations
+
+import torch
+
+from .sasrec import SessionTransformer
+
+__all__ = ["batch_loss"]
+
+
+def batch_loss(
+    model: SessionTransformer,
+    items: torch.Tensor,
+    types: torch.Tensor,
+    queries: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: int,
+    teacher: tuple[torch.Tensor, torch.Tensor] | None = None,
+    distill: float = 0.0,
+) -> torch.Tensor:
+    """The loss of every position with a target (full or sampled softmax, repeat head if any)."""
+    cfg = model.config
+    h, session = model.session_states(items, types, queries)  # (B, L, D) each
+    mask = targets >= 0  # (B, L)
+    extra_cols = extra_bias = None
+    if cfg.repeat:
+        cols, bonus = model.repeat_bonus(h, items)  # (B, L, L) each
+        extra_cols, extra_bias = cols[mask], bonus[mask]  # (N, L)
+    neg = None
+    if 0 < negatives < cfg.n_items:
+        neg = torch.randperm(cfg.n_items)[:negatives].sort().values
+    soft = (
+        None if teacher is None or distill <= 0 else (teacher[0][mask], teacher[1][mask], distill)
+    )
+    return model.loss(session[mask], targets[mask], neg, extra_cols, extra_bias, soft)
