@@ -151,7 +151,10 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         startup_timeout: float = 30.0,
         binary: str | None = None,
+        advertised_port: int | None = None,
     ) -> None:
+        """``advertised_port``: the port the broker tells clients to use (a TLS terminator in
+        front of it, such as stunnel); default: its own."""
         if port is not None and not 0 < port < 65536:
             raise ConfigError(f"port must be 1..65535 (or None for a free port); got {port}")
         if startup_timeout <= 0:
@@ -160,6 +163,7 @@ class EmbeddedBroker:
         self.startup_timeout = startup_timeout
         self._requested_port = port
         self._binary = binary
+        self._advertised_port = advertised_port
         self._port: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_dir: Path | None = None
@@ -284,7 +288,8 @@ class EmbeddedBroker:
         if self._log_dir is None:
             self._log_dir = Path(tempfile.mkdtemp(prefix="stream-rec-tansu-"))
         url = f"tcp://{self.host}:{port}"
-        cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+        advertised = f"tcp://{self.host}:{self._advertised_port or port}"
+        cmd = [binary, "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                "--storage-engine", "memory://tansu/"]  # fmt: skip
         with open(self._log_dir / "tansu.log", "wb") as log:
             try:
@@ -319,7 +324,7 @@ class EmbeddedBroker:
             except (OSError, struct.error, UnicodeDecodeError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
-                if (self.host, self._port) in brokers:
+                if (self.host, self._advertised_port or self._port) in brokers:
                     # Tansu fails to bind within milliseconds of starting; until then a reply
                     # could come from another broker that holds the port. Let that show.
                     time.sleep(max(0.0, self._spawned_at + _SETTLE_S - time.monotonic()))
