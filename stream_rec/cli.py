@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 from .cli_args import CliParser, add_subcommands, settings_from
 from .cli_learn import cmd_generate, cmd_learn, cmd_publish
+from .cli_ops import cmd_repartition
 from .errors import StreamRecError
 
 __all__ = ["main", "build_parser"]
@@ -315,7 +316,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "generate": cmd_generate, "learn": cmd_learn, "publish": cmd_publish,
     "forget": _cmd_forget, "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "neighbours": _cmd_neighbours, "evaluate": _cmd_evaluate,
     "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "replay": _cmd_replay,
-    "topics": _cmd_topics, "gateway": _cmd_gateway,
+    "topics": _cmd_topics, "gateway": _cmd_gateway, "repartition": cmd_repartition,
 }
 
 

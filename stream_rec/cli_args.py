@@ -63,6 +63,9 @@ def add_subcommands(
     _add_tail(sub)
     _add_replay(sub)
     _add_topics(sub)
+    from .cli_ops import add_repartition
+
+    add_repartition(sub, _KAFKA)
     _add_bench(sub)
     _add_gateway(sub)
     return dict(sub.choices)

@@ -97,3 +97,26 @@ def test_bad_window_says_what_is_expected(text):
 
     with pytest.raises(ConfigError, match="expected"):
         parse_window(text)
+
+
+def test_repartition_says_what_it_needs(capsys, monkeypatch):
+    monkeypatch.delenv("STREAM_REC_BOOTSTRAP_SERVERS", raising=False)
+    assert main(["repartition", "--partitions", "8"]) == 2
+    assert "--bootstrap-servers" in capsys.readouterr().err
+    assert main(["repartition", "--bootstrap-servers", "127.0.0.1:1"]) == 2
+    assert "--partitions N" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["repartition", "--partitions", "0"])
+    assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_repartition_names_are_versioned_both_ways():
+    from stream_rec.kafka.repartition import plan
+    from stream_rec.settings import Settings
+
+    s = Settings.from_env({}, events_topic="events", app_id="stream-rec")
+    up = plan(s, 8)
+    assert (up.new_events, up.new_app_id, up.new_changelog) == (
+        "events.p8", "stream-rec.p8", "stream-rec.p8-sessions-changelog")
+    down = plan(s.with_(events_topic="events.p8", app_id="stream-rec.p8"), 2)
+    assert (down.new_events, down.new_app_id) == ("events.p2", "stream-rec.p2")
