@@ -58,6 +58,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         from .kafka.bundle_topic import fetch_first_bundle
 
         asyncio.run(fetch_first_bundle(settings))
+    if args.processes > 1:
+        from .kafka.supervisor import Supervisor
+
+        return Supervisor(settings, args.processes).run()
     if settings.engine == "direct":
         from topologies.direct import run_direct_worker
 

@@ -98,6 +98,9 @@ def _add_broker(sub: argparse._SubParsersAction[CliParser]) -> None:
 
 def _add_worker(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("worker", help="run a worker (--engine faust or direct): events in, recommendations out")
+    p.add_argument("--processes", type=_positive_int, default=1,
+                   help="worker processes in this group, one per core (each: --worker-port + i, "
+                   "--data-dir/proc-i; restarted if one exits; default 1)")
     _add_settings(p, _KAFKA + _GROUP + _MODEL + _SERVING + _WORKER + _INPUT + _TOPICS)
 
 
