@@ -27,6 +27,7 @@ WORKER_ENV = {
     "STREAM_REC_DATA_DIR",
     "STREAM_REC_TOP_K",
     "STREAM_REC_PARTITIONS",
+    "STREAM_REC_SESSION_TIMEOUT_S",
     "STREAM_REC_WORKER_PORT",
     "STREAM_REC_WORKER_HOST",
 }
@@ -321,3 +322,21 @@ def test_k8s_gateway_is_a_deployment_with_probes_on_its_own_address():
     assert svc["spec"]["ports"][0]["port"] == port
     names = {n for n, *_ in Settings.describe()}
     assert all(e.removeprefix("STREAM_REC_").lower() in names for e in env)
+
+
+def test_k8s_learner_is_one_replica_publishing_to_the_bundles_topic():
+    docs = list(yaml.safe_load_all((K8S / "learner" / "learner.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs}
+    dep = kinds["Deployment"]
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    pod = dep["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"][0] == "learn"
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["STREAM_REC_BUNDLES_TOPIC"] and env["STREAM_REC_WORKER_HOST"]
+    Settings.from_env({k: v for k, v in env.items() if isinstance(v, str)})
+    claim = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
+    assert claim == kinds["PersistentVolumeClaim"]["metadata"]["name"]
+    port = int(dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"])
+    assert container["ports"][0]["containerPort"] == port
+    assert str(port) in container["args"]
