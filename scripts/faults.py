@@ -31,8 +31,10 @@ COLUMNS = (
     "answered",
     "lost",
     "duplicated",
+    "poison_sent",
     "dead_letters",
     "recovery_s",
+    "max_latency_s",
     "rss_max_mb",
     "workers_dead",
 )

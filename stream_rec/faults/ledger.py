@@ -25,7 +25,7 @@ __all__ = ["Ledger", "SteadyProducer", "AnswerReader", "recovery_s"]
 
 @dataclass
 class Ledger:
-    sent: dict[str, float] = field(default_factory=dict)  # event id -> when its send was acked
+    sent: dict[str, float] = field(default_factory=dict)  # acked event id -> when it was sent
     answered: dict[str, float] = field(default_factory=dict)  # event id -> first answer's arrival
     partition: dict[str, int] = field(default_factory=dict)  # event id -> partition of its answer
     answers: Counter[str] = field(default_factory=Counter)  # event id -> answers seen
@@ -35,6 +35,13 @@ class Ledger:
 
     def lost(self) -> list[str]:
         return [e for e in self.sent if e not in self.answered]
+
+    def max_latency_s(self, since: float) -> float | None:
+        """The longest wait for an answer of an event sent at or after ``since``."""
+        waits = [
+            self.answered[e] - t for e, t in self.sent.items() if t >= since and e in self.answered
+        ]
+        return max(waits) if waits else None
 
     def duplicated(self) -> int:
         return sum(n - 1 for n in self.answers.values() if n > 1)
@@ -112,10 +119,11 @@ class SteadyProducer:
         return user.encode(), encode_event(event), event_id
 
     async def _send(self, key: bytes, value: bytes, event_id: str) -> None:
+        t_send = time.perf_counter()  # the first try: a retried event's wait counts
         while True:
             try:
                 await (await self.producer.send(self.settings.events_topic, key=key, value=value))
-                self.ledger.sent[event_id] = time.perf_counter()
+                self.ledger.sent[event_id] = t_send
                 return
             except Exception:  # a frozen or restarting broker: send it again
                 self.ledger.produce_retries += 1

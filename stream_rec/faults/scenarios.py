@@ -77,6 +77,7 @@ class _Run:
         self.reader = AnswerReader(self.cluster.settings, self.ledger)
         self.rss_max: dict[int, float] = {}
         self.row: dict[str, Any] = {"scenario": name}
+        self.fault_t = float("inf")  # the earliest fault: max_latency_s counts events from it
 
     async def __aenter__(self) -> _Run:
         from ..kafka.admin import ensure_topics
@@ -146,11 +147,14 @@ class _Run:
         ) is None and time.perf_counter() - t0 < max_s:
             await self.sleep(1.0)
         self.row[key] = None if r is None else round(r, 2)
+        self.fault_t = min(self.fault_t, t0)
 
     def finish(self) -> dict[str, Any]:
         self.row.update(self.ledger.counts())
         self.row["dead_letters"] = self.ledger.dead_letters
         self.row["poison_sent"] = self.ledger.poison_sent
+        worst = self.ledger.max_latency_s(self.fault_t)
+        self.row["max_latency_s"] = None if worst is None else round(worst, 2)
         self.row["rss_max_mb"] = round(max(self.rss_max.values()), 1) if self.rss_max else None
         return self.row
 
@@ -194,6 +198,7 @@ async def scale_out_and_in(r: _Run) -> None:
 
 async def broker_freeze(r: _Run) -> None:
     await r.start_workers(0, 1)
+    r.fault_t = time.perf_counter()
     r.cluster.signal_broker(signal.SIGSTOP)
     try:
         await asyncio.sleep(r.o.freeze_s)
@@ -217,6 +222,7 @@ async def poison_burst(r: _Run) -> None:
 async def load_burst(r: _Run) -> None:
     await r.start_workers(0, 1)
     base = r.producer.rate
+    r.fault_t = time.perf_counter()
     r.producer.rate = base * r.o.burst_factor
     await r.sleep(r.o.burst_s)
     r.producer.rate = base
