@@ -47,12 +47,15 @@ def test_refit_chooses_its_rate_on_the_halves_and_reports_it():
     train_f = [rows(1, 2, 3, 4), rows(2, 3, 4, 5), rows(5, 6, 7)] * 3
     valid_f = [rows(1, 2, 11, 3), rows(2, 11, 3), rows(4, 5, 6), rows(6, 7, 11), rows(1, 2, 3)] * 2
     report = refit(m, train_f, valid_f, (1e-4, 1e-2), batch_size=4, negatives=0, weight_decay=0.0)
-    assert set(report.half_scores) == {"0.0001", "0.01"}
+    assert set(report.half_scores) == {f"{lr} x{n}" for lr in ("0.0001", "0.01") for n in (1, 2, 3)}
+    assert report.passes in (1, 2, 3)
     assert report.lr in (1e-4, 1e-2) and report.rows_initialised == 1  # item 11
     assert not m.training
 
 
-def test_one_candidate_rate_skips_the_halves():
+def test_one_candidate_rate_and_pass_skips_the_halves():
     m = model()
-    report = refit(m, [rows(1, 2, 3)], [rows(1, 2, 3), rows(2, 3)], (1e-3,), 4, 0, 0.0)
-    assert report.lr == 1e-3 and report.half_scores == {}
+    report = refit(
+        m, [rows(1, 2, 3)], [rows(1, 2, 3), rows(2, 3)], (1e-3,), 4, 0, 0.0, max_passes=1
+    )
+    assert report.lr == 1e-3 and report.passes == 1 and report.half_scores == {}
