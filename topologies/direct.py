@@ -58,6 +58,9 @@ log = logging.getLogger("stream_rec.direct")
 _MAX_INFLIGHT = 4  # batches produced but not yet acknowledged
 
 
+_STOP_TIMEOUT_S = 10.0
+
+
 def changelog_topic(settings: Settings) -> str:
     return f"{settings.app_id}-sessions-changelog"
 
@@ -143,7 +146,11 @@ class DirectWorker:
                 async with self._lock:
                     await self._settle(all_=True)
                     await self._commit(force=True)
-            await self.consumer.stop()
+            try:  # a broker that never answers a pending JoinGroup/SyncGroup must not hold the exit
+                await asyncio.wait_for(self.consumer.stop(), _STOP_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                log.warning("the consumer did not leave its group within %.0fs; exiting anyway "
+                            "(the group drops this member after its session timeout)", _STOP_TIMEOUT_S)
             await self.restorer.stop()
             await self.producer.stop()
             self.db.close_all()

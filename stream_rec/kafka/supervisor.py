@@ -5,8 +5,9 @@ core (docs/benchmarks.md); the consumer group already spreads partitions over pr
 every core serves by running one worker per core. The supervisor starts the N workers (worker
 ``i`` gets ``--worker-port PORT+i`` for its status and metrics, and ``--data-dir DIR/proc-i``
 for its RocksDB state), forwards SIGTERM / SIGINT so each commits and leaves, restarts one that
-exits on its own (after 1 s, doubling to 30 s while it keeps failing within a minute), and
-exits once every worker stopped after a signal. Kubernetes: one pod per core is the same
+exits on its own (after 1 s, doubling to 30 s while it keeps failing within a minute), kills a
+worker still running 30 s after the signal, and exits once every worker stopped. Workers die
+with the supervisor. Kubernetes: one pod per core is the same
 without the supervisor (deploy/k8s); this is for one machine.
 """
 
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 
 from ..settings import Settings
+from .embedded import _die_with_parent
 
 __all__ = ["Supervisor", "child_settings"]
 
@@ -38,8 +40,9 @@ def child_settings(settings: Settings, i: int) -> Settings:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, processes: int) -> None:
-        self.settings, self.processes = settings, processes
+    def __init__(self, settings: Settings, processes: int, grace_s: float = 30.0) -> None:
+        self.settings, self.processes, self.grace_s = settings, processes, grace_s
+        self._stop_at = 0.0
         self.children: dict[int, subprocess.Popen[bytes]] = {}
         self.started: dict[int, float] = {}
         self.backoff: dict[int, float] = {}
@@ -49,7 +52,10 @@ class Supervisor:
     def _spawn(self, i: int) -> None:
         env = {**os.environ, **child_settings(self.settings, i).to_env(), "PYTHONUNBUFFERED": "1"}
         self.children[i] = subprocess.Popen(
-            [sys.executable, "-m", "stream_rec.cli", "worker"], env=env, stdin=subprocess.DEVNULL
+            [sys.executable, "-m", "stream_rec.cli", "worker"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent(),  # a killed supervisor leaves no worker behind
         )
         self.started[i] = time.monotonic()
         log.warning(
@@ -60,6 +66,8 @@ class Supervisor:
         )
 
     def _signal(self, signum: int, _frame: object) -> None:
+        if not self._stopping:
+            self._stop_at = time.monotonic()
         self._stopping = True
         for child in self.children.values():
             if child.poll() is None:
@@ -100,4 +108,9 @@ class Supervisor:
                     self._spawn(i)
             if self._stopping and not self.children:
                 return max(codes.values(), default=0)
+            if self._stopping and time.monotonic() - self._stop_at > self.grace_s:
+                for i, child in self.children.items():  # like a pod's termination grace period
+                    log.error("worker %d did not stop within %.0fs; killing it", i, self.grace_s)
+                    child.kill()
+                self._stop_at = float("inf")
             time.sleep(poll_s)

@@ -95,13 +95,17 @@ def test_repartition_4_to_8_to_2_loses_nothing_and_keeps_every_state(broker, tin
         p.start_worker()
         return await asyncio.wait_for(task, 120)
 
+    async def answered(n: int) -> None:
+        """Until the workers answered n events (a loaded machine starts them slowly)."""
+        await p.collect(p.settings.recs_topic, lambda vs: len(vs) >= n, timeout=120)
+
     async def scenario():
         producer = Producer(p, records, rate=150.0)
         p.start_worker()
         sending = asyncio.create_task(producer.run())
-        await asyncio.sleep(2.5)
+        await answered(producer.sent // 2 + 50)
         up = await move(8, producer)
-        await asyncio.sleep(1.5)
+        await answered(producer.sent // 2 + 50)
         down = await move(2, producer)
         await sending
         answers = await p.collect(

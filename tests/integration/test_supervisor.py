@@ -27,6 +27,11 @@ def _stats(port: int) -> dict | None:
         return None
 
 
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(x) for x in out.split()]
+
+
 def _until(check, timeout: float = 90.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,27 +71,24 @@ def test_two_processes_share_the_group_and_a_killed_one_comes_back(broker, tiny_
         _until(lambda: sum((_stats(q) or {}).get("events", 0) for q in (port, port + 1)) >= 400)
         assert (tmp_path / "state" / "proc-0").is_dir() and (tmp_path / "state" / "proc-1").is_dir()
         # kill worker 1: the supervisor starts it again on the same port
-        pid = int(
-            subprocess.run(
-                ["pgrep", "-P", str(sup.pid)], capture_output=True, text=True
-            ).stdout.split()[1]
-        )
+        pid = _children(sup.pid)[1]
         os.kill(pid, signal.SIGKILL)
-        _until(
-            lambda: (
-                len(
-                    subprocess.run(
-                        ["pgrep", "-P", str(sup.pid)], capture_output=True, text=True
-                    ).stdout.split()
-                )
-                == 2
-                and _stats(port + 1)
-            )
-        )
+        _until(lambda: len(_children(sup.pid)) == 2 and _stats(port + 1))
+        # the new worker 1 takes partitions again and answers before the supervisor is stopped
+        more = [
+            event_record(f"f{i}", f"u{i % 40}", item=f"i{i % 50:05d}", ts=5000 + i)
+            for i in range(400)
+        ]
+        deadline = time.monotonic() + 90
+        while (_stats(port + 1) or {}).get("events", 0) == 0 and time.monotonic() < deadline:
+            asyncio.run(p.send(more[:100]))
+            time.sleep(2)
         sup.send_signal(signal.SIGTERM)
-        assert sup.wait(60) == 0
-        assert subprocess.run(["pgrep", "-P", str(sup.pid)], capture_output=True).stdout == b""
+        assert sup.wait(90) == 0
+        assert _children(sup.pid) == []
     finally:
+        for child in _children(sup.pid):
+            os.kill(child, signal.SIGKILL)
         if sup.poll() is None:
             sup.kill()
         log.close()
