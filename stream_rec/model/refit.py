@@ -10,7 +10,7 @@ Two measured fixes (docs/evaluation.md, "Session 9"):
   scaled to the mean norm of the trained rows: 31.5% on those targets.
 - **The refit's learning rate and number of passes are chosen on the slice itself:** refit a
   copy on its older half at each candidate rate (the last decayed one and the initial one) for
-  1, 2 and 3 passes, score the newer half after each, keep the best, then refit on the whole
+  1 to 5 passes, score the newer half after each, keep the best, then refit on the whole
   slice the same way. No test data.
 """
 
@@ -114,7 +114,7 @@ def refit(
     negatives: int,
     weight_decay: float,
     progress: Callable[[str], None] | None = None,
-    max_passes: int = 3,
+    max_passes: int = 5,
 ) -> RefitReport:
     """Refit ``model`` in place on ``valid_f`` (see the module's doc): ``lrs`` are the candidate
     rates, 1..``max_passes`` the candidate pass counts; on a tie the earlier rate and the fewer

@@ -47,8 +47,10 @@ def test_refit_chooses_its_rate_on_the_halves_and_reports_it():
     train_f = [rows(1, 2, 3, 4), rows(2, 3, 4, 5), rows(5, 6, 7)] * 3
     valid_f = [rows(1, 2, 11, 3), rows(2, 11, 3), rows(4, 5, 6), rows(6, 7, 11), rows(1, 2, 3)] * 2
     report = refit(m, train_f, valid_f, (1e-4, 1e-2), batch_size=4, negatives=0, weight_decay=0.0)
-    assert set(report.half_scores) == {f"{lr} x{n}" for lr in ("0.0001", "0.01") for n in (1, 2, 3)}
-    assert report.passes in (1, 2, 3)
+    assert set(report.half_scores) == {
+        f"{lr} x{n}" for lr in ("0.0001", "0.01") for n in range(1, 6)
+    }
+    assert 1 <= report.passes <= 5
     assert report.lr in (1e-4, 1e-2) and report.rows_initialised == 1  # item 11
     assert not m.training
 
