@@ -199,6 +199,9 @@ def _add_learn(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--early-fraction", type=_fraction, default=0.0,
                    help="with a duration --every: an item reaching --admit-count brings the next "
                    "update forward to this fraction of the interval (default 0: never)")
+    p.add_argument("--keep-local", type=_non_negative_int, default=5,
+                   help="bundles this learner wrote kept in --bundles-dir, older ones deleted "
+                   "(trained bundles never; 0 = keep all; default 5)")
     p.add_argument("--port", type=_non_negative_int, default=8790,
                    help="status port: /metrics, /stats, /health/live (0 = none; default 8790)")
     p.add_argument("--max-updates", type=_positive_int, default=None,

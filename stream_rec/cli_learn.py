@@ -109,6 +109,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         margin=args.margin,
         checkpoint_dir=args.checkpoint_dir,
         early_fraction=args.early_fraction,
+        keep_local=args.keep_local,
         update=UpdateConfig(lr=args.update_lr, epochs=args.update_epochs, replay=args.replay),
     )
     run_learner(settings, opts, port=args.port, max_updates=args.max_updates)

@@ -64,6 +64,7 @@ class LearnOptions:
     # default: measured at 0.25 (docs/benchmarks.md, session 8) the median delay from admission
     # fell, but the small updates were refused by the guard twice as often as published.
     early_fraction: float = 0.0
+    keep_local: int = 5  # bundles this learner wrote kept on disk (older ones deleted; 0 = all)
 
     def __post_init__(self) -> None:
         if (self.every_events is None) == (self.every_ms is None):
@@ -187,6 +188,7 @@ class Learner:
         if out.decision.publish:  # a failed publish leaves the mark: the next update retries
             out.published = self._publish(bundle, model, vocab, train_new, out, merged)
             self.serving = out.published
+            prune_learned(self.bundles_dir, self.opts.keep_local, keep={out.published, bundle.path})
             self._known.update(vocab.item_ids)
             self._unknown = {i: n for i, n in self._unknown.items() if i not in self._known}
             lap("publish")
@@ -265,6 +267,31 @@ class Learner:
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def prune_learned(bundles_dir: Path, keep_newest: int, keep: set[Path] | None = None) -> list[str]:
+    """Delete the bundles the learner wrote (manifest ``training.data == "learn"``) beyond the
+    newest ``keep_newest``; trained bundles and ``keep`` are never deleted (0 = keep all)."""
+    import json
+
+    if keep_newest <= 0:
+        return []
+    learned = []
+    for path in bundles_newest_first(bundles_dir):
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if manifest.get("training", {}).get("data") == "learn":
+            learned.append(path)
+    gone = []
+    for path in learned[keep_newest:]:
+        if path not in (keep or set()):
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path.name)
+    if gone:
+        log.warning("learner: deleted %d older learned bundle(s): %s", len(gone), ", ".join(gone))
+    return gone
 
 
 def _newest_loadable(bundles_dir: Path) -> Path:

@@ -426,3 +426,27 @@ def test_a_newly_admissible_item_brings_a_timed_update_forward(base_bundle, tmp_
     assert not learner.due()
     with pytest.raises(ConfigError, match="early_fraction"):
         LearnOptions(early_fraction=2.0)
+
+
+def test_prune_keeps_the_newest_learned_bundles_and_every_trained_one(tmp_path):
+    from stream_rec.learn.learner import prune_learned
+
+    made = []
+
+    def bundle(name: str, data: str):
+        d = tmp_path / name
+        d.mkdir()
+        created = f"2026-12-06T00:00:{len(made):02d}.000+00:00"
+        (d / "manifest.json").write_text(
+            json.dumps({"version": name, "created": created, "training": {"data": data}})
+        )
+        made.append(d)
+        return d
+
+    trained = bundle("diginetica-20261206T000000-aaaaaa", "diginetica")
+    learned = [bundle(f"learn-20261206T00000{i}-bbbbb{i}", "learn") for i in range(5)]
+    gone = prune_learned(tmp_path, keep_newest=2, keep={learned[0]})
+    assert trained.exists() and learned[0].exists()  # trained, and the one protected
+    assert all(p.exists() for p in learned[3:]) and not any(p.exists() for p in learned[1:3])
+    assert sorted(gone) == sorted(p.name for p in learned[1:3])
+    assert prune_learned(tmp_path, keep_newest=0) == []
