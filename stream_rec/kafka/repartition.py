@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.session import SessionState
-from ..errors import ConfigError, StreamRecError
+from ..errors import ConfigError, DataError, StreamRecError
 from ..settings import Settings
 from .admin import ensure_topics
 from .clients import admin_config, consumer_config, producer_config
@@ -144,43 +144,24 @@ async def move_state(
 ) -> dict[str, int]:
     """Copy the old changelog's last value per user into the new changelog, by the new
     partitioner, last-applied offsets reset. Returns counts."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import AIOKafkaProducer
 
-    consumer = AIOKafkaConsumer(
-        **consumer_config(
-            settings,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=20,
-        )
-    )
-    await consumer.start()
+    from .topic_range import TopicRange
+
     latest: dict[bytes, bytes | None] = {}
     read = 0
+    changelog = TopicRange(settings, p.old_changelog)  # to its end, as replays read a topic
+    await changelog.start()
     try:
-        tps = [
-            TopicPartition(p.old_changelog, i) for i in await _partitions(consumer, p.old_changelog)
-        ]
-        if tps:
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
-            idle = 0
-            while idle < 3:  # the end offset and empty fetches (Tansu under-reports end offsets)
-                batch = await consumer.getmany(timeout_ms=100, max_records=10_000)
-                if not batch:
-                    behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
-                    idle = 0 if behind else idle + 1
-                    continue
-                idle = 0
-                for messages in batch.values():
-                    for m in messages:
-                        read += 1
-                        if m.key and m.key[:1] != b"\x00":  # skip the workers' marker records
-                            latest[m.key] = m.value
+        async for batch in changelog.records(max_records=10_000):
+            read += len(batch)
+            for k, v, *_ in batch:
+                if k and k[:1] != b"\x00":  # skip the workers' marker records
+                    latest[k] = v
+    except DataError:
+        pass  # no changelog: the old workers never wrote a state
     finally:
-        await consumer.stop()
+        await changelog.close()
     producer = AIOKafkaProducer(**producer_config(settings, linger_ms=5, max_batch_size=1 << 20))
     await producer.start()
     users = 0

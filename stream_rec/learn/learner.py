@@ -103,13 +103,16 @@ class Learner:
         self.bundles_dir = Path(bundles_dir)
         self.window = window
         self.opts = opts
-        self.serving = Path(serving) if serving else _newest_loadable(self.bundles_dir)
+        if serving:
+            self.serving, loaded = Path(serving), ModelBundle.load(serving)
+        else:
+            self.serving, loaded = _newest_loadable(self.bundles_dir)
         self.events_since = 0
         self.last_update = time.monotonic()
         self.outcomes: list[UpdateOutcome] = []
         # a crashed update's leftovers
         shutil.rmtree(self.bundles_dir / STAGING, ignore_errors=True)
-        self._known = set(ModelBundle.load(self.serving).vocab.item_ids)
+        self._known = set(loaded.vocab.item_ids)
         self._unknown: dict[str, int] = {}  # items the bundle in service lacks: occurrences
         self.admissible = 0  # of them, how many reached min_count since the last update
 
@@ -294,14 +297,14 @@ def prune_learned(bundles_dir: Path, keep_newest: int, keep: set[Path] | None = 
     return gone
 
 
-def _newest_loadable(bundles_dir: Path) -> Path:
-    """The newest bundle that loads (a corrupt newest one is skipped, as workers skip it)."""
+def _newest_loadable(bundles_dir: Path) -> tuple[Path, ModelBundle]:
+    """The newest bundle that loads, and it loaded (a corrupt newest one is skipped, as workers
+    skip it)."""
     from ..errors import BundleError
 
     for path in bundles_newest_first(bundles_dir):
         try:
-            ModelBundle.load(path)
-            return path
+            return path, ModelBundle.load(path)
         except Exception as exc:  # noqa: BLE001 - any failure to load makes it invalid
             log.error("learner: skipping bundle %s: %s", path.name, exc)
     raise BundleError(f"no valid bundle in {bundles_dir} to learn from")
