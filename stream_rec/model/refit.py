@@ -128,6 +128,7 @@ def refit(
     prefixes, targets = valid_cases(list(newer), max_len)
     if (len(candidates) > 1 or max_passes > 1) and len(targets) and older:
         best = [-np.inf]
+        examples = training_examples(list(older), max_len)
         for lr in candidates:
             trial = copy.deepcopy(model)
             cooccurrence_init(trial, fresh, older)
@@ -138,7 +139,6 @@ def refit(
                 if selection_score(hr, mrr) > best[0]:
                     best[0], report.lr, report.passes = selection_score(hr, mrr), lr, n
 
-            examples = training_examples(list(older), max_len)
             _passes(trial, examples, lr, max_passes, batch_size, negatives, weight_decay, score)
     report.rows_initialised = cooccurrence_init(model, fresh, valid_f)
     _passes(
