@@ -161,6 +161,18 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_incremental(args: argparse.Namespace) -> int:
+    from .learn.weights import load_model
+    from .model.bundle_writer import with_incremental
+    from .serving.bundle import ModelBundle
+
+    settings = settings_from(args)
+    bundle = ModelBundle.load(args.bundle)
+    path = with_incremental(bundle, settings.bundles_dir, load_model(bundle))
+    print(path)
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import orjson
 
@@ -318,7 +330,8 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo, "broker": _cmd_broker, "worker": _cmd_worker, "produce": _cmd_produce,
     "generate": cmd_generate, "learn": cmd_learn, "publish": cmd_publish,
-    "forget": _cmd_forget, "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "neighbours": _cmd_neighbours, "evaluate": _cmd_evaluate,
+    "forget": _cmd_forget, "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "neighbours": _cmd_neighbours,
+    "incremental": _cmd_incremental, "evaluate": _cmd_evaluate,
     "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "replay": _cmd_replay,
     "topics": _cmd_topics, "gateway": _cmd_gateway, "repartition": cmd_repartition,
 }

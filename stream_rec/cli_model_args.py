@@ -23,6 +23,7 @@ def add_model_subcommands(sub: argparse._SubParsersAction[CliParser]) -> None:
     _add_train(sub)
     _add_cooccurrence(sub)
     _add_neighbours(sub)
+    _add_incremental(sub)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -121,4 +122,11 @@ def _add_neighbours(sub: argparse._SubParsersAction[CliParser]) -> None:
                    "with its selected model before the refit pass, which trained on the validation slice")
     _add_protocol_args(p)
     _add_generator_args(p, users=2000, items=3000)
+    _add_settings(p, ("bundles_dir", "log_level"))
+
+
+def _add_incremental(sub: argparse._SubParsersAction[CliParser]) -> None:
+    p = sub.add_parser("incremental", help="a new bundle version with the incremental encoder (a new event "
+                       "encodes one position; for bundles written before `train` exported it)")
+    p.add_argument("--bundle", required=True, help="the bundle whose model to keep (needs its weights.pt)")
     _add_settings(p, ("bundles_dir", "log_level"))

@@ -95,6 +95,7 @@ class Settings:
     model_version: str = _f("", "Version (sub-directory of bundles_dir) to serve when --bundle is empty.")
     bundles_topic: str = _f("", "Compacted topic bundles travel through when workers share no disk with the learner: `stream-rec learn` (and `stream-rec publish`) send each bundle there, workers fetch new ones into bundles_dir (empty = off).")
     providers: str = _f("auto", "ONNX Runtime providers: auto (CUDA when usable, else CPU), cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    encoder_cache_mb: int = _f(64, "Memory (MB) for the incremental encoder's per-user caches, with a bundle that has one: a session one event longer than the one last encoded for its user encodes one position, not all; least recently used users are evicted. 0 = encode every session in full.", min=0)
     intra_op_threads: int = _f(1, "ONNX Runtime intra-op threads (0 = ORT default).", min=0)
     inter_op_threads: int = _f(1, "ONNX Runtime inter-op threads (0 = ORT default).", min=0)
     index: str = _f("hnsw", "Candidate index: hnsw (approximate) or exact (numpy reference).", choices=("hnsw", "exact"))

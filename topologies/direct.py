@@ -100,7 +100,12 @@ class DirectWorker:
         self.fetch_wait: AdaptiveFetchWait | None = None
         self.metrics = WorkerMetrics(lambda: self.holder.recommender.model_version,
                                      lambda: consumer_lag(self.consumer), self.db.sizes,
-                                     lambda: self.stats)
+                                     lambda: self.stats, self._encoder_cache)
+
+    def _encoder_cache(self) -> dict[str, Any] | None:
+        from stream_rec.serving.compose import encoder_cache_stats
+
+        return encoder_cache_stats(self.holder.recommender)
 
     # --------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -332,6 +337,7 @@ class DirectWorker:
                 "fetch_wait_raises": self.fetch_wait.raises if self.fetch_wait else 0,
                 "model_version": self.holder.recommender.model_version,
                 "stage_seconds": {"state": t.state, "encode": t.encode, "search": t.search},
+                "encoder_cache": self._encoder_cache(),
             })
 
         async def metrics(_request: Any) -> Any:

@@ -29,7 +29,7 @@ from stream_rec.core.isolation import processing_error, step_isolated
 from stream_rec.kafka.clients import faust_config, heartbeat_interval_s
 from stream_rec.kafka.dead_letters import DeadLetters, RateLimitedLog
 from stream_rec.kafka.lag import consumer_lag
-from stream_rec.serving.compose import record_limits
+from stream_rec.serving.compose import encoder_cache_stats, record_limits
 from stream_rec.serving.health import Health
 from stream_rec.serving.holder import ModelHolder
 from stream_rec.serving.stats import WorkerStats, note_offset_checks
@@ -234,6 +234,7 @@ def _stats_page(app: faust.App, holder: ModelHolder, stats: WorkerStats) -> None
                 **asdict(stats),
                 "model_version": holder.recommender.model_version,
                 "stage_seconds": {"state": t.state, "encode": t.encode, "search": t.search},
+                "encoder_cache": encoder_cache_stats(holder.recommender),
             }
         )
 

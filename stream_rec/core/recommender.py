@@ -169,6 +169,9 @@ class Recommender:
             queries=np.zeros((n, length, MAX_QUERY_TOKENS), np.int64),
         )
         self.index.search(self.encoder.encode(inputs), self.config.top_k, None)
+        warm = getattr(self.encoder, "warm_up", None)  # the incremental encoder's own graphs
+        if warm is not None:
+            warm(n)
 
     def recommend(
         self,
@@ -185,6 +188,7 @@ class Recommender:
         encoded = encode_sequences(
             self.encoder, self.vocab, [s.sequence() for _, s in snapshots], max_len=self.max_len,
             query_buckets=self.query_buckets, max_batch=self.config.max_encode_batch,
+            keys=[e.user_id for e, _ in snapshots],
         )
         known = encoded.known
         t1 = time.perf_counter()

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cooccurrence import SessionNeighbours, blended_search
-from .features import ItemVocab, featurize
+from .features import ItemVocab, ModelInputs, featurize
 from .item_neighbours import MAX_RECENT, ItemNeighbours, item_blended_search
 from .repeat import rerank, session_bonuses
-from .seams import CandidateIndex, RepeatEncoder, SessionEncoder
+from .seams import CandidateIndex, KeyedEncoder, RepeatEncoder, SessionEncoder
 
-__all__ = ["EncodedSessions", "encode_sequences", "search_sessions", "Blend"]
+__all__ = ["EncodedSessions", "encode_sequences", "search_sessions", "Blend", "length_chunks"]
 
 Sequence3 = tuple[np.ndarray, np.ndarray, np.ndarray]  # item hashes, types, query hashes
 
@@ -58,11 +58,20 @@ def encode_sequences(
     max_len: int,
     query_buckets: int,
     max_batch: int,
+    keys: Sequence[str] | None = None,
 ) -> EncodedSessions:
     """Encode ``sequences`` (``SessionState.sequence()``) in length-sorted chunks of at most
     ``max_batch``: padding a 3-event session to the 50 of its batch-mate costs ~10 µs per
-    padded position on one CPU core, and padding never changes a vector (contract tests)."""
+    padded position on one CPU core, and padding never changes a vector (contract tests).
+
+    With ``keys`` (each sequence's user) and an encoder that keeps per-user caches
+    (:class:`~.seams.KeyedEncoder`), a session that grew by one event encodes one position."""
     n = len(sequences)
+    if keys is not None and isinstance(encoder, KeyedEncoder) and n:
+        inputs = featurize(sequences, vocab, query_buckets, max_len)
+        vectors = encoder.encode_keyed(keys, inputs)
+        known, last_rows = _known_and_recent(inputs)
+        return EncodedSessions(vectors, known, None, last_rows)
     lengths = np.fromiter((min(len(s[0]), max_len) for s in sequences), np.int64, n)
     order = np.argsort(lengths, kind="stable")
     vectors = np.empty((n, encoder.dim), np.float32)
@@ -71,7 +80,7 @@ def encode_sequences(
     repeat = has_repeat_head(encoder)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
     bonus_of: list[tuple[np.ndarray, np.ndarray]] = [empty] * n if repeat else []
-    for chunk in _length_chunks(lengths[order], max_batch):
+    for chunk in length_chunks(lengths[order], max_batch):
         rows = order[chunk]
         inputs = featurize([sequences[i] for i in rows], vocab, query_buckets, max_len)
         if repeat:
@@ -82,12 +91,19 @@ def encode_sequences(
                 bonus_of[i] = session_bonuses(inputs.items[j], bonus[j])
         else:
             vectors[rows] = encoder.encode(inputs)
-        has_item = inputs.items > 0  # (B, L)
-        known[rows] = has_item.any(axis=1)
-        from_end = np.cumsum(has_item[:, ::-1], axis=1)[:, ::-1]  # known items at or after each
-        at_b, at_pos = np.nonzero(has_item & (from_end <= MAX_RECENT))
-        last_rows[rows[at_b], from_end[at_b, at_pos] - 1] = inputs.items[at_b, at_pos]
+        known[rows], last_rows[rows] = _known_and_recent(inputs)
     return EncodedSessions(vectors, known, bonus_of if repeat else None, last_rows)
+
+
+def _known_and_recent(inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) whether each session has an item the model knows; (B, MAX_RECENT) its last known
+    item rows, newest first (0 = none)."""
+    has_item = inputs.items > 0  # (B, L)
+    last_rows = np.zeros((len(inputs), MAX_RECENT), np.int64)
+    from_end = np.cumsum(has_item[:, ::-1], axis=1)[:, ::-1]  # known items at or after each
+    at_b, at_pos = np.nonzero(has_item & (from_end <= MAX_RECENT))
+    last_rows[at_b, from_end[at_b, at_pos] - 1] = inputs.items[at_b, at_pos]
+    return np.asarray(has_item.any(axis=1)), last_rows
 
 
 def search_sessions(
@@ -135,7 +151,7 @@ def search_sessions(
     return out_rows, out_scores
 
 
-def _length_chunks(sorted_lengths: np.ndarray, max_batch: int, max_waste: float = 0.25) -> list[slice]:
+def length_chunks(sorted_lengths: np.ndarray, max_batch: int, max_waste: float = 0.25) -> list[slice]:
     """Split ascending lengths into runs padded to their longest with <= max_waste padding."""
     chunks = []
     start = 0

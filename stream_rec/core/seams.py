@@ -16,7 +16,7 @@ import numpy as np
 from .features import ModelInputs
 from .session import SessionState
 
-__all__ = ["SessionEncoder", "RepeatEncoder", "CandidateIndex", "SessionStore"]
+__all__ = ["SessionEncoder", "RepeatEncoder", "KeyedEncoder", "CandidateIndex", "SessionStore"]
 
 
 @runtime_checkable
@@ -41,6 +41,17 @@ class RepeatEncoder(SessionEncoder, Protocol):
     def encode_sessions(self, inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray | None]:
         """(B, dim) session vectors and, when ``repeat``, the (B, L) bonus of each position's
         item (read at the item's most recent occurrence; see ``core.repeat``), else None."""
+        ...
+
+
+@runtime_checkable
+class KeyedEncoder(SessionEncoder, Protocol):
+    """An encoder that keeps per-user caches (``runtime.incremental``): ``keys[b]`` names the
+    user whose whole current session is row b, so a session one event longer than the one
+    last encoded for that user costs one position."""
+
+    def encode_keyed(self, keys: Sequence[str], inputs: ModelInputs) -> np.ndarray:
+        """(B, L) left-padded inputs of ``keys``' sessions -> (B, dim) float32 session vectors."""
         ...
 
 

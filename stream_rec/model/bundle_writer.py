@@ -35,6 +35,7 @@ from ..serving.bundle import (
     ITEM_NEIGHBOURS,
     ITEM_VECTORS,
     MANIFEST,
+    OPTIONAL_MODEL_FILES,
     POPULARITY,
     WEIGHTS,
     HnswParams,
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from .sasrec import SessionTransformer
     from .train import TrainMetrics
 
-__all__ = ["write_bundle", "with_cooccurrence", "with_item_neighbours"]
+__all__ = ["write_bundle", "with_cooccurrence", "with_item_neighbours", "with_incremental"]
 
 
 # ------------------------------------------------------------------------------------ write
@@ -124,6 +125,7 @@ def write_bundle(
         export_onnx(model, tmp / ENCODER)
         save_weights(model, tmp / WEIGHTS)
         parity = check_onnx_parity(model, tmp / ENCODER)
+        incremental = _export_incremental(model, tmp)
         vectors = model.item_vectors().detach().cpu().numpy().astype(np.float32)  # (n + 1, D)
         np.save(tmp / ITEM_VECTORS, vectors)
         (tmp / ITEM_IDS).write_text("".join(f"{i}\n" for i in vocab.item_ids), encoding="utf-8")
@@ -174,10 +176,47 @@ def write_bundle(
             "training": dict(training_info),
             "metrics": dict(summary),
             "hnsw": hnsw_info,
+            **({"incremental": incremental} if incremental is not None else {}),
             **extra,
         }
         _write_manifest(tmp, manifest)
     return Path(bundles_dir) / version
+
+
+def _export_incremental(model: SessionTransformer, directory: Path) -> dict[str, Any] | None:
+    """The incremental encoder's graphs, checked against PyTorch at every prefix; None (and no
+    files) when the model's architecture has none."""
+    from .incremental import (
+        CACHE_FILE,
+        STEP_FILE,
+        check_incremental_parity,
+        export_incremental,
+        part_names,
+        unsupported,
+    )
+
+    if unsupported(model) is not None:
+        return None
+    export_incremental(model, directory)
+    parity = check_incremental_parity(model, directory)
+    return {"cache": CACHE_FILE, "step": STEP_FILE, "parts": part_names(model), "parity_max_abs_diff": parity}
+
+
+def with_incremental(bundle: ModelBundle, bundles_dir: str | os.PathLike[str], model: SessionTransformer) -> Path:
+    """A new bundle version: ``bundle`` plus its model's incremental encoder (``model`` is the
+    bundle's own, from its weights)."""
+    from .incremental import unsupported
+
+    reason = unsupported(model)
+    if reason is not None:
+        raise BundleError(f"{bundle.version} cannot be encoded incrementally: {reason}")
+
+    def save(tmp: Path) -> dict[str, Any]:
+        info = _export_incremental(model, tmp)
+        assert info is not None
+        return info
+
+    return _derived(bundle, bundles_dir, "inc", "incremental", save)
 
 
 def save_weights(model: SessionTransformer, path: Path) -> None:
@@ -261,7 +300,7 @@ def _derived(
     data = str(bundle.manifest.get("training", {}).get("data", "model"))
     version = _version_name(f"{data}-{suffix}", now)
     with _atomic_bundle_dir(Path(bundles_dir), version) as tmp:
-        for name in (*_FILES, WEIGHTS):
+        for name in (*_FILES, *OPTIONAL_MODEL_FILES):
             if name in _FILES or (bundle.path / name).is_file():
                 shutil.copyfile(bundle.path / name, tmp / name)
         manifest = dict(bundle.manifest, version=version, created=now.isoformat(timespec="milliseconds"),

@@ -84,13 +84,19 @@ class CausalSelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.attn_dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False,
+        kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
         # x: (B, L, D); allowed: (B, L, L) bool, query i may attend to key j.
         # last_only: only the last position queries (Lq = 1), which is all a session vector needs.
+        # kv: where to append this layer's (keys, values), (B, H, L, Dh) each (incremental.py).
         b, length, d = x.shape
         qkv = self.qkv(x).view(b, length, 3, self.n_heads, self.head_dim)  # (B, L, 3, H, Dh)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B, H, L, Dh)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B, H, L, Dh) each
+        if kv is not None:
+            kv.append((k, v))
         if last_only:
             q, allowed = q[:, :, -1:], allowed[:, -1:]  # (B, H, 1, Dh), (B, 1, L)
         scores = q @ k.transpose(-2, -1) / self.head_dim**0.5  # (B, H, Lq, L)
@@ -113,8 +119,11 @@ class Block(nn.Module):
         )
         self.dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        y = self.attn(self.ln1(x), allowed, last_only)  # (B, Lq, D)
+    def forward(
+        self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False,
+        kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        y = self.attn(self.ln1(x), allowed, last_only, kv)  # (B, Lq, D)
         x = (x[:, -1:] if last_only else x) + self.dropout(y)  # (B, Lq, D)
         return x + self.dropout(self.ffn(self.ln2(x)))  # (B, Lq, D)
 
@@ -159,12 +168,14 @@ class SessionTransformer(nn.Module):
                     emb.weight[emb.padding_idx].zero_()
 
     def hidden(
-        self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor, last_only: bool = False
+        self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor, last_only: bool = False,
+        kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """(B, L) items, (B, L) types, (B, L, Q) queries -> (B, L, D) per-position outputs.
 
         Position t sees events 0..t only (causal), never padding. With ``last_only`` the
-        last block computes the last position only and the result is (B, 1, D).
+        last block computes the last position only and the result is (B, 1, D). ``kv``
+        collects each block's attention keys and values (the incremental encoder's cache).
         """
         length = items.shape[1]
         idx = torch.arange(length, device=items.device)  # (L,)
@@ -185,7 +196,7 @@ class SessionTransformer(nn.Module):
         # A padding row may attend only to itself, so its softmax is never empty.
         allowed = (causal & (types != PAD).unsqueeze(1)) | is_self  # (B, L, L)
         for i, block in enumerate(self.blocks):
-            x = block(x, allowed, last_only and i == len(self.blocks) - 1)  # (B, L or 1, D)
+            x = block(x, allowed, last_only and i == len(self.blocks) - 1, kv)  # (B, L or 1, D)
         return self.ln_out(x)  # (B, L or 1, D)
 
     def session_states(

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import numpy as np
 
 from ..core.features import MAX_QUERY_TOKENS, ModelInputs
 from ..errors import BundleError, ConfigError
 
-__all__ = ["OnnxEncoder", "PROVIDERS"]
+__all__ = ["OnnxEncoder", "PROVIDERS", "open_session"]
 
 log = logging.getLogger("stream_rec.encoder")
 
@@ -41,44 +42,7 @@ class OnnxEncoder:
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
     ):
-        import onnxruntime as ort  # not needed to import this module
-
-        if providers not in PROVIDERS:
-            raise ConfigError(f"encoder providers must be 'auto', 'cpu' or 'cuda'; got {providers!r}")
-        if not os.path.isfile(path):
-            raise BundleError(f"ONNX encoder file {os.fspath(path)!r} does not exist")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = inter_op_threads
-        options.log_severity_level = 3  # errors only from the session itself
-
-        available = ort.get_available_providers()
-        want_cuda = providers == "cuda" or (providers == "auto" and _CUDA in available)
-        if providers == "cuda" and _CUDA not in available:
-            raise ConfigError(
-                f"encoder providers='cuda' but this onnxruntime offers only {', '.join(available)}"
-            )
-        requested = [_CUDA, _CPU] if want_cuda else [_CPU]
-        if want_cuda:
-            # A CUDA provider that cannot load (no GPU, no cuDNN) logs several error lines
-            # from onnxruntime's process-wide logger; we report the outcome in one line below.
-            ort.set_default_logger_severity(_ORT_FATAL)
-        try:
-            self._session = ort.InferenceSession(os.fspath(path), options, providers=requested)
-        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-            raise BundleError(f"cannot load ONNX encoder {os.fspath(path)!r}: {exc}") from exc
-        finally:
-            if want_cuda:
-                ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
-        self.providers: list[str] = list(self._session.get_providers())
-        if want_cuda and _CUDA not in self.providers:
-            if providers == "cuda":
-                raise ConfigError(
-                    "encoder providers='cuda' but the CUDA provider could not start "
-                    f"(no GPU or missing CUDA/cuDNN libraries); active: {', '.join(self.providers)}"
-                )
-            log.warning("onnxruntime: CUDA unavailable, using %s", _CPU)
+        self._session, self.providers = open_session(path, providers, intra_op_threads, inter_op_threads)
 
         names = [i.name for i in self._session.get_inputs()]
         if names != ["items", "types", "queries"]:
@@ -129,3 +93,48 @@ class OnnxEncoder:
         out = self._session.run(self._outputs, feed)
         vectors = np.asarray(out[0], dtype=np.float32)
         return vectors, (np.asarray(out[1], dtype=np.float32) if self.repeat else None)
+
+
+def open_session(
+    path: str | os.PathLike[str], providers: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 0
+) -> tuple[Any, list[str]]:
+    """An ONNX Runtime session of ``path`` and the providers actually active (see OnnxEncoder)."""
+    import onnxruntime as ort  # not needed to import this module
+
+    if providers not in PROVIDERS:
+        raise ConfigError(f"encoder providers must be 'auto', 'cpu' or 'cuda'; got {providers!r}")
+    if not os.path.isfile(path):
+        raise BundleError(f"ONNX encoder file {os.fspath(path)!r} does not exist")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = inter_op_threads
+    options.log_severity_level = 3  # errors only from the session itself
+
+    available = ort.get_available_providers()
+    want_cuda = providers == "cuda" or (providers == "auto" and _CUDA in available)
+    if providers == "cuda" and _CUDA not in available:
+        raise ConfigError(
+            f"encoder providers='cuda' but this onnxruntime offers only {', '.join(available)}"
+        )
+    requested = [_CUDA, _CPU] if want_cuda else [_CPU]
+    if want_cuda:
+        # A CUDA provider that cannot load (no GPU, no cuDNN) logs several error lines
+        # from onnxruntime's process-wide logger; we report the outcome in one line below.
+        ort.set_default_logger_severity(_ORT_FATAL)
+    try:
+        session = ort.InferenceSession(os.fspath(path), options, providers=requested)
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        raise BundleError(f"cannot load ONNX encoder {os.fspath(path)!r}: {exc}") from exc
+    finally:
+        if want_cuda:
+            ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)
+    active: list[str] = list(session.get_providers())
+    if want_cuda and _CUDA not in active:
+        if providers == "cuda":
+            raise ConfigError(
+                "encoder providers='cuda' but the CUDA provider could not start "
+                f"(no GPU or missing CUDA/cuDNN libraries); active: {', '.join(active)}"
+            )
+        log.warning("onnxruntime: CUDA unavailable, using %s", _CPU)
+    return session, active

@@ -9,6 +9,8 @@ Layout of ``<bundles_dir>/<version>/``::
     popularity.npy     (n_items + 1,) float32 training counts (cold start)
     hnsw.bin           HNSW graph over item_vectors rows 1..n
     weights.pt         (optional) the PyTorch weights, for fine-tuning by `stream-rec learn`
+    encoder_cache.onnx, encoder_step.onnx
+                       (optional) the incremental encoder: a new event encodes one position
 
 This module reads and validates bundles; :mod:`stream_rec.model.bundle_writer` writes
 them (into a hidden temporary directory renamed into place, so a worker polling
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from ..core.item_neighbours import ItemNeighbours
     from ..core.seams import CandidateIndex
     from ..runtime.encoder import OnnxEncoder
+    from ..runtime.incremental import IncrementalEncoder
 
 __all__ = ["FORMAT", "HnswParams", "ModelBundle", "resolve_bundle", "bundles_newest_first"]
 
@@ -53,6 +56,9 @@ COOCCURRENCE = "cooccurrence.npz"  # optional: training sessions for the co-occu
 ITEM_NEIGHBOURS = "item_neighbours.npz"  # optional: each item's neighbours for the item blend
 # optional: the PyTorch weights and config, what `stream-rec learn` fine-tunes (serving never reads it)
 WEIGHTS = "weights.pt"
+# optional: the incremental encoder's two graphs (model/incremental.py states their contract)
+INCREMENTAL_CACHE, INCREMENTAL_STEP = "encoder_cache.onnx", "encoder_step.onnx"
+OPTIONAL_MODEL_FILES = (WEIGHTS, INCREMENTAL_CACHE, INCREMENTAL_STEP)  # carried by derived versions
 _REQUIRED_KEYS = ("format", "version", "created", "dim", "max_len", "query_buckets", "n_items", "normalized")
 _TMP_PREFIX = ".tmp-"
 _MAX_LEN_LIMIT = 1024  # events a session encoder may take; the model's own length is checked too
@@ -195,6 +201,31 @@ class ModelBundle:
         if enc.dim != self.dim:
             raise BundleError(f"{self.path / ENCODER} outputs dim {enc.dim}; the manifest says {self.dim}")
         self._check_encoder(enc)
+        return enc
+
+    @property
+    def incremental(self) -> bool:
+        """Whether the bundle carries the incremental encoder's graphs."""
+        return "incremental" in self.manifest and all(
+            (self.path / f).is_file() for f in (INCREMENTAL_CACHE, INCREMENTAL_STEP))
+
+    def incremental_encoder(
+        self, cache_bytes: int, providers: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 0,
+        max_batch: int = 64,
+    ) -> IncrementalEncoder:
+        """The incremental encoder (per-user caches bounded by ``cache_bytes``), with the
+        bundle's ``encoder.onnx`` for un-keyed calls; BundleError when the bundle has none."""
+        from ..runtime.incremental import IncrementalEncoder
+
+        if not self.incremental:
+            raise BundleError(f"model bundle {str(self.path)!r} has no incremental encoder "
+                              f"({INCREMENTAL_CACHE}, {INCREMENTAL_STEP})")
+        full = self.encoder(providers, intra_op_threads, inter_op_threads)
+        enc = IncrementalEncoder(self.path / INCREMENTAL_CACHE, self.path / INCREMENTAL_STEP, max_len=self.max_len,
+                                 cache_bytes=cache_bytes, providers=providers, intra_op_threads=intra_op_threads,
+                                 inter_op_threads=inter_op_threads, full=full, max_batch=max_batch)
+        if enc.dim != self.dim:
+            raise BundleError(f"{self.path / INCREMENTAL_CACHE} outputs dim {enc.dim}; the manifest says {self.dim}")
         return enc
 
     def _check_encoder(self, enc: OnnxEncoder) -> None:

@@ -14,14 +14,14 @@ from ..core.cooccurrence import CANDIDATES
 from ..core.intake import RecordLimits
 from ..core.item_neighbours import DEFAULT_CANDIDATES
 from ..core.recommender import Recommender, ServingConfig
-from ..core.seams import CandidateIndex
+from ..core.seams import CandidateIndex, SessionEncoder
 from ..core.session import SessionPolicy
 from ..settings import Settings
 from .bundle import ModelBundle
 
 __all__ = [
     "record_limits", "session_policy", "serving_config", "blend_args", "logit_scale",
-    "build_recommender",
+    "build_recommender", "serving_encoder", "encoder_cache_stats",
 ]
 
 
@@ -123,14 +123,27 @@ def served_ef(bundle: ModelBundle, settings: Settings) -> int:
     return max(bundle.serving_ef(settings.hnsw_ef), ef_floor(settings, bundle))
 
 
+def serving_encoder(bundle: ModelBundle, settings: Settings) -> SessionEncoder:
+    """The bundle's incremental encoder when it has one and ``encoder_cache_mb`` > 0 (the same
+    vectors: parity checked when the bundle was written), else its ONNX encoder."""
+    providers, intra = settings.providers, settings.intra_op_threads
+    inter = settings.inter_op_threads
+    if settings.encoder_cache_mb > 0 and bundle.incremental:
+        return bundle.incremental_encoder(settings.encoder_cache_mb << 20, providers, intra, inter,
+                                          max_batch=ServingConfig.max_encode_batch)
+    return bundle.encoder(providers, intra, inter)
+
+
+def encoder_cache_stats(recommender: Recommender) -> dict[str, Any] | None:
+    """The incremental encoder's cache figures (None when the recommender encodes in full)."""
+    stats = getattr(recommender.encoder, "stats", None)
+    return stats() if stats is not None else None
+
+
 def build_recommender(bundle: ModelBundle, settings: Settings) -> Recommender:
     """The recommender serving ``bundle`` as ``settings`` ask (encoder, index, policy, blend)."""
     return Recommender(
-        bundle.encoder(
-            providers=settings.providers,
-            intra_op_threads=settings.intra_op_threads,
-            inter_op_threads=settings.inter_op_threads,
-        ),
+        serving_encoder(bundle, settings),
         serving_index(bundle, settings),
         bundle.vocab,
         model_version=bundle.version,

@@ -44,8 +44,10 @@ class WorkerMetrics:
         lag: Callable[[], dict[int, int]] | None = None,
         state: Callable[[], dict[int, tuple[int, int]]] | None = None,
         counts: Callable[[], Any] | None = None,
+        encoder_cache: Callable[[], dict[str, Any] | None] | None = None,
     ) -> None:
         self.counts = counts
+        self.encoder_cache = encoder_cache
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.events = PromCounter(f"{_PREFIX}_events", "Valid events taken in, by type.",
@@ -122,6 +124,9 @@ class _Scraped:
                 family = CounterMetricFamily(f"{_PREFIX}_{name}", help_)
                 family.add_metric([], getattr(stats, name))
                 yield family
+        cache = self.metrics.encoder_cache() if self.metrics.encoder_cache is not None else None
+        if cache is not None:
+            yield from _encoder_cache_families(cache)
         if self.lag is not None:
             lag = GaugeMetricFamily(f"{_PREFIX}_consumer_lag",
                                     "Records of the events topic not yet fetched, per assigned "
@@ -141,3 +146,26 @@ class _Scraped:
                 size.add_metric([str(p)], nbytes)
             yield entries
             yield size
+
+
+def _encoder_cache_families(cache: dict[str, Any]) -> Iterator[Any]:
+    """The incremental encoder's cache (runtime/incremental.py ``stats()``)."""
+    for name, key, help_ in (
+        ("encoder_cache_bytes", "bytes", "Bytes of the incremental encoder's per-user caches."),
+        ("encoder_cache_limit_bytes", "limit_bytes", "Their bound (encoder_cache_mb)."),
+        ("encoder_cache_users", "users", "Users with a cached session."),
+    ):
+        gauge = GaugeMetricFamily(f"{_PREFIX}_{name}", help_)
+        gauge.add_metric([], cache[key])
+        yield gauge
+    encodes = CounterMetricFamily(f"{_PREFIX}_encoder_sessions",
+                                  "Sessions encoded by the incremental encoder, by path: step (one "
+                                  "position), repeat (the cached vector), full (a cache miss).",
+                                  labels=["path"])
+    for path, key in (("step", "steps"), ("repeat", "repeats"), ("full", "misses")):
+        encodes.add_metric([path], cache[key])
+    yield encodes
+    evicted = CounterMetricFamily(f"{_PREFIX}_encoder_cache_evictions",
+                                  "Users evicted from the cache.")
+    evicted.add_metric([], cache["evictions"])
+    yield evicted

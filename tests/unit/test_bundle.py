@@ -32,7 +32,7 @@ from stream_rec.settings import Settings  # noqa: E402
 from .tiny_model import successor_corpus, train_tiny  # noqa: E402
 
 FILES = ("manifest.json", "encoder.onnx", "item_vectors.npy", "item_ids.txt", "popularity.npy", "hnsw.bin",
-         "weights.pt")
+         "weights.pt", "encoder_cache.onnx", "encoder_step.onnx")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -170,12 +170,29 @@ def test_resolve_bundle_errors_when_there_is_none(tmp_path):
         resolve_bundle(tmp_path)
 
 
-@pytest.mark.parametrize("missing", [f for f in FILES if f != "weights.pt"])  # weights: optional
+OPTIONAL = ("weights.pt", "encoder_cache.onnx", "encoder_step.onnx")
+
+
+@pytest.mark.parametrize("missing", [f for f in FILES if f not in OPTIONAL])
 def test_missing_file_is_a_bundle_error_naming_it(bundle_path, tmp_path, missing):
     broken = _copy(bundle_path, tmp_path, "broken", "2020-01-01T00:00:00+00:00")
     (broken / missing).unlink()
     with pytest.raises(BundleError, match=missing.replace(".", r"\.")):
         ModelBundle.load(broken)
+
+
+def test_a_bundle_without_the_incremental_graphs_encodes_in_full(bundle_path, tmp_path):
+    from stream_rec.runtime.encoder import OnnxEncoder
+    from stream_rec.serving.compose import serving_encoder
+
+    assert ModelBundle.load(bundle_path).incremental
+    older = _copy(bundle_path, tmp_path, "older", "2020-01-01T00:00:00+00:00")
+    (older / "encoder_step.onnx").unlink()
+    bundle = ModelBundle.load(older)
+    assert not bundle.incremental
+    assert isinstance(serving_encoder(bundle, Settings(providers="cpu")), OnnxEncoder)
+    with pytest.raises(BundleError, match="has no incremental encoder"):
+        bundle.incremental_encoder(1 << 20)
 
 
 def test_inconsistent_files_are_bundle_errors(bundle_path, tmp_path):

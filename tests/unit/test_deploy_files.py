@@ -257,7 +257,9 @@ def _exported_metric_names() -> set[str]:
 
     from stream_rec.serving.metrics import WorkerMetrics
 
-    m = WorkerMetrics(lambda: "v", lambda: {0: 3}, lambda: {0: (1, 2)})
+    cache = {"users": 1, "positions": 2, "bytes": 3, "limit_bytes": 4, "steps": 5, "repeats": 0,
+             "misses": 1, "evictions": 0}
+    m = WorkerMetrics(lambda: "v", lambda: {0: 3}, lambda: {0: (1, 2)}, encoder_cache=lambda: cache)
     m.observe_batch(2, ["click"], ["not_json"], {"fold": 0.001})
     m.observe_answers([1], 2)
     text = m.exposition().decode()

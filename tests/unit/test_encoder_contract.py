@@ -14,7 +14,9 @@ from stream_rec.core.seams import SessionEncoder  # noqa: E402
 from stream_rec.errors import BundleError, ConfigError  # noqa: E402
 from stream_rec.model import SASRecConfig, SessionTransformer, TorchEncoder, export_onnx  # noqa: E402
 from stream_rec.model.export import random_inputs  # noqa: E402
+from stream_rec.model.incremental import CACHE_FILE, STEP_FILE, export_incremental  # noqa: E402
 from stream_rec.runtime.encoder import OnnxEncoder  # noqa: E402
+from stream_rec.runtime.incremental import IncrementalEncoder  # noqa: E402
 
 CONFIG = SASRecConfig(n_items=300, dim=64, n_layers=2, n_heads=2, ffn_dim=128, max_len=50, query_buckets=97)
 PARITY_ATOL = 1e-4
@@ -38,10 +40,20 @@ def onnx_path(model, tmp_path_factory):
     return export_onnx(model, tmp_path_factory.mktemp("onnx") / "encoder.onnx")
 
 
-@pytest.fixture(params=["torch", "onnx-cpu"])
-def encoder(request, model, onnx_path) -> SessionEncoder:
+@pytest.fixture(scope="module")
+def incremental_dir(model, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("incremental")
+    export_incremental(model, directory)
+    return directory
+
+
+@pytest.fixture(params=["torch", "onnx-cpu", "incremental"])
+def encoder(request, model, onnx_path, incremental_dir) -> SessionEncoder:
     if request.param == "torch":
         return TorchEncoder(model)
+    if request.param == "incremental":  # its un-keyed path: the cache graph (test_incremental.py: keyed)
+        return IncrementalEncoder(incremental_dir / CACHE_FILE, incremental_dir / STEP_FILE,
+                                  max_len=CONFIG.max_len, cache_bytes=1 << 20, providers="cpu")
     return OnnxEncoder(onnx_path, providers="cpu")
 
 
