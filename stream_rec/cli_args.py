@@ -30,7 +30,7 @@ _SECURITY = ("security_protocol", "ssl_cafile", "ssl_certfile", "ssl_keyfile", "
 _KAFKA = ("bootstrap_servers", "events_topic", "recs_topic", "dlq_topic", "partitions", *_SECURITY)
 _GROUP = ("session_timeout_s", "standby_replicas", "changelog_barrier")
 _MODEL = ("bundles_dir", "bundle", "model_version", "bundles_topic", "providers", "intra_op_threads",
-          "inter_op_threads", "index", "hnsw_ef", "index_threads")
+          "inter_op_threads", "encoder_cache_mb", "index", "hnsw_ef", "index_threads")
 _SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "cold_start_trending", "explain", "batch_max",
             "batch_wait_ms", "session_gap_s", "max_purchased")
 _WORKER = ("engine", "app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level",
@@ -160,7 +160,8 @@ def _add_evaluate(sub: argparse._SubParsersAction[CliParser]) -> None:
     _add_protocol_args(p)
     _add_incremental_args(p)
     _add_settings(p, ("bundles_dir", "bundle", "model_version", "providers", "intra_op_threads",
-                      "inter_op_threads", "hnsw_ef", "index_threads", "top_k", "session_gap_s",
+                      "inter_op_threads", "encoder_cache_mb", "hnsw_ef", "index_threads", "top_k",
+                      "session_gap_s",
                       "bootstrap_servers", "partitions", "log_level", *_SECURITY))
 
 

@@ -307,8 +307,7 @@ def _state_and_micro(
     micro_out: dict[str, Any] | None = None
     if opts.micro:
         say("micro: encoder and index")
-        encoder = bundle.encoder(providers=s.providers, intra_op_threads=s.intra_op_threads,
-                                 inter_op_threads=s.inter_op_threads)
+        encoder = bundle.encoder(s.providers, s.intra_op_threads, s.inter_op_threads)
         sequences = [st.sequence() for st in states.values()]
         micro_out = {
             "encoder": micro.encoder_micro(bundle, encoder, sequences, opts.micro_batches, opts.micro_seconds),
@@ -343,6 +342,7 @@ def _summary(
         "flat_out": pipe.flat_out,
         "baseline": {"runs": relays, "method": "aiokafka relay, same records, partitions and batch size"},
         "rss": pipe.rss,
+        "encoder_cache": pipe.encoder_cache,
         "state": state,
         "rocksdb": rocks,
         "micro": local["micro"],
@@ -368,6 +368,7 @@ def _config(
         "batch_max": s.batch_max, "batch_wait_ms": s.batch_wait_ms, "coalesce": s.coalesce,
         "top_k": s.top_k, "index": s.index, "ef": s.hnsw_ef, "index_threads": s.index_threads,
         "intra_op_threads": s.intra_op_threads, "inter_op_threads": s.inter_op_threads,
+        "encoder_cache_mb": s.encoder_cache_mb if getattr(bundle, "incremental", False) else 0,
         "changelog_barrier": s.changelog_barrier, "state_memory_mb": s.state_memory_mb,
         "broker": "embedded" if broker_pid else "external",
         "model_version": pipe.model_version or bundle.version, "profiled": opts.profile,

@@ -118,6 +118,7 @@ class PipelineResult:
     notes: list[str] = field(default_factory=list)
     answers: list[bytes] = field(default_factory=list)  # the saturation phase's, with keep_answers
     learner: dict[str, Any] | None = None  # --with-learner: its update count beside the workers
+    encoder_cache: list[Any] | None = None  # each worker's incremental-encoder cache at the end
 
 
 async def run_pipeline(
@@ -161,12 +162,12 @@ async def run_pipeline(
                                           workers=workers, flat=flat, timeout_s=timeout_s, notes=notes)
             rss = _rss_summary(mon.samples, sat.first.t, sat.end.t, later.fixed_end.t)
             notes.extend(mon.stalls)
-            version = await _model_version(fleet)
+            version, caches = await _model_version(fleet)
     finally:
         await answers.stop()
         fleet.stop()
     return PipelineResult(sat.summary, later.fixed, later.flat_out, rss, sat.profile, settings.engine, version,
-                          n + later.sent, notes, kept)
+                          n + later.sent, notes, kept, encoder_cache=caches)
 
 
 @dataclass
@@ -301,9 +302,10 @@ async def _flat_phase(
     return out
 
 
-async def _model_version(fleet: Fleet) -> str:
+async def _model_version(fleet: Fleet) -> tuple[str, list[Any]]:
+    """The model version worker 0 serves, and each worker's incremental-encoder cache figures."""
     import aiohttp
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as http:
-        s = await fleet.stats_of(http, fleet.workers[0].settings.worker_port)
-    return str((s or {}).get("model_version", ""))
+        stats = [await fleet.stats_of(http, w.settings.worker_port) for w in fleet.workers]
+    return str((stats[0] or {}).get("model_version", "")), [(s or {}).get("encoder_cache") for s in stats]
