@@ -293,15 +293,17 @@ def _derived(
     bundle: ModelBundle, bundles_dir: str | os.PathLike[str], suffix: str, key: str,
     save: Callable[[Path], dict[str, Any]],
 ) -> Path:
-    """A new bundle version (same atomic write): the model files copied unchanged, ``save``
-    adding its files and returning the manifest's ``key`` entry; the manifest records the
+    """A new bundle version (same atomic write): the model's files and its blend's copied
+    unchanged, ``save`` adding (or replacing) its files and returning the manifest's ``key`` entry; the manifest records the
     version it came from."""
     now = _utc_now()
     data = str(bundle.manifest.get("training", {}).get("data", "model"))
     version = _version_name(f"{data}-{suffix}", now)
     with _atomic_bundle_dir(Path(bundles_dir), version) as tmp:
-        for name in (*_FILES, *OPTIONAL_MODEL_FILES):
-            if name in _FILES or (bundle.path / name).is_file():
+        for name in _FILES:
+            shutil.copyfile(bundle.path / name, tmp / name)
+        for name in (*OPTIONAL_MODEL_FILES, ITEM_NEIGHBOURS, COOCCURRENCE):  # ``save`` may replace one
+            if (bundle.path / name).is_file():
                 shutil.copyfile(bundle.path / name, tmp / name)
         manifest = dict(bundle.manifest, version=version, created=now.isoformat(timespec="milliseconds"),
                         derived_from=bundle.version, **{key: save(tmp)})

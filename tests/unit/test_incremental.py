@@ -314,3 +314,22 @@ def test_metrics_export_the_cache(exported):
         < samples[("stream_rec_encoder_cache_bytes", ())]
         <= samples[("stream_rec_encoder_cache_limit_bytes", ())]
     )
+
+
+def test_stream_rec_incremental_keeps_the_blend_of_the_bundle_it_derives_from(bundle, tmp_path):
+    from stream_rec.core.item_neighbours import ItemNeighbours
+    from stream_rec.learn.weights import load_model
+    from stream_rec.model.bundle_writer import with_incremental, with_item_neighbours
+    from stream_rec.serving.bundle import ModelBundle
+
+    from .tiny_model import successor_corpus
+
+    sessions, _ = successor_corpus(200, n_items=120, seed=3)
+    table = ItemNeighbours.build(
+        [bundle.vocab.rows_for_hashes(s[0]) for s in sessions], len(bundle.vocab)
+    )
+    served = ModelBundle.load(with_item_neighbours(bundle, tmp_path, table, 0.4, {"rule": "test"}))
+    again = ModelBundle.load(with_incremental(served, tmp_path, load_model(served)))
+    assert again.incremental and again.item_neighbours_weight == 0.4
+    assert again.item_neighbours() is not None  # the table's file came along
+    assert again.manifest["derived_from"] == served.version
