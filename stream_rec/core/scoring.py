@@ -151,8 +151,11 @@ def search_sessions(
     return out_rows, out_scores
 
 
-def length_chunks(sorted_lengths: np.ndarray, max_batch: int, max_waste: float = 0.25) -> list[slice]:
-    """Split ascending lengths into runs padded to their longest with <= max_waste padding."""
+def length_chunks(
+    sorted_lengths: np.ndarray, max_batch: int, max_waste: float = 0.25, max_cells: int | None = None
+) -> list[slice]:
+    """Split ascending lengths into runs padded to their longest with <= max_waste padding, at
+    most ``max_batch`` rows and (with ``max_cells``) rows x longest <= max_cells each."""
     chunks = []
     start = 0
     n = len(sorted_lengths)
@@ -162,6 +165,8 @@ def length_chunks(sorted_lengths: np.ndarray, max_batch: int, max_waste: float =
         while end < n and end - start < max_batch:
             longest = int(sorted_lengths[end])
             if longest * (end + 1 - start) - (total + longest) > max_waste * longest * (end + 1 - start):
+                break
+            if max_cells is not None and longest * (end + 1 - start) > max_cells:
                 break
             total += longest
             end += 1

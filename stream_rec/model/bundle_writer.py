@@ -184,10 +184,9 @@ def write_bundle(
 
 
 def _export_incremental(model: SessionTransformer, directory: Path) -> dict[str, Any] | None:
-    """The incremental encoder's graphs, checked against PyTorch at every prefix; None (and no
-    files) when the model's architecture has none."""
+    """The incremental encoder's graph, checked against PyTorch at every prefix; None (and no
+    file) when the model's architecture has none."""
     from .incremental import (
-        CACHE_FILE,
         STEP_FILE,
         check_incremental_parity,
         export_incremental,
@@ -199,7 +198,7 @@ def _export_incremental(model: SessionTransformer, directory: Path) -> dict[str,
         return None
     export_incremental(model, directory)
     parity = check_incremental_parity(model, directory)
-    return {"cache": CACHE_FILE, "step": STEP_FILE, "parts": part_names(model), "parity_max_abs_diff": parity}
+    return {"step": STEP_FILE, "parts": part_names(model), "parity_max_abs_diff": parity}
 
 
 def with_incremental(bundle: ModelBundle, bundles_dir: str | os.PathLike[str], model: SessionTransformer) -> Path:

@@ -9,8 +9,7 @@ Layout of ``<bundles_dir>/<version>/``::
     popularity.npy     (n_items + 1,) float32 training counts (cold start)
     hnsw.bin           HNSW graph over item_vectors rows 1..n
     weights.pt         (optional) the PyTorch weights, for fine-tuning by `stream-rec learn`
-    encoder_cache.onnx, encoder_step.onnx
-                       (optional) the incremental encoder: a new event encodes one position
+    encoder_step.onnx  (optional) the incremental encoder: a new event encodes one position
 
 This module reads and validates bundles; :mod:`stream_rec.model.bundle_writer` writes
 them (into a hidden temporary directory renamed into place, so a worker polling
@@ -56,9 +55,9 @@ COOCCURRENCE = "cooccurrence.npz"  # optional: training sessions for the co-occu
 ITEM_NEIGHBOURS = "item_neighbours.npz"  # optional: each item's neighbours for the item blend
 # optional: the PyTorch weights and config, what `stream-rec learn` fine-tunes (serving never reads it)
 WEIGHTS = "weights.pt"
-# optional: the incremental encoder's two graphs (model/incremental.py states their contract)
-INCREMENTAL_CACHE, INCREMENTAL_STEP = "encoder_cache.onnx", "encoder_step.onnx"
-OPTIONAL_MODEL_FILES = (WEIGHTS, INCREMENTAL_CACHE, INCREMENTAL_STEP)  # carried by derived versions
+# optional: the incremental encoder's graph (model/incremental.py states its contract)
+INCREMENTAL_STEP = "encoder_step.onnx"
+OPTIONAL_MODEL_FILES = (WEIGHTS, INCREMENTAL_STEP)  # carried by derived versions
 _REQUIRED_KEYS = ("format", "version", "created", "dim", "max_len", "query_buckets", "n_items", "normalized")
 _TMP_PREFIX = ".tmp-"
 _MAX_LEN_LIMIT = 1024  # events a session encoder may take; the model's own length is checked too
@@ -205,9 +204,8 @@ class ModelBundle:
 
     @property
     def incremental(self) -> bool:
-        """Whether the bundle carries the incremental encoder's graphs."""
-        return "incremental" in self.manifest and all(
-            (self.path / f).is_file() for f in (INCREMENTAL_CACHE, INCREMENTAL_STEP))
+        """Whether the bundle carries the incremental encoder's graph."""
+        return "incremental" in self.manifest and (self.path / INCREMENTAL_STEP).is_file()
 
     def incremental_encoder(
         self, cache_bytes: int, providers: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 0,
@@ -219,13 +217,13 @@ class ModelBundle:
 
         if not self.incremental:
             raise BundleError(f"model bundle {str(self.path)!r} has no incremental encoder "
-                              f"({INCREMENTAL_CACHE}, {INCREMENTAL_STEP})")
+                              f"({INCREMENTAL_STEP})")
         full = self.encoder(providers, intra_op_threads, inter_op_threads)
-        enc = IncrementalEncoder(self.path / INCREMENTAL_CACHE, self.path / INCREMENTAL_STEP, max_len=self.max_len,
+        enc = IncrementalEncoder(self.path / INCREMENTAL_STEP, max_len=self.max_len,
                                  cache_bytes=cache_bytes, providers=providers, intra_op_threads=intra_op_threads,
                                  inter_op_threads=inter_op_threads, full=full, max_batch=max_batch)
         if enc.dim != self.dim:
-            raise BundleError(f"{self.path / INCREMENTAL_CACHE} outputs dim {enc.dim}; the manifest says {self.dim}")
+            raise BundleError(f"{self.path / INCREMENTAL_STEP} outputs dim {enc.dim}; the manifest says {self.dim}")
         return enc
 
     def _check_encoder(self, enc: OnnxEncoder) -> None:

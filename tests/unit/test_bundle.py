@@ -32,7 +32,7 @@ from stream_rec.settings import Settings  # noqa: E402
 from .tiny_model import successor_corpus, train_tiny  # noqa: E402
 
 FILES = ("manifest.json", "encoder.onnx", "item_vectors.npy", "item_ids.txt", "popularity.npy", "hnsw.bin",
-         "weights.pt", "encoder_cache.onnx", "encoder_step.onnx")
+         "weights.pt", "encoder_step.onnx")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -170,7 +170,7 @@ def test_resolve_bundle_errors_when_there_is_none(tmp_path):
         resolve_bundle(tmp_path)
 
 
-OPTIONAL = ("weights.pt", "encoder_cache.onnx", "encoder_step.onnx")
+OPTIONAL = ("weights.pt", "encoder_step.onnx")
 
 
 @pytest.mark.parametrize("missing", [f for f in FILES if f not in OPTIONAL])

@@ -14,7 +14,7 @@ from stream_rec.core.seams import SessionEncoder  # noqa: E402
 from stream_rec.errors import BundleError, ConfigError  # noqa: E402
 from stream_rec.model import SASRecConfig, SessionTransformer, TorchEncoder, export_onnx  # noqa: E402
 from stream_rec.model.export import random_inputs  # noqa: E402
-from stream_rec.model.incremental import CACHE_FILE, STEP_FILE, export_incremental  # noqa: E402
+from stream_rec.model.incremental import STEP_FILE, export_incremental  # noqa: E402
 from stream_rec.runtime.encoder import OnnxEncoder  # noqa: E402
 from stream_rec.runtime.incremental import IncrementalEncoder  # noqa: E402
 
@@ -51,9 +51,9 @@ def incremental_dir(model, tmp_path_factory):
 def encoder(request, model, onnx_path, incremental_dir) -> SessionEncoder:
     if request.param == "torch":
         return TorchEncoder(model)
-    if request.param == "incremental":  # its un-keyed path: the cache graph (test_incremental.py: keyed)
-        return IncrementalEncoder(incremental_dir / CACHE_FILE, incremental_dir / STEP_FILE,
-                                  max_len=CONFIG.max_len, cache_bytes=1 << 20, providers="cpu")
+    if request.param == "incremental":  # its un-keyed path, from scratch (test_incremental.py: keyed)
+        return IncrementalEncoder(incremental_dir / STEP_FILE, max_len=CONFIG.max_len, cache_bytes=1 << 20,
+                                  providers="cpu")
     return OnnxEncoder(onnx_path, providers="cpu")
 
 

@@ -20,7 +20,6 @@ from stream_rec.errors import BundleError  # noqa: E402
 from stream_rec.model import SessionTransformer, TorchEncoder  # noqa: E402
 from stream_rec.model.export import random_inputs  # noqa: E402
 from stream_rec.model.incremental import (  # noqa: E402
-    CACHE_FILE,
     STEP_FILE,
     check_incremental_parity,
     export_incremental,
@@ -55,7 +54,6 @@ def exported(request, tmp_path_factory):
 
 def _encoder(directory, cache_bytes: int = 16 << 20) -> IncrementalEncoder:
     return IncrementalEncoder(
-        directory / CACHE_FILE,
         directory / STEP_FILE,
         max_len=MAX_LEN,
         cache_bytes=cache_bytes,
@@ -92,7 +90,7 @@ def test_every_prefix_stepped_equals_pytorch_full_encoding(exported):
     assert (
         stats["steps"] == 16 * (MAX_LEN - 1) and stats["misses"] == 16
     )  # only the first event is full
-    assert stats["users"] == 16 and stats["positions"] == 16 * MAX_LEN
+    assert stats["users"] == 16 and stats["cached_positions"] == stats["positions"] == 16 * MAX_LEN
 
 
 def test_the_bundle_check_measures_parity_with_restarts_mid_session(exported):
@@ -154,29 +152,34 @@ def test_one_user_twice_in_a_batch_and_left_padding(exported):
     )
     nxt = _prefix(x, [0], 6)  # the cache holds a's later row (5 events): 6 is a step
     np.testing.assert_allclose(enc.encode_keyed(["a"], nxt), ref.encode(nxt), atol=ATOL, rtol=0)
-    assert enc.stats()["steps"] == 3  # a at 4, b at 4, a at 6
+    # a at 4 and 5 are one row of the graph on a's 3 cached events; b at 4; a at 6
+    assert enc.stats()["steps"] == 4 and enc.stats()["positions"] == 6 + 3 + 1
+    assert enc.stats()["cached_positions"] == 6 + 4
 
 
 def test_memory_is_bounded_least_recently_used_first_and_answers_stay_right(exported):
     model, directory = exported
-    small = _encoder(directory, cache_bytes=1)  # sized below: a few positions only
-    per_position = small.row_bytes
-    enc, ref = _encoder(directory, cache_bytes=per_position * 20), TorchEncoder(model)
+    sizes = _encoder(directory, cache_bytes=1)  # the per-user and per-position sizes
+    budget = 4 * sizes.user_bytes + 24 * sizes.row_bytes  # 4 users, 24 slab rows (row 0 unused)
+    enc, ref = _encoder(directory, cache_bytes=budget), TorchEncoder(model)
     x = _sessions(12, 6, seed=8)
     keys = [f"u{i}" for i in range(12)]
     for t in range(1, 7):
-        for start in range(0, 12, 3):  # 4 users per batch, in turn
+        for start in range(0, 12, 3):  # 3 users per batch, in turn
             rows = list(range(start, start + 3))
             got = enc.encode_keyed([keys[r] for r in rows], _prefix(x, rows, t))
             np.testing.assert_allclose(got, ref.encode(_prefix(x, rows, t)), atol=ATOL, rtol=0)
-        stats = enc.stats()
-        assert stats["positions"] <= 19  # row 0 is never used
-    assert stats["evictions"] > 0 and stats["users"] < 12
+            stats = enc.stats()
+            assert stats["users"] <= 4 and stats["cached_positions"] <= 23
+            assert stats["bytes"] <= stats["limit_bytes"]
+            # the batch just encoded is what stays (least recently used go first)
+            assert {keys[r] for r in rows} <= set(enc.cache.slot)
+    assert stats["evictions"] > 0
     recent = stats["users"]
     enc.forget(keys[-1])
     assert enc.stats()["users"] == recent - 1
     enc.clear()
-    assert enc.stats()["users"] == 0 and enc.stats()["positions"] == 0
+    assert enc.stats()["users"] == 0 and enc.stats()["cached_positions"] == 0
 
 
 def test_unkeyed_calls_encode_in_full(exported):
@@ -203,16 +206,12 @@ def test_models_that_cannot_step_are_refused(extra, reason, tmp_path):
         export_incremental(model, tmp_path)
 
 
-def test_mismatched_graphs_are_a_bundle_error(exported, tmp_path):
-    _, directory = exported
-    with pytest.raises(BundleError, match="must take items, types, queries"):
-        IncrementalEncoder(
-            directory / STEP_FILE,
-            directory / STEP_FILE,
-            max_len=MAX_LEN,
-            cache_bytes=1 << 20,
-            providers="cpu",
-        )
+def test_a_graph_that_is_not_an_incremental_encoder_is_a_bundle_error(exported, tmp_path):
+    from stream_rec.model import export_onnx
+
+    full = export_onnx(exported[0], tmp_path / "encoder.onnx")
+    with pytest.raises(BundleError, match="is not an incremental encoder"):
+        IncrementalEncoder(full, max_len=MAX_LEN, cache_bytes=1 << 20, providers="cpu")
 
 
 # ------------------------------------------------------------------------------ serving
@@ -250,12 +249,8 @@ def bundle(tmp_path_factory):
 def test_written_bundles_carry_the_graphs_and_their_parity(bundle):
     manifest = json.loads((bundle.path / "manifest.json").read_text())
     info = manifest["incremental"]
-    assert (
-        info["cache"] == CACHE_FILE
-        and info["step"] == STEP_FILE
-        and info["parity_max_abs_diff"] <= 1e-4
-    )
-    assert {CACHE_FILE, STEP_FILE} <= set(manifest["files"]) and bundle.incremental
+    assert "cache" not in info and info["step"] == STEP_FILE and info["parity_max_abs_diff"] <= 1e-4
+    assert STEP_FILE in manifest["files"] and bundle.incremental
 
 
 def test_the_worker_serves_the_same_answers_with_and_without_it(bundle):
