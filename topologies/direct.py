@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from stream_rec.core.events import InvalidEvent
 from stream_rec.core.intake import decode_states, take_records
-from stream_rec.core.isolation import processing_error, step_isolated
+from stream_rec.core.isolation import emitted_now, processing_error, step_isolated
 from stream_rec.core.session import SessionState
 from stream_rec.kafka.clients import consumer_config, group_timing_ms, producer_config
 from stream_rec.kafka.dead_letters import DeadLetters, RateLimitedLog
@@ -222,6 +222,7 @@ class DirectWorker:
             # next batch and delivering the previous one proceed meanwhile.
             result = await asyncio.to_thread(
                 step_isolated, self.holder.recommender, states, events, offsets, now_ms)
+            ready = emitted_now(result.answers)
             stages = {name: after - b4 for name, after, b4
                       in zip(("fold", "encode", "search"), (t.state, t.encode, t.search), before)}
             dead += ["processing_error"] * len(result.failed)
@@ -231,17 +232,19 @@ class DirectWorker:
                 self._errors.error("event at %s[%d]@%d raised %s: %s; dead-lettered",
                                    msg.topic, msg.partition, msg.offset, type(exc).__name__, exc)
                 futures.append(await self._dead_letter(processing_error(exc, msg.value), msg, now_ms))
+            # Answers first: they are what a shopper waits for. The batch's offsets are committed
+            # only once both answers and state are acknowledged, so the order loses nothing.
+            for answers in ready:
+                for key, value in answers.records():
+                    futures.append(await self.producer.send(s.recs_topic, key=key, value=value))
+                self.stats.recommendations += len(answers)
+                self.metrics.observe_answers(answers.event_ts, answers.emitted_ts)
             writes: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
             for user, state in result.states.items():
                 key, value = user.encode(), state.to_bytes()
                 p = partition_of[user]
                 writes[p].append((key, value))
                 futures.append(await self.producer.send(self.changelog, key=key, value=value, partition=p))
-            for answers in result.answers:
-                for key, value in answers.records():
-                    futures.append(await self.producer.send(s.recs_topic, key=key, value=value))
-                self.stats.recommendations += len(answers)
-                self.metrics.observe_answers(answers.event_ts, answers.emitted_ts)
             for p, items in writes.items():
                 self.db.write(p, items)
         if intake.forgotten:

@@ -25,7 +25,7 @@ from faust.types import EventT
 
 from stream_rec.core.events import InvalidEvent
 from stream_rec.core.intake import decode_states, take_records
-from stream_rec.core.isolation import processing_error, step_isolated
+from stream_rec.core.isolation import emitted_now, processing_error, step_isolated
 from stream_rec.kafka.clients import faust_config, heartbeat_interval_s
 from stream_rec.kafka.dead_letters import DeadLetters, RateLimitedLog
 from stream_rec.kafka.lag import consumer_lag
@@ -189,6 +189,7 @@ def _batch_handler(
                            settings.offset_regression)
         result = step_isolated(
             holder.recommender, decoded.states, intake.events, intake.offsets, now_ms=now_ms)
+        ready = emitted_now(result.answers)
         for i, error in result.failed:
             ev = intake.sources[i]
             stats.processing_errors += 1
@@ -206,7 +207,7 @@ def _batch_handler(
             for partition in {context[u].message.partition for u in result.states}:
                 sessions.send_changelog(partition, BARRIER_KEY, b"")
             await app.producer.flush()
-        for answers in result.answers:
+        for answers in ready:
             for key, value in answers.records():
                 await recs_topic.send(key=key, value=value)
             stats.recommendations += len(answers)

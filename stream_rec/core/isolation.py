@@ -10,14 +10,15 @@ answered. Valid batches take the first path, so their answers do not change.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .events import Event, InvalidEvent, RecommendationBatch
 from .recommender import Recommender
 from .session import SessionState
 
-__all__ = ["IsolatedStep", "step_isolated", "processing_error"]
+__all__ = ["IsolatedStep", "step_isolated", "processing_error", "emitted_now"]
 
 
 @dataclass
@@ -25,6 +26,14 @@ class IsolatedStep:
     states: dict[str, SessionState] = field(default_factory=dict)  # users whose state changed
     answers: list[RecommendationBatch] = field(default_factory=list)  # to publish, in order
     failed: list[tuple[int, Exception]] = field(default_factory=list)  # (event index, error)
+
+
+def emitted_now(answers: list[RecommendationBatch]) -> list[RecommendationBatch]:
+    """``answers`` stamped with the wall clock now: a live worker's ``emitted_ts`` is when the
+    answers were ready (after compute), not when their batch was taken (the ``now_ms`` the step
+    used for its trending clock), so the latency a consumer reads includes the compute."""
+    now = int(time.time() * 1000)
+    return [replace(a, emitted_ts=now) for a in answers]
 
 
 def _pick(offsets: Sequence[int | None] | None, idx: Sequence[int]) -> list[int | None] | None:

@@ -211,17 +211,19 @@ class ModelBundle:
         self, cache_bytes: int, providers: str = "auto", intra_op_threads: int = 0, inter_op_threads: int = 0,
         max_batch: int = 64,
     ) -> IncrementalEncoder:
-        """The incremental encoder (per-user caches bounded by ``cache_bytes``), with the
-        bundle's ``encoder.onnx`` for un-keyed calls; BundleError when the bundle has none."""
+        """The incremental encoder (per-user caches bounded by ``cache_bytes``); BundleError when
+        the bundle has none. Un-keyed calls run its step graph from the first event: the
+        bundle's ``encoder.onnx`` is loaded only to check the manifest against the model, then
+        dropped (its weights and arena would cost a worker ~40 MB for nothing)."""
         from ..runtime.incremental import IncrementalEncoder
 
         if not self.incremental:
             raise BundleError(f"model bundle {str(self.path)!r} has no incremental encoder "
                               f"({INCREMENTAL_STEP})")
-        full = self.encoder(providers, intra_op_threads, inter_op_threads)
+        self.encoder(providers, intra_op_threads, inter_op_threads)  # the manifest's checks
         enc = IncrementalEncoder(self.path / INCREMENTAL_STEP, max_len=self.max_len,
                                  cache_bytes=cache_bytes, providers=providers, intra_op_threads=intra_op_threads,
-                                 inter_op_threads=inter_op_threads, full=full, max_batch=max_batch)
+                                 inter_op_threads=inter_op_threads, max_batch=max_batch)
         if enc.dim != self.dim:
             raise BundleError(f"{self.path / INCREMENTAL_STEP} outputs dim {enc.dim}; the manifest says {self.dim}")
         return enc
