@@ -117,7 +117,7 @@ class Settings:
     state_ttl_days: float = _f(0.0, "--engine direct: delete a user's session state (with a changelog tombstone) once its last event is older than this many days, in event time; 0 = never.", min=0)
     health_stall_s: float = _f(60.0, "/health/live and /health/ready fail when no micro-batch was processed for this long (s) while the consumer lag is positive (0 = never).", min=0)
     health_commit_failures: int = _f(5, "/health/live and /health/ready fail after this many offset commits in a row failed (0 = never).", min=0)
-    model_poll_s: float = _f(10.0, "How often (s) the worker looks for a newer bundle to swap in (0 = never; a pinned --bundle or --model-version is never swapped).", min=0)
+    model_poll_s: float = _f(2.0, "How often (s) the worker looks for a newer bundle to swap in (0 = never; a pinned --bundle or --model-version is never swapped).", min=0)
     log_level: str = _f("warning", "Log level: debug, info, warning or error.", choices=("debug", "info", "warning", "error"))
     log_format: str = _f("text", "Log lines as text, or as one JSON object each (ts, level, logger, message; exc when there is one) for log collectors.", choices=("text", "json"))
     faust_table_views: bool = _f(False, "--engine faust: serve faust's table web views (/table/...: any user's raw session state to whoever reaches the port). Off by default.")
