@@ -39,7 +39,7 @@ from stream_rec.kafka.dead_letters import DeadLetters, RateLimitedLog
 from stream_rec.kafka.fetch_wait import AdaptiveFetchWait
 from stream_rec.kafka.lag import consumer_lag
 from stream_rec.runtime.partitioned_store import PartitionedSessionDB
-from stream_rec.serving.compose import record_limits
+from stream_rec.serving.compose import encoder_cache_stats, record_limits
 from stream_rec.serving.health import Health
 from stream_rec.serving.holder import ModelHolder
 from stream_rec.serving.metrics import CONTENT_TYPE_LATEST, WorkerMetrics
@@ -100,12 +100,8 @@ class DirectWorker:
         self.fetch_wait: AdaptiveFetchWait | None = None
         self.metrics = WorkerMetrics(lambda: self.holder.recommender.model_version,
                                      lambda: consumer_lag(self.consumer), self.db.sizes,
-                                     lambda: self.stats, self._encoder_cache)
-
-    def _encoder_cache(self) -> dict[str, Any] | None:
-        from stream_rec.serving.compose import encoder_cache_stats
-
-        return encoder_cache_stats(self.holder.recommender)
+                                     lambda: self.stats,
+                                     lambda: encoder_cache_stats(self.holder.recommender))
 
     # --------------------------------------------------------------------- lifecycle
     async def run(self) -> None:
@@ -340,7 +336,7 @@ class DirectWorker:
                 "fetch_wait_raises": self.fetch_wait.raises if self.fetch_wait else 0,
                 "model_version": self.holder.recommender.model_version,
                 "stage_seconds": {"state": t.state, "encode": t.encode, "search": t.search},
-                "encoder_cache": self._encoder_cache(),
+                "encoder_cache": encoder_cache_stats(self.holder.recommender),
             })
 
         async def metrics(_request: Any) -> Any:

@@ -169,9 +169,6 @@ class Recommender:
             queries=np.zeros((n, length, MAX_QUERY_TOKENS), np.int64),
         )
         self.index.search(self.encoder.encode(inputs), self.config.top_k, None)
-        warm = getattr(self.encoder, "warm_up", None)  # the incremental encoder's own graphs
-        if warm is not None:
-            warm(n)
 
     def recommend(
         self,

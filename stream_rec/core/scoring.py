@@ -19,7 +19,7 @@ from .item_neighbours import MAX_RECENT, ItemNeighbours, item_blended_search
 from .repeat import rerank, session_bonuses
 from .seams import CandidateIndex, KeyedEncoder, RepeatEncoder, SessionEncoder
 
-__all__ = ["EncodedSessions", "encode_sequences", "search_sessions", "Blend", "length_chunks"]
+__all__ = ["EncodedSessions", "encode_sequences", "search_sessions", "Blend"]
 
 Sequence3 = tuple[np.ndarray, np.ndarray, np.ndarray]  # item hashes, types, query hashes
 
@@ -80,7 +80,7 @@ def encode_sequences(
     repeat = has_repeat_head(encoder)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
     bonus_of: list[tuple[np.ndarray, np.ndarray]] = [empty] * n if repeat else []
-    for chunk in length_chunks(lengths[order], max_batch):
+    for chunk in _length_chunks(lengths[order], max_batch):
         rows = order[chunk]
         inputs = featurize([sequences[i] for i in rows], vocab, query_buckets, max_len)
         if repeat:
@@ -151,11 +151,8 @@ def search_sessions(
     return out_rows, out_scores
 
 
-def length_chunks(
-    sorted_lengths: np.ndarray, max_batch: int, max_waste: float = 0.25, max_cells: int | None = None
-) -> list[slice]:
-    """Split ascending lengths into runs padded to their longest with <= max_waste padding, at
-    most ``max_batch`` rows and (with ``max_cells``) rows x longest <= max_cells each."""
+def _length_chunks(sorted_lengths: np.ndarray, max_batch: int, max_waste: float = 0.25) -> list[slice]:
+    """Split ascending lengths into runs padded to their longest with <= max_waste padding."""
     chunks = []
     start = 0
     n = len(sorted_lengths)
@@ -165,8 +162,6 @@ def length_chunks(
         while end < n and end - start < max_batch:
             longest = int(sorted_lengths[end])
             if longest * (end + 1 - start) - (total + longest) > max_waste * longest * (end + 1 - start):
-                break
-            if max_cells is not None and longest * (end + 1 - start) > max_cells:
                 break
             total += longest
             end += 1

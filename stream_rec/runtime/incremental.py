@@ -21,28 +21,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..core.features import ModelInputs
 from ..errors import BundleError
-from .encoder import OnnxEncoder, open_session
+from .encoder import open_session
 from .step_cache import NO_SLOT as _NO_SLOT
 from .step_cache import StepCache
 
 __all__ = ["IncrementalEncoder"]
 
-_TOKENS = 5  # item row, type, 3 query buckets per position
 _INPUTS = ["items", "types", "queries", "new_len", "idx", "past_len"]
 
 
 class IncrementalEncoder:
     """A session encoder with a keyed path (:meth:`encode_keyed`) that reuses per-user caches.
 
-    ``encode``/``encode_sessions`` (no keys) run ``full`` (the bundle's ``encoder.onnx``) when
-    given, else the step graph from the first event. ``max_len`` is the model's.
+    ``encode``/``encode_sessions`` (no keys) run the step graph from the first event, so the
+    recommender's warm-up (64 sessions of ``max_len``) sizes its memory arena. ``max_len`` is the
+    model's.
     """
 
     repeat = False
@@ -56,7 +55,6 @@ class IncrementalEncoder:
         providers: str = "auto",
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
-        full: OnnxEncoder | None = None,
         max_batch: int = 64,
     ):
         self._step, self.providers = open_session(
@@ -71,12 +69,7 @@ class IncrementalEncoder:
                 f"{os.fspath(step_path)!r} is not an incremental encoder: inputs {names}, "
                 f"cache parts {self.parts}"
             )
-        self.max_len, self.cache_bytes, self.max_batch, self.full = (
-            max_len,
-            cache_bytes,
-            max_batch,
-            full,
-        )
+        self.max_len, self.cache_bytes, self.max_batch = max_len, cache_bytes, max_batch
         one = np.ones((1, 1), np.int64)
         empty = {i.name: np.zeros((1, int(i.shape[1])), np.float32) for i in inputs[6:]}
         try:  # one click from scratch: the graph's sizes
@@ -94,21 +87,9 @@ class IncrementalEncoder:
                 f"incremental encoder {os.fspath(step_path)!r}: probe failed: {exc}"
             ) from exc
         self._dim = int(session.shape[2])
-        if full is not None and full.dim != self._dim:
-            raise BundleError(
-                f"encoder.onnx outputs dim {full.dim}; {Path(step_path).name} {self._dim}"
-            )
         self.cache = StepCache([int(p.shape[2]) for p in parts], self._dim, max_len, cache_bytes)
         self._feed = {s: slab for s, slab in zip(slab_names, self.cache.slabs) if s in names}
         self._counts = {"steps": 0, "repeats": 0, "misses": 0, "positions": 0}
-
-    @property
-    def row_bytes(self) -> int:
-        return self.cache.row_bytes
-
-    @property
-    def user_bytes(self) -> int:
-        return self.cache.user_bytes
 
     # ------------------------------------------------------------------ SessionEncoder
     @property
@@ -119,8 +100,6 @@ class IncrementalEncoder:
         return self.encode_sessions(inputs)[0]
 
     def encode_sessions(self, inputs: ModelInputs) -> tuple[np.ndarray, None]:
-        if self.full is not None:
-            return self.full.encode(inputs), None
         aligned, real = _aligned(inputs)
         out = np.empty((len(real), self._dim), np.float32)
         everyone = np.arange(len(real))
@@ -128,21 +107,6 @@ class IncrementalEncoder:
             aligned, everyone, np.zeros(len(real), np.int64), real, everyone, real - 1, out
         )
         return out, None
-
-    def warm_up(self, batch: int) -> None:
-        """Run the graph once at its largest shape (``batch`` sessions of ``max_len`` events from
-        scratch), so ONNX Runtime's memory arena is sized at start, as
-        :meth:`Recommender.warm_up` does for the full encoder; the cache is left empty."""
-        full = np.ones((batch, self.max_len), np.int64)
-        self._run(
-            full,
-            full,
-            np.zeros((batch, self.max_len, 3), np.int64),
-            np.full(batch, self.max_len),
-            np.zeros((batch, 1), np.int64),
-            np.zeros(batch, np.int64),
-            self._feed,
-        )
 
     # ------------------------------------------------------------------ keyed path
     def encode_keyed(self, keys: Sequence[str], inputs: ModelInputs) -> np.ndarray:

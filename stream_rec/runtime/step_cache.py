@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["StepCache", "NO_SLOT"]
+__all__ = ["StepCache", "NO_SLOT", "TOKENS"]
 
 NO_SLOT = -1
-_TOKENS = 5  # item row, type, 3 query buckets per position
+TOKENS = 5  # a position's inputs: item row, type, 3 query buckets
 _POSITIONS_PER_USER = 6  # how the budget is split between user slots and position rows
 
 
@@ -28,7 +28,7 @@ class StepCache:
     def __init__(self, widths: list[int], dim: int, max_len: int, cache_bytes: int) -> None:
         self.cache_bytes = cache_bytes
         self.row_bytes = 4 * sum(widths)
-        self.user_bytes = max_len * (8 + 4 * _TOKENS) + 4 * dim + 3 * 8 + 200  # + its key's entry
+        self.user_bytes = max_len * (8 + 4 * TOKENS) + 4 * dim + 3 * 8 + 200  # + its key's entry
         users = max(2, cache_bytes // (self.user_bytes + _POSITIONS_PER_USER * self.row_bytes))
         rows = max(2, (cache_bytes - users * self.user_bytes) // self.row_bytes)
         # Slab row 0 stays zero: padding positions point at it.
@@ -36,7 +36,7 @@ class StepCache:
         self._free_rows = np.arange(rows - 1, 0, -1, dtype=np.int64)  # a stack
         self._rows_top = rows - 1
         self.rows = np.zeros((users, max_len), np.int64)  # a user's slab rows, by position
-        self.tokens = np.zeros((users, max_len, _TOKENS), np.int32)  # its positions' inputs
+        self.tokens = np.zeros((users, max_len, TOKENS), np.int32)  # its positions' inputs
         self.n = np.zeros(users, np.int64)  # positions cached (0: none)
         self.vectors = np.zeros((users, dim), np.float32)
         self.used = np.zeros(users, np.int64)  # the batch clock when last used

@@ -160,7 +160,8 @@ def test_one_user_twice_in_a_batch_and_left_padding(exported):
 def test_memory_is_bounded_least_recently_used_first_and_answers_stay_right(exported):
     model, directory = exported
     sizes = _encoder(directory, cache_bytes=1)  # the per-user and per-position sizes
-    budget = 4 * sizes.user_bytes + 24 * sizes.row_bytes  # 4 users, 24 slab rows (row 0 unused)
+    # 4 users, 24 slab rows (row 0 unused)
+    budget = 4 * sizes.cache.user_bytes + 24 * sizes.cache.row_bytes
     enc, ref = _encoder(directory, cache_bytes=budget), TorchEncoder(model)
     x = _sessions(12, 6, seed=8)
     keys = [f"u{i}" for i in range(12)]
