@@ -149,6 +149,11 @@ def _cmd_neighbours(args: argparse.Namespace) -> int:
                         events_file=args.events_file, max_sessions=args.max_sessions,
                         min_item_count=args.min_item_count, test_days=args.test_days)
     data = training_data(opts, progress)
+    if args.ef_only:
+        from .model.item_blend import rechoose_ef
+
+        print(rechoose_ef(args.bundle, settings.bundles_dir, data.sessions, progress))
+        return 0
     queries = items = None
     if args.checkpoint_dir:
         from .model.item_blend import selected_queries

@@ -120,6 +120,9 @@ def _add_neighbours(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--checkpoint-dir", default=None, metavar="DIR",
                    help="the bundle's training run directory (train --checkpoint-dir): the weight is tuned "
                    "with its selected model before the refit pass, which trained on the validation slice")
+    p.add_argument("--ef-only", action="store_true",
+                   help="for a bundle that blends already: keep its table and weight, choose HNSW's ef "
+                   "through the blend as served (bundles written before `neighbours` chose it so)")
     _add_protocol_args(p)
     _add_generator_args(p, users=2000, items=3000)
     _add_settings(p, ("bundles_dir", "log_level"))

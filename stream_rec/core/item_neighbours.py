@@ -261,7 +261,7 @@ def item_blended_search(
             if ex is not None and len(ex):
                 nb_rows[b, np.isin(nb_rows[b], ex)] = 0
     nb_valid = nb_rows > 0
-    nb_cos = np.einsum("bnd,bd->bn", item_vectors[nb_rows], queries)  # (B, N)
+    nb_cos = np.matmul(item_vectors[nb_rows], queries[:, :, None])[..., 0]  # (B, N); einsum: 2x
     nb_p = np.exp(scale * (nb_cos - top))  # <= e^(2 scale): cosines are in [-1, 1]
     blended = (1.0 - weight) * nb_p / z + weight * nb_scores
     index_part = (1.0 - weight) * p / z

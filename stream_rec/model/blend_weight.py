@@ -9,7 +9,7 @@ table built from every training session.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from ..core.item_neighbours import ItemNeighbours, item_blended_search
 from ..runtime.index import ExactIndex
 from .validation import K, selection_score
 
-__all__ = ["BLEND_WEIGHTS", "BLEND_RECENT", "choose_blend", "blend_metrics"]
+__all__ = ["BLEND_WEIGHTS", "BLEND_RECENT", "choose_blend", "blend_metrics", "blended_ranker"]
 
 BLEND_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 BLEND_RECENT = (1, 3, 5)  # the session's last known items whose neighbours are blended
@@ -102,3 +102,33 @@ def choose_blend(
         tried, key=lambda t: (selection_score(t["hr@20"], t["mrr@20"]), -t["recent"], -t["weight"])
     )
     return int(best["recent"]), float(best["weight"]), tried
+
+
+def blended_ranker(
+    last_rows: np.ndarray,
+    table: ItemNeighbours,
+    item_vectors: np.ndarray,
+    scale: float,
+    weight: float,
+) -> Callable[[Any, np.ndarray], np.ndarray]:
+    """``rank(index, queries)`` -> the top K rows of each query as served: the index's candidates
+    blended with ``table`` at ``weight`` (``last_rows`` line up with the queries). For
+    :func:`.validation.choose_ef`: HNSW's ef chosen on what the bundle serves."""
+
+    def rank(index: Any, queries: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(queries), K), np.int64)
+        for lo in range(0, len(queries), _CHUNK):
+            out[lo : lo + _CHUNK] = item_blended_search(
+                index,
+                queries[lo : lo + _CHUNK],
+                last_rows[lo : lo + _CHUNK],
+                K,
+                table,
+                item_vectors,
+                scale,
+                weight,
+                table.candidates,
+            )[0]
+        return out
+
+    return rank

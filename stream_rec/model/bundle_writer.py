@@ -272,9 +272,10 @@ def with_cooccurrence(
 
 def with_item_neighbours(
     bundle: ModelBundle, bundles_dir: str | os.PathLike[str], table: ItemNeighbours, weight: float,
-    selection: Mapping[str, Any], note: str = "",
+    selection: Mapping[str, Any], note: str = "", hnsw: Mapping[str, Any] | None = None,
 ) -> Path:
-    """A new bundle version: ``bundle``'s model plus the item-neighbour blend (table and weight)."""
+    """A new bundle version: ``bundle``'s model plus the item-neighbour blend (table and weight);
+    ``hnsw`` replaces the manifest's HNSW entry (its ef chosen through the blend)."""
     if not 0.0 <= weight <= 1.0:
         raise BundleError(f"item-neighbour weight must be in [0, 1]; got {weight}")
     if table.n_items != len(bundle.vocab):
@@ -285,12 +286,13 @@ def with_item_neighbours(
         return {"file": ITEM_NEIGHBOURS, "weight": weight, **table.describe(), "selection": dict(selection),
                 "note": note}
 
-    return _derived(bundle, bundles_dir, "nb", "item_neighbours", save)
+    return _derived(bundle, bundles_dir, "nb", "item_neighbours", save,
+                    {"hnsw": dict(hnsw)} if hnsw is not None else None)
 
 
 def _derived(
     bundle: ModelBundle, bundles_dir: str | os.PathLike[str], suffix: str, key: str,
-    save: Callable[[Path], dict[str, Any]],
+    save: Callable[[Path], dict[str, Any]], overrides: Mapping[str, Any] | None = None,
 ) -> Path:
     """A new bundle version (same atomic write): the model's files and its blend's copied
     unchanged, ``save`` adding (or replacing) its files and returning the manifest's ``key`` entry; the manifest records the
@@ -305,7 +307,7 @@ def _derived(
             if (bundle.path / name).is_file():
                 shutil.copyfile(bundle.path / name, tmp / name)
         manifest = dict(bundle.manifest, version=version, created=now.isoformat(timespec="milliseconds"),
-                        derived_from=bundle.version, **{key: save(tmp)})
+                        derived_from=bundle.version, **{key: save(tmp)}, **(overrides or {}))
         _write_manifest(tmp, manifest)
     return Path(bundles_dir) / version
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,11 +21,17 @@ from ..core.features import ModelInputs
 from ..core.item_neighbours import MAX_RECENT, ItemNeighbours, last_known_rows
 from ..errors import ConfigError
 from ..serving.bundle import ModelBundle
-from .blend_weight import choose_blend
+from .blend_weight import blended_ranker, choose_blend
 from .examples import Example, Session, pad_examples
 from .validation import held_out_cases
 
-__all__ = ["add_item_neighbours", "validation_blend_inputs", "selected_queries"]
+__all__ = [
+    "add_item_neighbours",
+    "rechoose_ef",
+    "served_hnsw",
+    "validation_blend_inputs",
+    "selected_queries",
+]
 
 log = logging.getLogger("stream_rec.item_blend")
 _ENCODE_BATCH = 512
@@ -74,13 +81,7 @@ def add_item_neighbours(
 
     say = progress or log.info
     bundle = ModelBundle.load(bundle_path)
-    training = bundle.manifest.get("training", {})
-    if training.get("sessions") not in (None, len(sessions)):
-        raise ConfigError(
-            f"{bundle_path} was trained on {training['sessions']:,} sessions; got "
-            f"{len(sessions):,}: give the same data options as its training"
-        )
-    n_valid = int(training.get("valid_sessions") or 0)
+    n_valid = _valid_sessions(bundle, sessions, bundle_path)
     rows = [bundle.vocab.rows_for_hashes(np.asarray(s[0], np.int64)) for s in sessions]
     n_items = len(bundle.vocab)
     t0 = time.perf_counter()
@@ -105,15 +106,15 @@ def add_item_neighbours(
             "give the run's checkpoint (--checkpoint-dir) to tune on the model before it"
         )
     tuning = ItemNeighbours.build(rows[: len(rows) - n_valid], n_items)
-    scale = (
-        float(bundle.manifest.get("scale", 1.0)) if bundle.manifest.get("normalized", True) else 1.0
-    )
+    scale = _scale(bundle)
     table_vectors = bundle.item_vectors if item_vectors is None else item_vectors
     recent, weight, tried = choose_blend(vectors, targets, last, tuning, table_vectors, scale)
     say(
         "item-neighbour blend on validation ("
-        + ", ".join(f"{t['recent']:g} items w {t['weight']:g}: {t['hr@20']:.2f} / {t['mrr@20']:.2f}"
-                    for t in tried)
+        + ", ".join(
+            f"{t['recent']:g} items w {t['weight']:g}: {t['hr@20']:.2f} / {t['mrr@20']:.2f}"
+            for t in tried
+        )
         + f"): the last {recent} items, weight {weight:g} ({time.perf_counter() - t0:.0f}s)"
     )
     if weight <= 0:
@@ -126,11 +127,129 @@ def add_item_neighbours(
         "cases": len(targets),
         "tried": tried,
     }
+    if queries is not None:  # the served ef is chosen on what the bundle serves: its own encoder
+        vectors = validation_blend_inputs(bundle, sessions, n_valid)[0]
+    hnsw = served_hnsw(bundle, vectors, targets, last, tuning.with_recent(recent), weight, say)
     path = with_item_neighbours(
-        bundle, bundles_dir, table, weight, selection, note=f"{len(sessions):,} training sessions"
+        bundle,
+        bundles_dir,
+        table,
+        weight,
+        selection,
+        note=f"{len(sessions):,} training sessions",
+        hnsw=hnsw,
     )
     say(f"bundle with the item-neighbour blend written to {path}")
     return path
+
+
+def served_hnsw(
+    bundle: ModelBundle,
+    vectors: np.ndarray,
+    targets: np.ndarray,
+    last: np.ndarray,
+    table: ItemNeighbours,
+    weight: float,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The bundle's manifest ``hnsw`` entry with the ef chosen through the blend as served: the
+    smallest whose blended HR@20 and MRR@20 on the validation prefixes (``vectors`` from the
+    bundle's own encoder, ``table`` built without the validation sessions) are within
+    MAX_HNSW_COST of the same blend over exact search. The blend's own candidates make up for
+    some of what HNSW misses, so it can serve at a smaller ef than the model alone needs."""
+    from ..runtime.index import ExactIndex, HnswIndex
+    from ..serving.bundle import HNSW
+    from .validation import MAX_HNSW_COST, choose_ef
+
+    info = dict(bundle.manifest.get("hnsw", {}))
+    model_ef, model_selection = info.get("ef"), info.pop("ef_selection", None)
+    if isinstance(model_selection, dict) and "model_ef" in model_selection:  # chosen so before
+        model_ef, model_selection = (
+            model_selection["model_ef"],
+            model_selection.get("model_selection"),
+        )
+    rank = blended_ranker(last, table, bundle.item_vectors, _scale(bundle), weight)
+    t0 = time.perf_counter()
+    hnsw = HnswIndex.load(bundle.path / HNSW, bundle.item_vectors)
+    ef, tried = choose_ef(hnsw, ExactIndex(bundle.item_vectors), vectors, targets, rank=rank)
+    info["ef"] = ef
+    info["ef_selection"] = {
+        "rule": f"smallest ef costing <= {MAX_HNSW_COST} points HR@20 and MRR@20 against exact "
+        "search on validation, through the served item-neighbour blend",
+        "cases": len(targets),
+        "tried": tried,
+        "model_ef": model_ef,
+        "model_selection": model_selection,
+    }
+    say(
+        f"HNSW ef through the served blend: {ef} (the model alone: {model_ef}; "
+        + ", ".join(
+            f"ef {t['ef']}: {-t['hr@20_cost']:+.2f} / {-t['mrr@20_cost']:+.2f}" for t in tried
+        )
+        + f"; {time.perf_counter() - t0:.0f}s)"
+    )
+    return info
+
+
+def rechoose_ef(
+    bundle_path: str | Path,
+    bundles_dir: str | Path,
+    sessions: Sequence[Session],
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """A new version of a blended bundle whose HNSW ef is chosen through its blend
+    (:func:`served_hnsw`); the model, table and weight unchanged. For bundles written before
+    ``neighbours`` chose it."""
+    from .bundle_writer import with_item_neighbours
+
+    say = progress or log.info
+    bundle = ModelBundle.load(bundle_path)
+    table = bundle.item_neighbours()
+    if table is None:
+        raise ConfigError(
+            f"{bundle_path} has no item-neighbour blend: run `stream-rec neighbours` "
+            "without --ef-only first"
+        )
+    n_valid = _valid_sessions(bundle, sessions, bundle_path)
+    if n_valid == 0:
+        raise ConfigError(f"{bundle_path} was trained without a validation slice: no ef to choose")
+    vectors, targets, last = validation_blend_inputs(bundle, sessions, n_valid)
+    rows = [bundle.vocab.rows_for_hashes(np.asarray(s[0], np.int64)) for s in sessions]
+    tuning = ItemNeighbours.build(rows[: len(rows) - n_valid], len(bundle.vocab))
+    weight = bundle.item_neighbours_weight
+    hnsw = served_hnsw(
+        bundle, vectors, targets, last, tuning.with_recent(table.recent), weight, say
+    )
+    entry = bundle.manifest["item_neighbours"]
+    path = with_item_neighbours(
+        bundle,
+        bundles_dir,
+        table,
+        weight,
+        entry.get("selection", {}),
+        note=str(entry.get("note", "")),
+        hnsw=hnsw,
+    )
+    say(f"bundle with the blend's ef written to {path}")
+    return path
+
+
+def _scale(bundle: ModelBundle) -> float:
+    """The logit scale the model's softmax uses (1 for a model without normalised vectors)."""
+    return (
+        float(bundle.manifest.get("scale", 1.0)) if bundle.manifest.get("normalized", True) else 1.0
+    )
+
+
+def _valid_sessions(bundle: ModelBundle, sessions: Sequence[Session], where: str | Path) -> int:
+    """The bundle's validation slice size, after checking ``sessions`` are its training sessions."""
+    training = bundle.manifest.get("training", {})
+    if training.get("sessions") not in (None, len(sessions)):
+        raise ConfigError(
+            f"{where} was trained on {training['sessions']:,} sessions; got "
+            f"{len(sessions):,}: give the same data options as its training"
+        )
+    return int(training.get("valid_sessions") or 0)
 
 
 def selected_queries(

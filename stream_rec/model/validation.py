@@ -7,7 +7,7 @@ last known item is predicted from the events before it. No test data is read.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,6 +20,8 @@ from .sasrec import SessionTransformer
 if TYPE_CHECKING:
     from ..core.seams import CandidateIndex
     from ..runtime.index import HnswIndex
+
+    Ranker = Callable[[CandidateIndex, np.ndarray], np.ndarray]
 
 __all__ = ["K", "valid_cases", "rank_metrics", "evaluate", "session_scores", "popularity_metrics",
            "selection_score", "validation_set", "held_out_cases", "validation_queries", "choose_ef", "EF_CANDIDATES", "MAX_HNSW_COST"]
@@ -143,8 +145,14 @@ def validation_queries(
     return np.concatenate(out) if out else np.zeros((0, model.config.dim), np.float32)
 
 
-def _search_metrics(index: CandidateIndex, queries: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
-    rows, _ = index.search(queries, K)
+def _index_top(index: CandidateIndex, queries: np.ndarray) -> np.ndarray:
+    return index.search(queries, K)[0]
+
+
+def _search_metrics(
+    index: CandidateIndex, queries: np.ndarray, targets: np.ndarray, rank: Ranker = _index_top
+) -> tuple[float, float]:
+    rows = rank(index, queries)
     hit = rows == (targets + 1)[:, None]  # targets are columns (row - 1)
     ranks = np.arange(1, K + 1)
     return 100 * float(hit.any(1).mean()), 100 * float((hit / ranks).sum(1).mean())
@@ -153,17 +161,20 @@ def _search_metrics(index: CandidateIndex, queries: np.ndarray, targets: np.ndar
 def choose_ef(
     hnsw: HnswIndex, exact: CandidateIndex, queries: np.ndarray, targets: np.ndarray,
     candidates: Sequence[int] = EF_CANDIDATES, max_cost: float = MAX_HNSW_COST,
+    rank: Ranker = _index_top,
 ) -> tuple[int, list[dict[str, float]]]:
     """The smallest HNSW ``ef`` whose HR@20 and MRR@20 on the validation queries are at most
     ``max_cost`` points below exact search; and the measurements (ef, HR/MRR cost in points).
+    ``rank(index, queries)`` gives each query's top K rows through ``index``: the index's own
+    top K, or the answer as served (a blend over the index's candidates).
     Without validation queries, the largest candidate."""
     if len(queries) == 0:
         return max(candidates), []
-    want_hr, want_mrr = _search_metrics(exact, queries, targets)
+    want_hr, want_mrr = _search_metrics(exact, queries, targets, rank)
     tried = []
     for ef in sorted(candidates):
         hnsw.ef = ef
-        hr, mrr = _search_metrics(hnsw, queries, targets)
+        hr, mrr = _search_metrics(hnsw, queries, targets, rank)
         tried.append({"ef": ef, "hr@20_cost": round(want_hr - hr, 4), "mrr@20_cost": round(want_mrr - mrr, 4)})
         if want_hr - hr <= max_cost and want_mrr - mrr <= max_cost:
             return ef, tried

@@ -233,6 +233,53 @@ def test_training_writes_a_tuned_blend_bundle_that_serves_it(tmp_path, capsys):
     assert again.manifest["item_neighbours"]["selection"]["tried"] == info["selection"]["tried"]
     np.testing.assert_array_equal(again.item_neighbours().rows, bundle.item_neighbours().rows)
     json.dumps(again.manifest)
+    # HNSW's ef is chosen through the blend as served, beside the model alone's.
+    hnsw, model_hnsw = bundle.manifest["hnsw"], ModelBundle.load(model_only).manifest["hnsw"]
+    selection = hnsw["ef_selection"]
+    assert "served item-neighbour blend" in selection["rule"]
+    assert selection["model_ef"] == model_hnsw["ef"]
+    assert selection["model_selection"] == model_hnsw["ef_selection"]
+    assert hnsw["ef"] == selection["tried"][-1]["ef"] and bundle.serving_ef() == hnsw["ef"]
+    assert again.manifest["hnsw"] == hnsw
+    # --ef-only: a blended bundle of before gets the ef chosen through its blend, nothing else.
+    assert (
+        main(
+            [
+                "neighbours",
+                "--bundle",
+                str(again.path),
+                "--dataset",
+                "generated",
+                *args[:6],
+                "--bundles-dir",
+                str(bundles),
+                "--ef-only",
+            ]
+        )
+        == 0
+    )
+    chosen = ModelBundle.load(capsys.readouterr().out.strip().splitlines()[-1])
+    assert chosen.manifest["derived_from"] == again.version
+    assert chosen.manifest["item_neighbours"] == again.manifest["item_neighbours"]
+    assert chosen.manifest["hnsw"]["ef_selection"]["model_ef"] == model_hnsw["ef"]
+    assert chosen.manifest["hnsw"]["ef"] == hnsw["ef"]
+    assert (
+        main(
+            [
+                "neighbours",
+                "--bundle",
+                str(model_only),
+                "--dataset",
+                "generated",
+                *args[:6],
+                "--bundles-dir",
+                str(bundles),
+                "--ef-only",
+            ]
+        )
+        != 0
+    )
+    assert "has no item-neighbour blend" in capsys.readouterr().err
 
 
 def _saved(table, tmp_path):
