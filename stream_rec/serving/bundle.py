@@ -301,10 +301,13 @@ class ModelBundle:
                               f"{len(self.vocab)}")
         return table
 
-    def serving_ef(self, requested: int | None = None) -> int:
+    def serving_ef(self, requested: int | None = None, blended: bool = True) -> int:
         """The HNSW ef to serve with: ``requested`` unless 0/None, else the manifest's (chosen on
-        validation when the bundle was written), else HnswParams.ef."""
-        return requested or int(self.manifest.get("hnsw", {}).get("ef", HnswParams.ef))
+        validation when the bundle was written), else HnswParams.ef. A blended bundle's ef was
+        chosen through its blend; served without it (``blended`` False), the model alone's."""
+        hnsw = self.manifest.get("hnsw", {})
+        model_ef = None if blended else (hnsw.get("ef_selection") or {}).get("model_ef")
+        return requested or int(model_ef or hnsw.get("ef", HnswParams.ef))
 
     def index(self, kind: str = "hnsw", ef: int | None = None, threads: int = 1) -> CandidateIndex:
         """The candidate index over this bundle's item vectors (HNSW, or exact as the reference)."""

@@ -119,8 +119,10 @@ def serving_index(
 
 
 def served_ef(bundle: ModelBundle, settings: Settings) -> int:
-    """HNSW ef as served: the bundle's validated ef (or --hnsw-ef), raised to :func:`ef_floor`."""
-    return max(bundle.serving_ef(settings.hnsw_ef), ef_floor(settings, bundle))
+    """HNSW ef as served: the bundle's validated ef (or --hnsw-ef; the model alone's when its
+    blend is off), raised to :func:`ef_floor`."""
+    blended = _blend_choice(bundle, settings)[0] is not None
+    return max(bundle.serving_ef(settings.hnsw_ef, blended), ef_floor(settings, bundle))
 
 
 def serving_encoder(bundle: ModelBundle, settings: Settings) -> SessionEncoder:

@@ -241,6 +241,12 @@ def test_training_writes_a_tuned_blend_bundle_that_serves_it(tmp_path, capsys):
     assert selection["model_selection"] == model_hnsw["ef_selection"]
     assert hnsw["ef"] == selection["tried"][-1]["ef"] and bundle.serving_ef() == hnsw["ef"]
     assert again.manifest["hnsw"] == hnsw
+    from stream_rec.serving.compose import ef_floor, served_ef
+
+    on = Settings(bundles_dir=str(bundles))
+    off = Settings(bundles_dir=str(bundles), cooccurrence_weight=0.0)  # the model alone's ef
+    assert served_ef(bundle, on) == max(hnsw["ef"], ef_floor(on, bundle))
+    assert served_ef(bundle, off) == max(model_hnsw["ef"], ef_floor(off, bundle))
     # --ef-only: a blended bundle of before gets the ef chosen through its blend, nothing else.
     assert (
         main(
