@@ -255,6 +255,7 @@ async def _live(settings: Settings, base: Path, o: LearnBenchOptions, run: Path)
         "updates": {
             "published": sum(1 for x in outs if x.published is not None),
             "refused": sum(1 for x in outs if x.decision and not x.decision.publish),
+            "items_only": sum(1 for x in outs if x.fallback is not None and x.published),
             "skipped": sum(1 for x in outs if x.skipped),
         },
         "update_s_mean": round(float(np.mean([x.seconds for x in outs if not x.skipped])), 1)

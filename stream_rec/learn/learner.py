@@ -13,6 +13,10 @@ An update, from the bundle in service (the newest valid one, or the learner's ow
    merged with the old one, popularity with the window's counts added). The bundle is written
    in a hidden staging directory and renamed into place: workers polling the bundles
    directory swap to it; a crash or a refused update leaves the old one in service.
+4. when the guard refuses the fine-tuned candidate and items were admitted, the serving model
+   with only the new items' rows added is guarded the same way and published if it passes
+   (``items_only`` in the bundle's training info): a new item waits for one update interval,
+   not for a fine-tune the guard accepts.
 """
 
 from __future__ import annotations
@@ -80,6 +84,9 @@ class UpdateOutcome:
     published: Path | None = None
     decision: GuardDecision | None = None
     skipped: str | None = None  # why no candidate was trained
+    # When the guard refused the fine-tuned candidate and items were admitted: the serving model
+    # with only the new items' rows added, guarded the same way (published when it passes).
+    fallback: GuardDecision | None = None
     items_added: int = 0
     sessions: int = 0  # new sessions since the previous update
     stats: UpdateStats | None = None
@@ -160,9 +167,11 @@ class Learner:
         new_ids = admit(
             new_item_counts(everything, vocab), self.opts.min_count, self.opts.max_new_items
         )
+        rows_only = None  # the serving model with the new rows alone: the fallback candidate
         if new_ids:
             rows = initial_rows(model, vocab, new_ids, everything, self.opts.init)
             model, vocab = grow(model, vocab, new_ids, rows)
+            rows_only = copy.deepcopy(model)
         out.items_added = len(new_ids)
         lap("grow")
         cfg = self.opts.update
@@ -187,8 +196,21 @@ class Learner:
         out.decision = guard(
             (model, vocab), (serving_model, bundle.vocab), held_arrays, self.opts.margin, blends
         )
+        if not out.decision.publish and rows_only is not None:
+            # New items should not wait for a fine-tune the guard accepts: their rows alone, on
+            # the serving model's weights, are guarded the same way.
+            out.fallback = guard(
+                (rows_only, vocab),
+                (serving_model, bundle.vocab),
+                held_arrays,
+                self.opts.margin,
+                blends,
+            )
+            if out.fallback.publish:
+                model, out.stats = rows_only, None
         lap("guard")
-        if out.decision.publish:  # a failed publish leaves the mark: the next update retries
+        if out.decision.publish or (out.fallback is not None and out.fallback.publish):
+            # a failed publish leaves the mark: the next update retries
             out.published = self._publish(bundle, model, vocab, train_new, out, merged)
             self.serving = out.published
             prune_learned(self.bundles_dir, self.opts.keep_local, keep={out.published, bundle.path})
@@ -210,7 +232,18 @@ class Learner:
                 f"update: {out.sessions:,} new sessions, +{out.items_added} items, guard on "
                 f"{d.cases:,} held-out cases: candidate {d.candidate_hr:.2f}/{d.candidate_mrr:.2f} "
                 f"vs serving {d.serving_hr:.2f}/{d.serving_mrr:.2f} (HR@20/MRR@20): "
-                + (f"published {out.published.name}" if out.published else f"refused, {d.reason}")
+                + (
+                    f"published {out.published.name}"
+                    if out.published and d.publish
+                    else f"refused, {d.reason}"
+                    + (
+                        ""
+                        if out.fallback is None
+                        else "; the new items' rows alone on the serving model: "
+                        f"{out.fallback.candidate_hr:.2f}/{out.fallback.candidate_mrr:.2f}, "
+                        + (f"published {out.published.name}" if out.published else "refused")
+                    )
+                )
                 + f" ({out.seconds:.1f}s)"
             )
         return out
@@ -228,6 +261,7 @@ class Learner:
         from ..model.bundle_writer import with_item_neighbours, write_bundle
 
         staging = self.bundles_dir / STAGING
+        decision = out.fallback if out.stats is None else out.decision  # the one that published
         hnsw_info = base.manifest.get("hnsw", {})
         hnsw = HnswParams(
             **{f.name: hnsw_info[f.name] for f in fields(HnswParams) if f.name in hnsw_info}
@@ -237,11 +271,12 @@ class Learner:
             "base": base.version,
             "sessions": out.sessions,
             "events": sum(len(s) for s in sessions),
-            "epochs": self.opts.update.epochs,
+            "epochs": self.opts.update.epochs if out.stats else 0,
             "update": asdict(out.stats) if out.stats else None,
+            "items_only": out.stats is None,  # the fine-tune refused: the new rows alone
             "items_added": out.items_added,
             "window_sessions": len(self.window),
-            "guard": out.decision.as_dict() if out.decision else None,
+            "guard": decision.as_dict() if decision else None,
         }
         staged = write_bundle(
             staging,

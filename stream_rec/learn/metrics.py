@@ -27,7 +27,8 @@ class LearnerMetrics:
         self.window = Gauge(f"{_P}_window_sessions", "Sessions in the window.", registry=r)
         self.updates = PromCounter(
             f"{_P}_updates",
-            "Updates by outcome: published, refused (guard), skipped.",
+            "Updates by outcome: published, items_only (the fine-tune refused by the guard, "
+            "the new items' rows published alone), refused (guard), skipped.",
             ["outcome"],
             registry=r,
         )
@@ -49,6 +50,8 @@ class LearnerMetrics:
 
     def record(self, out: UpdateOutcome) -> None:
         outcome = "skipped" if out.skipped else ("published" if out.published else "refused")
+        if out.published and out.fallback is not None:
+            outcome = "items_only"
         self.updates.labels(outcome).inc()
         if not out.skipped:
             self.update_seconds.observe(out.seconds)

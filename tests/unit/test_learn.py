@@ -329,6 +329,51 @@ def test_a_refused_update_changes_nothing(base_bundle, tmp_path):
     assert learner.serving == base_bundle
 
 
+def test_a_refused_fine_tune_still_publishes_the_new_items_rows(base_bundle, tmp_path, monkeypatch):
+    """The guard refuses a fine-tune that broke the model; the serving model with the admitted
+    items' rows alone passes the same guard and is published: the new item is recommendable."""
+    import torch
+
+    import stream_rec.learn.learner as learner_module
+
+    real = learner_module.fine_tune
+
+    def broken(model, *args, **kwargs):
+        stats = real(model, *args, **kwargs)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if not name.startswith("item_emb"):
+                    p.copy_(torch.randn_like(p) * 3)
+        return stats
+
+    monkeypatch.setattr(learner_module, "fine_tune", broken)
+    learner = _learner(base_bundle, tmp_path, margin=0.5)
+    for s in _with_new_item(np.random.default_rng(2), 200):
+        for e in s:
+            learner.observe(e)
+    out = learner.update()
+    assert out.decision is not None and not out.decision.publish, out.decision
+    assert out.fallback is not None and out.fallback.publish, out.fallback
+    assert out.published is not None and out.items_added == 1 and out.stats is None
+    bundle = ModelBundle.load(out.published)
+    assert bundle.vocab.item_ids[-1] == "fresh"
+    training = bundle.manifest["training"]
+    assert training["items_only"] is True and training["epochs"] == 0
+    assert training["guard"] == out.fallback.as_dict()
+    model = load_model(bundle)
+    base = load_model(ModelBundle.load(base_bundle))
+    for name, p in base.state_dict().items():  # the serving weights, only the table grew
+        if not name.startswith("item_emb"):
+            assert torch.equal(p, model.state_dict()[name]), name
+    probe = [session_arrays(_events(["i3", "i4", "i5", "fresh"], "p"))]
+    assert ranks(model, prefix_cases(probe, bundle.vocab, 64, 12))[2] >= 1  # in the top 20
+    from stream_rec.learn.metrics import LearnerMetrics
+
+    metrics = LearnerMetrics()
+    metrics.record(out)
+    assert b'stream_rec_learner_updates_total{outcome="items_only"} 1.0' in metrics.exposition()
+
+
 def test_a_blend_bundle_is_guarded_and_published_as_served(base_bundle, tmp_path):
     from stream_rec.core.item_neighbours import ItemNeighbours
     from stream_rec.learn.cases import ItemBlend
