@@ -30,6 +30,7 @@ __all__ = [
     "item_knn",
     "item_blended_search",
     "last_known_rows",
+    "merged_entries",
     "recent_weights",
     "DEFAULT_CANDIDATES",
     "MAX_RECENT",
@@ -189,7 +190,7 @@ def recent_weights(last_rows: np.ndarray) -> np.ndarray:
     return w / np.where(total > 0, total, 1.0)
 
 
-def _merged(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def merged_entries(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's repeated items summed into one entry (the others become row 0, score 0); the
     entries come out in item order. One sort of (item, column) packed keys: cheaper than argsort."""
     k = rows.shape[1]
@@ -255,7 +256,7 @@ def item_blended_search(
             ],
             axis=1,
         )
-        nb_rows, nb_scores = _merged(nb_rows, nb_scores)
+        nb_rows, nb_scores = merged_entries(nb_rows, nb_scores)
     if exclude is not None:
         for b, ex in enumerate(exclude):
             if ex is not None and len(ex):

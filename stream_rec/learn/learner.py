@@ -9,8 +9,8 @@ An update, from the bundle in service (the newest valid one, or the learner's ow
    (:mod:`.vocab`), so the vocabulary and the HNSW index grow;
 3. the guard (:mod:`.guard`) scores the candidate and the serving model on the held-out
    sessions; only a candidate within ``margin`` points is written, as a new bundle version
-   (model, item vectors, HNSW index, the item-neighbour table rebuilt from the window and
-   merged with the old one, popularity with the window's counts added). The bundle is written
+   (model, item vectors, HNSW index, the item-neighbour table updated by the window
+   (:mod:`.table`), popularity with the window's counts added). The bundle is written
    in a hidden staging directory and renamed into place: workers polling the bundles
    directory swap to it; a crash or a refused update leaves the old one in service.
 4. when the guard refuses the fine-tuned candidate and items were admitted, the serving model
@@ -40,6 +40,7 @@ from ..serving.bundle import HnswParams, ModelBundle, bundles_newest_first
 from ..serving.compose import logit_scale
 from .cases import ItemBlend
 from .guard import DEFAULT_MARGIN, GuardDecision, guard
+from .table import table_sessions, updated_table
 from .update import UpdateConfig, UpdateStats, fine_tune, replay_sample
 from .vocab import admit, grow, initial_rows, item_ids, new_item_counts
 from .window import SessionWindow
@@ -190,7 +191,9 @@ class Learner:
         blends: tuple[ItemBlend | None, ItemBlend | None] = (None, None)
         merged = None
         if table is not None:  # both scored as served: the candidate with the table it would carry
-            merged = _merged_table(table, vocab, everything)
+            merged = updated_table(
+                table, table_sessions(bundle.manifest), vocab, _rows(everything, vocab)
+            )
             weight, scale = bundle.item_neighbours_weight, logit_scale(bundle)
             blends = (ItemBlend(merged, weight, scale), ItemBlend(table, weight, scale))
         out.decision = guard(
@@ -298,8 +301,10 @@ class Learner:
                 merged,
                 base.item_neighbours_weight,
                 {
-                    "rule": f"weight carried from {base.version}; table of the learner's window, "
-                    "the base table's rows where the window has no neighbours"
+                    "rule": f"weight carried from {base.version}; the base table updated by the "
+                    "learner's window (known items: both rows mixed by their sessions; new "
+                    "items: the window's)",
+                    "sessions": table_sessions(base.manifest) + len(sessions),
                 },
                 note=f"{len(sessions):,} new sessions, table of the window",
             )
@@ -373,16 +378,3 @@ def _popularity(
     rows = np.concatenate(_rows(sessions, vocab) or [np.zeros(0, np.int64)])
     pop += np.bincount(rows[rows > 0], minlength=len(vocab) + 1).astype(np.float32)
     return pop
-
-
-def _merged_table(old: Any, vocab: ItemVocab, sessions: Sequence[Sequence[Event]]) -> Any:
-    from ..core.item_neighbours import ItemNeighbours
-
-    width = int(old.rows.shape[1])
-    fresh = ItemNeighbours.build(
-        _rows(sessions, vocab), len(vocab), n_neighbors=width, candidates=old.candidates
-    ).with_recent(old.recent)
-    empty = (fresh.rows[: old.rows.shape[0]] == 0).all(axis=1)
-    fresh.rows[: old.rows.shape[0]][empty] = old.rows[empty]
-    fresh.scores[: old.rows.shape[0]][empty] = old.scores[empty]
-    return fresh

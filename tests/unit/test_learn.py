@@ -495,3 +495,26 @@ def test_prune_keeps_the_newest_learned_bundles_and_every_trained_one(tmp_path):
     assert all(p.exists() for p in learned[3:]) and not any(p.exists() for p in learned[1:3])
     assert sorted(gone) == sorted(p.name for p in learned[1:3])
     assert prune_learned(tmp_path, keep_newest=0) == []
+
+
+def test_the_learners_table_mixes_old_and_window_rows_by_their_sessions():
+    from stream_rec.core.item_neighbours import ItemNeighbours
+    from stream_rec.core.features import ItemVocab
+    from stream_rec.learn.table import table_sessions, updated_table
+
+    old_sessions = [np.array([1, 2]), np.array([1, 2]), np.array([1, 3])] * 10  # 30 sessions
+    old = ItemNeighbours.build(old_sessions, 4, n_neighbors=3).with_recent(3)
+    vocab = ItemVocab(["a", "b", "c", "d", "new"])  # row 5 is new
+    window = [np.array([1, 4]), np.array([5, 2])] * 5  # 10 sessions
+    table = updated_table(old, 30, vocab, window)
+    assert table.recent == 3 and table.rows.shape == (6, 3)
+    row1 = dict(zip(table.rows[1], table.scores[1]))
+    # item 1: the old neighbours (2 twice as often as 3) at 3/4, the window's (4) at 1/4
+    assert set(row1) - {0} == {2, 3, 4}
+    assert row1[4] == pytest.approx(0.25, abs=1e-6) and row1[2] > row1[3] > 0
+    assert table.scores[1].sum() == pytest.approx(1.0)
+    assert list(table.rows[5][table.rows[5] > 0]) == [2]  # the new item: the window's row
+    assert list(table.rows[3][table.rows[3] > 0]) == [1]  # not in the window: the old row
+    manifest = {"item_neighbours": {"selection": {"sessions": 40}}, "training": {"sessions": 9}}
+    assert table_sessions(manifest) == 40
+    assert table_sessions({"training": {"train_sessions": 27, "sessions": 30}}) == 27
