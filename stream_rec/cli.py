@@ -253,6 +253,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         learn = LearnBenchOptions(update_events=args.learn_events, live_seconds=args.live_seconds,
                                   rate=args.learn_rate, every_s=args.learn_every,
+                                  early_fraction=args.learn_early_fraction,
                                   train_events=args.train_events, epochs=args.epochs)
         print(orjson.dumps(run_learn_bench(settings_from(args), learn)).decode())
         return 0

@@ -337,6 +337,9 @@ def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:
                    "pipeline's throughput with learning on; default 0: none)")
     g.add_argument("--learn-every", type=_positive_float, default=30.0,
                    help="seconds between the live learner's updates (default 30)")
+    g.add_argument("--learn-early-fraction", type=_fraction, default=0.0,
+                   help="the live learner's --early-fraction: an admitted item brings its next "
+                   "update forward to this share of the interval (default 0: off)")
     p.add_argument("--timeout", type=_positive_int, default=300,
                    help="seconds to wait for each phase before giving up (default 300)")
     p.add_argument("--dataset", choices=(*_SPLITS, "events"), default=None,

@@ -41,6 +41,7 @@ class LearnBenchOptions:
     live_seconds: float = 180.0
     rate: float = 300.0
     every_s: float = 30.0
+    early_fraction: float = 0.0  # the live learner's --early-fraction
     run_root: str = "var/bench"
 
 
@@ -166,6 +167,7 @@ async def _live(settings: Settings, base: Path, o: LearnBenchOptions, run: Path)
             every_events=None,
             every_ms=int(o.every_s * 1000),
             update=UpdateConfig(lr=1e-3, threads=1),
+            early_fraction=o.early_fraction,
         ),
         port=0,
     )
@@ -240,6 +242,7 @@ async def _live(settings: Settings, base: Path, o: LearnBenchOptions, run: Path)
         "rate": o.rate,
         "seconds": o.live_seconds,
         "every_s": o.every_s,
+        "early_fraction": o.early_fraction,
         "new_items_seen": len(first_event),
         "new_items_recommended": int(delays.size),
         "delay_s_median": round(float(np.median(delays)), 1) if delays.size else None,

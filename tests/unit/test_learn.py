@@ -498,8 +498,8 @@ def test_prune_keeps_the_newest_learned_bundles_and_every_trained_one(tmp_path):
 
 
 def test_the_learners_table_mixes_old_and_window_rows_by_their_sessions():
-    from stream_rec.core.item_neighbours import ItemNeighbours
     from stream_rec.core.features import ItemVocab
+    from stream_rec.core.item_neighbours import ItemNeighbours
     from stream_rec.learn.table import table_sessions, updated_table
 
     old_sessions = [np.array([1, 2]), np.array([1, 2]), np.array([1, 3])] * 10  # 30 sessions
