@@ -197,6 +197,10 @@ def _add_learn(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--margin", type=float, default=0.5,
                    help="publish unless HR@20 or MRR@20 is this many points below the serving "
                    "model on the held-out sessions (default 0.5)")
+    p.add_argument("--guard-z", type=_non_negative_float, default=1.645,
+                   help="a shortfall counts beyond --margin only by more than this many standard "
+                   "errors of the two models' per-case difference (default 1.645: one-sided 95%%; "
+                   "0: the plain margin)")
     p.add_argument("--early-fraction", type=_fraction, default=0.0,
                    help="with a duration --every: an item reaching --admit-count brings the next "
                    "update forward to this fraction of the interval (default 0: never)")

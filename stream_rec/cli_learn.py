@@ -107,6 +107,7 @@ def cmd_learn(args: argparse.Namespace) -> int:
         min_count=args.admit_count,
         init=args.init,
         margin=args.margin,
+        guard_z=args.guard_z,
         checkpoint_dir=args.checkpoint_dir,
         early_fraction=args.early_fraction,
         keep_local=args.keep_local,

@@ -39,7 +39,7 @@ from ..model.training_data import session_arrays
 from ..serving.bundle import HnswParams, ModelBundle, bundles_newest_first
 from ..serving.compose import logit_scale
 from .cases import ItemBlend
-from .guard import DEFAULT_MARGIN, GuardDecision, guard
+from .guard import DEFAULT_MARGIN, DEFAULT_Z, GuardDecision, guard
 from .table import table_sessions, updated_table
 from .update import UpdateConfig, UpdateStats, fine_tune, replay_sample
 from .vocab import admit, grow, initial_rows, item_ids, new_item_counts
@@ -62,6 +62,7 @@ class LearnOptions:
     max_new_items: int = 10_000  # per update
     init: str = "cooccurrence"
     margin: float = DEFAULT_MARGIN
+    guard_z: float = DEFAULT_Z  # standard errors a shortfall must exceed the margin by
     update: UpdateConfig = field(default_factory=lambda: UpdateConfig(lr=1e-3))
     checkpoint_dir: str | None = None  # weights for a base bundle without weights.pt
     # An item unknown to the bundle in service that reaches min_count makes the next update
@@ -197,7 +198,12 @@ class Learner:
             weight, scale = bundle.item_neighbours_weight, logit_scale(bundle)
             blends = (ItemBlend(merged, weight, scale), ItemBlend(table, weight, scale))
         out.decision = guard(
-            (model, vocab), (serving_model, bundle.vocab), held_arrays, self.opts.margin, blends
+            (model, vocab),
+            (serving_model, bundle.vocab),
+            held_arrays,
+            self.opts.margin,
+            blends,
+            self.opts.guard_z,
         )
         if not out.decision.publish and rows_only is not None:
             # New items should not wait for a fine-tune the guard accepts: their rows alone, on
@@ -208,6 +214,7 @@ class Learner:
                 held_arrays,
                 self.opts.margin,
                 blends,
+                self.opts.guard_z,
             )
             if out.fallback.publish:
                 model, out.stats = rows_only, None

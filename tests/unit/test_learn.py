@@ -164,6 +164,23 @@ def test_guard_publishes_an_equal_model_and_refuses_a_broken_one(trained):
     assert not refused.publish and "HR@20" in refused.reason
     assert refused.serving_hr > refused.candidate_hr + 0.5
     assert not guard((model, vocab), (model, vocab), [], margin=0.5).publish
+    # the shortfall is weighed against its noise: the same cases, the per-case differences
+    assert same.hr_se == 0.0 and refused.hr_se > 0
+    lenient = guard((broken, vocab), (model, vocab), held_out, margin=0.5, z=1_000.0)
+    assert lenient.publish and "standard errors" in lenient.reason
+    gap = refused.serving_hr - refused.candidate_hr
+    z_edge = (gap - 0.5) / refused.hr_se
+    assert not guard((broken, vocab), (model, vocab), held_out, 0.5, z=0.9 * z_edge).publish
+
+
+def test_the_guards_standard_error_is_paired():
+    from stream_rec.learn.guard import _paired_se
+
+    a = np.array([100.0, 0, 100, 0])
+    assert _paired_se(a, a) == 0.0  # the same hits: no doubt about the difference
+    b = np.array([0.0, 0, 100, 0])
+    assert _paired_se(a, b) == pytest.approx(np.std([100, 0, 0, 0], ddof=1) / 2)
+    assert _paired_se(a, b[:3]) > 0  # different case lists: unpaired
 
 
 def test_windows_by_position_and_by_time():
@@ -347,7 +364,7 @@ def test_a_refused_fine_tune_still_publishes_the_new_items_rows(base_bundle, tmp
         return stats
 
     monkeypatch.setattr(learner_module, "fine_tune", broken)
-    learner = _learner(base_bundle, tmp_path, margin=0.5)
+    learner = _learner(base_bundle, tmp_path, margin=0.5, guard_z=0.0)  # 20 held-out sessions
     for s in _with_new_item(np.random.default_rng(2), 200):
         for e in s:
             learner.observe(e)
