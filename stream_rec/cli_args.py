@@ -201,9 +201,9 @@ def _add_learn(sub: argparse._SubParsersAction[CliParser]) -> None:
                    help="a shortfall counts beyond --margin only by more than this many standard "
                    "errors of the two models' per-case difference (default 1.645: one-sided 95%%; "
                    "0: the plain margin)")
-    p.add_argument("--early-fraction", type=_fraction, default=0.0,
+    p.add_argument("--early-fraction", type=_fraction, default=0.5,
                    help="with a duration --every: an item reaching --admit-count brings the next "
-                   "update forward to this fraction of the interval (default 0: never)")
+                   "update forward to this fraction of the interval (default 0.5; 0: never)")
     p.add_argument("--keep-local", type=_non_negative_int, default=5,
                    help="bundles this learner wrote kept in --bundles-dir, older ones deleted "
                    "(trained bundles never; 0 = keep all; default 5)")
@@ -341,9 +341,9 @@ def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:
                    "pipeline's throughput with learning on; default 0: none)")
     g.add_argument("--learn-every", type=_positive_float, default=30.0,
                    help="seconds between the live learner's updates (default 30)")
-    g.add_argument("--learn-early-fraction", type=_fraction, default=0.0,
+    g.add_argument("--learn-early-fraction", type=_fraction, default=0.5,
                    help="the live learner's --early-fraction: an admitted item brings its next "
-                   "update forward to this share of the interval (default 0: off)")
+                   "update forward to this share of the interval (default 0.5, the learner's)")
     p.add_argument("--timeout", type=_positive_int, default=300,
                    help="seconds to wait for each phase before giving up (default 300)")
     p.add_argument("--dataset", choices=(*_SPLITS, "events"), default=None,

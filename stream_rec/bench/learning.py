@@ -41,7 +41,7 @@ class LearnBenchOptions:
     live_seconds: float = 180.0
     rate: float = 300.0
     every_s: float = 30.0
-    early_fraction: float = 0.0  # the live learner's --early-fraction
+    early_fraction: float = 0.5  # the live learner's --early-fraction
     run_root: str = "var/bench"
 
 
