@@ -198,25 +198,22 @@ class Learner:
             )
             weight, scale = bundle.item_neighbours_weight, logit_scale(bundle)
             blends = (ItemBlend(merged, weight, scale), ItemBlend(table, weight, scale))
-        out.decision = guard(
-            (model, vocab),
-            (serving_model, bundle.vocab),
-            held_arrays,
-            self.opts.margin,
-            blends,
-            self.opts.guard_z,
-        )
-        if not out.decision.publish and rows_only is not None:
-            # New items should not wait for a fine-tune the guard accepts: their rows alone, on
-            # the serving model's weights, are guarded the same way.
-            out.fallback = guard(
-                (rows_only, vocab),
+
+        def judged(candidate: Any) -> GuardDecision:
+            return guard(
+                (candidate, vocab),
                 (serving_model, bundle.vocab),
                 held_arrays,
                 self.opts.margin,
                 blends,
                 self.opts.guard_z,
             )
+
+        out.decision = judged(model)
+        if not out.decision.publish and rows_only is not None:
+            # New items should not wait for a fine-tune the guard accepts: their rows alone, on
+            # the serving model's weights, are guarded the same way.
+            out.fallback = judged(rows_only)
             if out.fallback.publish:
                 model, out.stats = rows_only, None
         lap("guard")

@@ -209,25 +209,25 @@ def test_training_writes_a_tuned_blend_bundle_that_serves_it(tmp_path, capsys):
         isinstance(blend["neighbours"], ItemNeighbours) and blend["blend_weight"] == info["weight"]
     )
     assert blend_args(bundle, Settings(bundles_dir=str(bundles), cooccurrence_weight=0.0)) == {}
-    # The same table, weight and figures from the model bundle, by the command: tuned with the
-    # run's selected model from before its refit (which trained on the validation slice).
-    assert (
-        main(
+
+    def neighbours(bundle_path, *extra):
+        return main(
             [
                 "neighbours",
                 "--bundle",
-                str(model_only),
+                str(bundle_path),
                 "--dataset",
                 "generated",
                 *args[:6],
                 "--bundles-dir",
                 str(bundles),
-                "--checkpoint-dir",
-                str(run),
+                *extra,
             ]
         )
-        == 0
-    )
+
+    # The same table, weight and figures from the model bundle, by the command: tuned with the
+    # run's selected model from before its refit (which trained on the validation slice).
+    assert neighbours(model_only, "--checkpoint-dir", str(run)) == 0
     again = ModelBundle.load(capsys.readouterr().out.strip().splitlines()[-1])
     assert again.manifest["item_neighbours"]["weight"] == info["weight"]
     assert again.manifest["item_neighbours"]["selection"]["tried"] == info["selection"]["tried"]
@@ -248,43 +248,13 @@ def test_training_writes_a_tuned_blend_bundle_that_serves_it(tmp_path, capsys):
     assert served_ef(bundle, on) == max(hnsw["ef"], ef_floor(on, bundle))
     assert served_ef(bundle, off) == max(model_hnsw["ef"], ef_floor(off, bundle))
     # --ef-only: a blended bundle of before gets the ef chosen through its blend, nothing else.
-    assert (
-        main(
-            [
-                "neighbours",
-                "--bundle",
-                str(again.path),
-                "--dataset",
-                "generated",
-                *args[:6],
-                "--bundles-dir",
-                str(bundles),
-                "--ef-only",
-            ]
-        )
-        == 0
-    )
+    assert neighbours(again.path, "--ef-only") == 0
     chosen = ModelBundle.load(capsys.readouterr().out.strip().splitlines()[-1])
     assert chosen.manifest["derived_from"] == again.version
     assert chosen.manifest["item_neighbours"] == again.manifest["item_neighbours"]
     assert chosen.manifest["hnsw"]["ef_selection"]["model_ef"] == model_hnsw["ef"]
     assert chosen.manifest["hnsw"]["ef"] == hnsw["ef"]
-    assert (
-        main(
-            [
-                "neighbours",
-                "--bundle",
-                str(model_only),
-                "--dataset",
-                "generated",
-                *args[:6],
-                "--bundles-dir",
-                str(bundles),
-                "--ef-only",
-            ]
-        )
-        != 0
-    )
+    assert neighbours(model_only, "--ef-only") != 0
     assert "has no item-neighbour blend" in capsys.readouterr().err
 
 
