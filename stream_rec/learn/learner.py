@@ -312,6 +312,7 @@ class Learner:
                     "sessions": table_sessions(base.manifest) + len(sessions),
                 },
                 note=f"{len(sessions):,} new sessions, table of the window",
+                hnsw=_carried_hnsw(ModelBundle.load(staged).manifest["hnsw"], base),
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -383,3 +384,10 @@ def _popularity(
     rows = np.concatenate(_rows(sessions, vocab) or [np.zeros(0, np.int64)])
     pop += np.bincount(rows[rows > 0], minlength=len(vocab) + 1).astype(np.float32)
     return pop
+
+
+def _carried_hnsw(staged: dict[str, Any], base: ModelBundle) -> dict[str, Any]:
+    """The staged bundle's HNSW entry (the base's served ef) with the base's ef selection carried
+    over, so served without its blend it still searches at the model alone's ef."""
+    selection = base.manifest.get("hnsw", {}).get("ef_selection")
+    return {**staged, "ef_selection": selection} if selection else dict(staged)

@@ -401,8 +401,14 @@ def test_a_blend_bundle_is_guarded_and_published_as_served(base_bundle, tmp_path
     table = ItemNeighbours.build(
         [base.vocab.rows_for_hashes(s[0]) for s in sessions], len(base.vocab)
     )
+    chosen = {"rule": "test", "model_ef": 48, "tried": []}  # its ef chosen through the blend
     served = with_item_neighbours(
-        base, base_bundle.parent, table.with_recent(3), 0.5, {"rule": "test"}
+        base,
+        base_bundle.parent,
+        table.with_recent(3),
+        0.5,
+        {"rule": "test"},
+        hnsw={**base.manifest["hnsw"], "ef": 20, "ef_selection": chosen},
     )
     learner = _learner(base_bundle, tmp_path, margin=5.0)
     assert learner.serving == served
@@ -423,6 +429,9 @@ def test_a_blend_bundle_is_guarded_and_published_as_served(base_bundle, tmp_path
     nb = new.manifest["item_neighbours"]
     assert nb["weight"] == 0.5 and nb["recent"] == 3 and nb["items"] == len(new.vocab)
     assert new.item_neighbours().rows.shape[0] == len(new.vocab) + 1
+    # the served ef and the model alone's carry over
+    assert new.manifest["hnsw"]["ef"] == 20 and new.manifest["hnsw"]["ef_selection"] == chosen
+    assert new.serving_ef() == 20 and new.serving_ef(blended=False) == 48
 
 
 def test_a_forgotten_user_leaves_the_window(tmp_path):
