@@ -7,7 +7,9 @@ with only new rows added, scored 1.5-11 HR@20 points below the serving bundle on
 held-out sessions, and the guard refused half the updates). So a known item's row is the old
 row and the window's row mixed in proportion to the sessions behind each (each normalised to sum
 1, like Item-KNN over the union of the two corpora, approximately), its best ``N`` kept; a new
-item's row is the window's.
+item's row is the window's. The window's older sessions, mixed in at earlier updates, count
+again at each one: recent sessions weigh more than their number, which a table that follows
+drift can afford.
 """
 
 from __future__ import annotations
