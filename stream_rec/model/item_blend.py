@@ -21,6 +21,7 @@ from ..core.features import ModelInputs
 from ..core.item_neighbours import MAX_RECENT, ItemNeighbours, last_known_rows
 from ..errors import ConfigError
 from ..serving.bundle import ModelBundle
+from ..serving.compose import logit_scale
 from .blend_weight import blended_ranker, choose_blend
 from .examples import Example, Session, pad_examples
 from .validation import held_out_cases
@@ -38,7 +39,7 @@ _ENCODE_BATCH = 512
 
 
 def validation_blend_inputs(
-    bundle: ModelBundle, sessions: Sequence[Session], n_valid: int, encode: bool = True
+    bundle: ModelBundle, sessions: Sequence[Session], n_valid: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(session vectors, target columns, last known item rows) of every prefix of the last
     ``n_valid`` sessions, encoded by the bundle's ONNX encoder (length-sorted batches)."""
@@ -46,17 +47,16 @@ def validation_blend_inputs(
         sessions, n_valid, bundle.vocab, bundle.query_buckets, bundle.max_len
     )
     vectors = np.zeros((len(prefixes), bundle.dim), np.float32)
-    if encode:
-        encoder = bundle.encoder(providers="cpu", intra_op_threads=1)
-        order = np.argsort([len(p[0]) for p in prefixes], kind="stable")
-        for lo in range(0, len(order), _ENCODE_BATCH):
-            part = order[lo : lo + _ENCODE_BATCH]
-            batch = [
-                Example(it, ty, qu, np.zeros(len(it), np.int64))
-                for it, ty, qu in (prefixes[i] for i in part)
-            ]
-            items, types, queries, _ = (t.numpy() for t in pad_examples(batch))
-            vectors[part] = encoder.encode(ModelInputs(items, types, queries))
+    encoder = bundle.encoder(providers="cpu", intra_op_threads=1)
+    order = np.argsort([len(p[0]) for p in prefixes], kind="stable")
+    for lo in range(0, len(order), _ENCODE_BATCH):
+        part = order[lo : lo + _ENCODE_BATCH]
+        batch = [
+            Example(it, ty, qu, np.zeros(len(it), np.int64))
+            for it, ty, qu in (prefixes[i] for i in part)
+        ]
+        items, types, queries, _ = (t.numpy() for t in pad_examples(batch))
+        vectors[part] = encoder.encode(ModelInputs(items, types, queries))
     return vectors, targets, last_known_rows([p[0] for p in prefixes], MAX_RECENT)
 
 
@@ -91,9 +91,9 @@ def add_item_neighbours(
             "the bundle stays the model alone"
         )
         return None
-    vectors, targets, last = validation_blend_inputs(
-        bundle, sessions, n_valid, encode=queries is None
-    )
+    # The bundle's own vectors choose the served ef; the weight is tuned on ``queries`` if given.
+    served, targets, last = validation_blend_inputs(bundle, sessions, n_valid)
+    vectors = served
     if queries is not None:
         if len(queries) != len(targets):
             raise ConfigError(
@@ -106,7 +106,7 @@ def add_item_neighbours(
             "give the run's checkpoint (--checkpoint-dir) to tune on the model before it"
         )
     tuning = ItemNeighbours.build(rows[: len(rows) - n_valid], n_items)
-    scale = _scale(bundle)
+    scale = logit_scale(bundle)
     table_vectors = bundle.item_vectors if item_vectors is None else item_vectors
     recent, weight, tried = choose_blend(vectors, targets, last, tuning, table_vectors, scale)
     say(
@@ -127,9 +127,7 @@ def add_item_neighbours(
         "cases": len(targets),
         "tried": tried,
     }
-    if queries is not None:  # the served ef is chosen on what the bundle serves: its own encoder
-        vectors = validation_blend_inputs(bundle, sessions, n_valid)[0]
-    hnsw = served_hnsw(bundle, vectors, targets, last, tuning.with_recent(recent), weight, say)
+    hnsw = served_hnsw(bundle, served, targets, last, tuning.with_recent(recent), weight, say)
     path = with_item_neighbours(
         bundle,
         bundles_dir,
@@ -168,7 +166,7 @@ def served_hnsw(
             model_selection["model_ef"],
             model_selection.get("model_selection"),
         )
-    rank = blended_ranker(last, table, bundle.item_vectors, _scale(bundle), weight)
+    rank = blended_ranker(last, table, bundle.item_vectors, logit_scale(bundle), weight)
     t0 = time.perf_counter()
     hnsw = HnswIndex.load(bundle.path / HNSW, bundle.item_vectors)
     ef, tried = choose_ef(hnsw, ExactIndex(bundle.item_vectors), vectors, targets, rank=rank)
@@ -232,13 +230,6 @@ def rechoose_ef(
     )
     say(f"bundle with the blend's ef written to {path}")
     return path
-
-
-def _scale(bundle: ModelBundle) -> float:
-    """The logit scale the model's softmax uses (1 for a model without normalised vectors)."""
-    return (
-        float(bundle.manifest.get("scale", 1.0)) if bundle.manifest.get("normalized", True) else 1.0
-    )
 
 
 def _valid_sessions(bundle: ModelBundle, sessions: Sequence[Session], where: str | Path) -> int:
