@@ -100,7 +100,7 @@ class Settings:
     inter_op_threads: int = _f(1, "ONNX Runtime inter-op threads (0 = ORT default).", min=0)
     index: str = _f("hnsw", "Candidate index: hnsw (approximate) or exact (numpy reference).", choices=("hnsw", "exact"))
     hnsw_ef: int = _f(0, "HNSW search breadth ef (>= top_k); 0 = the bundle's, chosen on validation at training time so HNSW costs at most 0.1 points HR@20/MRR@20 against exact search (128 for older bundles).", min=0)
-    index_threads: int = _f(1, "Threads for batched HNSW queries.", min=1)
+    index_threads: int = _f(0, "Threads for batched HNSW queries; 0 = auto: the cores this process may use (its CPU affinity and cgroup quota) shared by the worker processes started together (`--processes`), 1 to 4.", min=0)
     # --- serving -------------------------------------------------------------------------
     top_k: int = _f(20, "Items per recommendation.", min=1)
     filter_purchased: bool = _f(True, "Never recommend items the user already purchased.")

@@ -9,9 +9,8 @@ One invocation runs, against an embedded broker (or ``--bootstrap-servers``):
 3. state size per user and RocksDB size for 1M users, and the encoder and index
    microbenchmarks (:mod:`.micro`).
 
-Progress goes to stderr; :func:`run_bench` returns the summary that the CLI prints as
-one JSON object on its last line. Absolute numbers on a shared machine are noisy:
-compare ``ratio`` (pipeline / relay, measured in the same run).
+Progress goes to stderr; :func:`run_bench` returns the summary that the CLI prints as one JSON
+object on its last line. Numbers on a shared machine are noisy: compare ``ratio`` (pipeline/relay).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..runtime.cores import auto_index_threads
 from ..settings import Settings
 from .served import ServedOptions
 
@@ -282,7 +282,7 @@ def _kafka_run(
                 events_topic=f"{s.events_topic}-bench-{tag}", recs_topic=f"{s.recs_topic}-bench-{tag}",
                 dlq_topic=f"{s.dlq_topic}-bench-{tag}", app_id=f"{s.app_id}-bench-{tag}",
                 partitions=partitions, bundle=str(bundle_path), model_poll_s=0,
-            )
+                index_threads=s.index_threads or auto_index_threads(opts.workers))
             kafka = asyncio.run(_run_kafka_phases(s, opts, broker_pid, gen, partitions, run_dir))
     finally:
         for d in run_dir.glob("worker-*/state"):  # logs and the profile stay; state does not

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StreamRecError
+from ..runtime.cores import auto_index_threads
 from ..settings import Settings
 from .common import say
 
@@ -98,7 +99,8 @@ class Fleet:
         for i in range(n):
             d = run_dir / f"worker-{i}"
             d.mkdir(parents=True, exist_ok=True)
-            s = settings.with_(data_dir=str(d / "state"), worker_port=free_port())
+            s = settings.with_(data_dir=str(d / "state"), worker_port=free_port(),
+                               index_threads=settings.index_threads or auto_index_threads(n))
             self.workers.append(WorkerProcess(s, d))
         self.procs: list[ProcStats] = []
 

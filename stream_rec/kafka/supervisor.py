@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..runtime.cores import auto_index_threads
 from ..settings import Settings
 from .embedded import _die_with_parent
 
@@ -30,12 +31,14 @@ __all__ = ["Supervisor", "child_settings"]
 log = logging.getLogger("stream_rec.supervisor")
 
 
-def child_settings(settings: Settings, i: int) -> Settings:
-    """Worker ``i``'s settings: its own status port and state directory."""
+def child_settings(settings: Settings, i: int, processes: int = 1) -> Settings:
+    """Worker ``i``'s settings: its own status port and state directory, and (``--index-threads``
+    0) its share of the host's cores for search."""
     return dataclasses.replace(
         settings,
         worker_port=settings.worker_port + i,
         data_dir=str(Path(settings.data_dir) / f"proc-{i}"),
+        index_threads=settings.index_threads or auto_index_threads(processes),
     )
 
 
@@ -50,7 +53,8 @@ class Supervisor:
         self._stopping = False
 
     def _spawn(self, i: int) -> None:
-        env = {**os.environ, **child_settings(self.settings, i).to_env(), "PYTHONUNBUFFERED": "1"}
+        child = child_settings(self.settings, i, self.processes)
+        env = {**os.environ, **child.to_env(), "PYTHONUNBUFFERED": "1"}
         self.children[i] = subprocess.Popen(
             [sys.executable, "-m", "stream_rec.cli", "worker"],
             env=env,

@@ -16,6 +16,7 @@ from ..core.item_neighbours import DEFAULT_CANDIDATES
 from ..core.recommender import Recommender, ServingConfig
 from ..core.seams import CandidateIndex, SessionEncoder
 from ..core.session import SessionPolicy
+from ..runtime.cores import auto_index_threads
 from ..settings import Settings
 from .bundle import ModelBundle
 
@@ -115,7 +116,7 @@ def serving_index(
     ``settings.index``): HNSW at the bundle's validated ef (or --hnsw-ef), raised to
     :func:`ef_floor`."""
     return bundle.index(kind=kind or settings.index, ef=served_ef(bundle, settings),
-                        threads=settings.index_threads)
+                        threads=settings.index_threads or auto_index_threads())
 
 
 def served_ef(bundle: ModelBundle, settings: Settings) -> int:
