@@ -115,7 +115,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         repeat=args.repeat, patience=args.patience, lr_decay_every=args.lr_decay_every,
         distill=args.distill, readout=args.readout, positions=args.positions,
         item_dropout=args.item_dropout, recency=args.recency, attend=args.attend,
-        item_neighbours=args.item_neighbours,
+        item_neighbours=args.item_neighbours, refit_soup=args.refit_soup,
         checkpoint_dir=args.checkpoint_dir,
         min_item_count=args.min_item_count, test_days=args.test_days,
     )

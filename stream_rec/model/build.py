@@ -149,6 +149,7 @@ def train_sessions_to_bundle(
         valid_fraction=recipe.valid_fraction,
         max_seconds=recipe.max_minutes * 60.0 if recipe.max_minutes else None,  # 0 = no cap
         negatives=recipe.negatives, patience=recipe.patience, distill=recipe.distill,
+        refit_soup=recipe.refit_soup,
         checkpoint_dir=opts.checkpoint_dir,
     )
     _progress(f"training on {len(sessions):,} sessions, {len(vocab):,} items: {model_cfg}, {train_cfg}")
@@ -190,7 +191,7 @@ def train_sessions_to_bundle(
                 "distill": recipe.distill, "readout": recipe.readout, "positions": recipe.positions,
                 "item_dropout": recipe.item_dropout, "recency": recipe.recency,
                 "attend": recipe.attend, "item_neighbours": recipe.item_neighbours,
-                "valid_fraction": recipe.valid_fraction,
+                "valid_fraction": recipe.valid_fraction, "refit_soup": recipe.refit_soup,
             },
             "history": metrics.history,
             **(extra_info or {}),

@@ -64,6 +64,9 @@ class Recipe:
     item_neighbours: bool = True
     attend: bool = True  # core readout: the newest output queries the weights (a search re-weights)
     distill: float = 0.0  # weight of V-SKNN's distribution in the training target (model/distill)
+    # Refits averaged after selection when the validation halves say it pays (model/refit.py);
+    # 1 = one refit. The generated recipe keeps 1: its runs are the demo's and the tests'.
+    refit_soup: int = 4
 
 
 # The standard splits (Diginetica, Nowplaying, any `sessions` split): Adam 1e-3 decayed x0.1 every
@@ -77,7 +80,7 @@ _STANDARD = Recipe(
     epochs=20, batch_size=128, lr_decay_every=5, max_minutes=60.0, negatives=8192, distill=0.5
 )
 RECIPES: dict[str, Recipe] = {
-    "generated": Recipe(epochs=8, max_minutes=10.0),
+    "generated": Recipe(epochs=8, max_minutes=10.0, refit_soup=1),
     "diginetica": _STANDARD,
     "nowplaying": _STANDARD,
     "sessions": _STANDARD,
@@ -118,6 +121,7 @@ class TrainOptions:
     recency: bool | None = None
     attend: bool | None = None
     item_neighbours: bool | None = None
+    refit_soup: int | None = None
     max_sessions: int | None = None  # train on the LAST n training sessions only (quick runs)
     min_item_count: int = 5  # --dataset events: the protocol's filter
     test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
@@ -150,6 +154,7 @@ class TrainOptions:
                 "recency",
                 "attend",
                 "item_neighbours",
+                "refit_soup",
             )
             if getattr(self, name) is not None
         }

@@ -76,6 +76,7 @@ class TrainConfig:
     # After selection, one chronological pass over the held-out sessions at the final learning
     # rate: they are the most recent data, and the test slice follows them in time.
     refit: bool = True
+    refit_soup: int = 1  # refits averaged (model/refit.py), when the validation halves agree
     # Distillation (model/distill.py): weight of V-SKNN's next-item distribution in the target;
     # 0 = off. Its teacher keeps the best ``distill_candidates`` items per position.
     distill: float = 0.0
@@ -212,7 +213,7 @@ def train_model(
                 decays = (metrics.best_epoch - 1) // tc.lr_decay_every if tc.lr_decay_every > 0 else 0
                 decayed = tc.lr * tc.lr_decay_gamma ** max(decays, 1 if tc.lr_decay_every > 0 else 0)
                 report = refit(model, train_f, valid_f, (decayed, tc.lr), tc.batch_size, tc.negatives,
-                               tc.weight_decay, progress)
+                               tc.weight_decay, progress, soup=tc.refit_soup, seed=tc.seed)
                 metrics.refit_seconds, metrics.refit = report.seconds, asdict(report)
     finally:
         torch.set_num_threads(threads_before)

@@ -3,11 +3,21 @@ co-occurring items, and the refit's rate is chosen on the validation slice's hal
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
-from stream_rec.model.refit import cooccurrence_init, refit, untouched_rows
+from stream_rec.model.examples import training_examples
+from stream_rec.model.refit import (
+    _passes,
+    average_weights,
+    cooccurrence_init,
+    refit,
+    untouched_rows,
+)
 from stream_rec.model.sasrec import SASRecConfig, SessionTransformer
+from stream_rec.model.validation import selection_score
 
 
 def rows(*items: int):
@@ -61,3 +71,53 @@ def test_one_candidate_rate_and_pass_skips_the_halves():
         m, [rows(1, 2, 3)], [rows(1, 2, 3), rows(2, 3)], (1e-3,), 4, 0, 0.0, max_passes=1
     )
     assert report.lr == 1e-3 and report.passes == 1 and report.half_scores == {}
+
+
+def test_average_weights_averages_floats_and_keeps_counters():
+    a = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(5)}
+    b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(9)}
+    out = average_weights([a, b])
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and int(out["n"]) == 5
+    assert average_weights([a])["w"] is a["w"]
+
+
+SOUP_VALID = [rows(1, 2, 11, 3), rows(2, 11, 3), rows(4, 5, 6), rows(6, 7, 11), rows(1, 2, 3)] * 2
+SOUP_TRAIN = [rows(1, 2, 3, 4), rows(2, 3, 4, 5), rows(5, 6, 7)] * 3
+
+
+def _soup(seed: int) -> tuple[SessionTransformer, object]:
+    m = model()  # the blocks' dropout makes the members differ
+    report = refit(m, SOUP_TRAIN, SOUP_VALID, (1e-2,), 4, 0, 0.0, max_passes=2, soup=3, seed=seed)
+    return m, report
+
+
+def test_a_soup_is_decided_on_the_halves_and_is_the_members_average():
+    m, report = _soup(seed=3)
+    key = f"{report.lr:g} x{report.passes}"
+    assert {f"{key} single", f"{key} soup of 3"} <= set(report.half_scores)
+    one, avg = report.half_scores[f"{key} single"], report.half_scores[f"{key} soup of 3"]
+    assert report.soup == (3 if selection_score(*avg) > selection_score(*one) else 1)
+    # the members again, by hand: the refitted model is their average (or the first alone)
+    start = model()
+    cooccurrence_init(start, untouched_rows(SOUP_TRAIN, 12), SOUP_VALID)
+    members = [copy.deepcopy(start) for _ in range(report.soup)]
+    examples = training_examples(SOUP_VALID, start.config.max_len)
+    for i, member in enumerate(members):
+        torch.manual_seed(3 + i)
+        _passes(member, examples, report.lr, report.passes, 4, 0, 0.0)
+    want = average_weights([x.state_dict() for x in members])
+    for name, value in m.state_dict().items():
+        assert torch.allclose(value, want[name], atol=1e-6), name
+
+
+def test_a_soup_is_deterministic_for_its_seed():
+    a, _ = _soup(seed=5)
+    b, _ = _soup(seed=5)
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def test_one_refit_records_no_soup():
+    m = model()
+    report = refit(m, SOUP_TRAIN, SOUP_VALID, (1e-2,), 4, 0, 0.0, max_passes=2)
+    assert report.soup == 1 and not any("soup" in k for k in report.half_scores)
