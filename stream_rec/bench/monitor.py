@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from ..errors import StreamRecError
-from ..runtime.cores import auto_index_threads
 from ..settings import Settings
 from .common import say
 
@@ -99,8 +98,7 @@ class Fleet:
         for i in range(n):
             d = run_dir / f"worker-{i}"
             d.mkdir(parents=True, exist_ok=True)
-            s = settings.with_(data_dir=str(d / "state"), worker_port=free_port(),
-                               index_threads=settings.index_threads or auto_index_threads(n))
+            s = settings.with_(data_dir=str(d / "state"), worker_port=free_port())
             self.workers.append(WorkerProcess(s, d))
         self.procs: list[ProcStats] = []
 
