@@ -181,7 +181,8 @@ def refit(
         negatives,
         weight_decay,
     )
-    model.load_state_dict(average_weights([m.state_dict() for m in members]))
+    if len(members) > 1:
+        model.load_state_dict(average_weights([m.state_dict() for m in members]))
     report.seconds = time.perf_counter() - t0
     if progress is not None:
         halves = ", ".join(
