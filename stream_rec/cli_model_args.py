@@ -78,6 +78,9 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--refit-soup", type=_positive_int, default=None, metavar="K",
                    help="after selection, average K refits on the validation slice (seeds differ) when its "
                    "halves say the average beats one; 1 = one refit (default: per data set)")
+    p.add_argument("--global-neighbours", type=_non_negative_int, default=None, metavar="K",
+                   help="the encoder's global item graph: each item's K Item-KNN neighbours mixed into its "
+                   "embedding by a learned gate (GCE-GNN), 0 = off (default: per data set)")
     p.add_argument("--item-neighbours", action=argparse.BooleanOptionalAction, default=None,
                    help="after the model bundle, a second version that blends an item-neighbour table if it "
                    "helps on validation (default: per data set, on)")

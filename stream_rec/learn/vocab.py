@@ -103,5 +103,9 @@ def grow(
     state = dict(model.state_dict())
     old = state["item_emb.weight"]
     state["item_emb.weight"] = torch.cat((old, torch.from_numpy(np.asarray(rows, np.float32))), 0)
+    for name in ("neighbour_rows", "neighbour_weights"):  # the global item graph: no neighbours
+        if name in state:
+            pad = state[name].new_zeros((len(rows), state[name].shape[1]))
+            state[name] = torch.cat((state[name], pad), 0)
     grown.load_state_dict(state)
     return grown.train(model.training), grown_vocab

@@ -192,6 +192,7 @@ def train_sessions_to_bundle(
                 "item_dropout": recipe.item_dropout, "recency": recipe.recency,
                 "attend": recipe.attend, "item_neighbours": recipe.item_neighbours,
                 "valid_fraction": recipe.valid_fraction, "refit_soup": recipe.refit_soup,
+                "global_neighbours": recipe.global_neighbours,
             },
             "history": metrics.history,
             **(extra_info or {}),

@@ -107,6 +107,7 @@ def write_bundle(
     """
     from ..runtime.index import HnswIndex
     from .export import INPUT_NAMES, OPSET, OUTPUT_NAME, check_onnx_parity, export_onnx
+    from .global_items import encoder_view
 
     cfg = model.config
     n = len(vocab)
@@ -122,7 +123,7 @@ def write_bundle(
     now = _utc_now()
     version = version or _version_name(str(training_info.get("data", "model")), now)
     with _atomic_bundle_dir(Path(bundles_dir), version) as tmp:
-        export_onnx(model, tmp / ENCODER)
+        export_onnx(encoder_view(model), tmp / ENCODER)
         save_weights(model, tmp / WEIGHTS)
         parity = check_onnx_parity(model, tmp / ENCODER)
         incremental = _export_incremental(model, tmp)
@@ -186,6 +187,7 @@ def write_bundle(
 def _export_incremental(model: SessionTransformer, directory: Path) -> dict[str, Any] | None:
     """The incremental encoder's graph, checked against PyTorch at every prefix; None (and no
     file) when the model's architecture has none."""
+    from .global_items import encoder_view
     from .incremental import (
         STEP_FILE,
         check_incremental_parity,
@@ -196,7 +198,7 @@ def _export_incremental(model: SessionTransformer, directory: Path) -> dict[str,
 
     if unsupported(model) is not None:
         return None
-    export_incremental(model, directory)
+    export_incremental(encoder_view(model), directory)
     parity = check_incremental_parity(model, directory)
     return {"step": STEP_FILE, "parts": part_names(model), "parity_max_abs_diff": parity}
 

@@ -111,7 +111,8 @@ class StepGraph(nn.Module):
         dh = d // n_heads
         steps = torch.arange(t, device=items.device)
         pos = (past_len.unsqueeze(1) + steps.unsqueeze(0)).clamp(max=cfg.max_len - 1)  # (B, T)
-        x = m.item_emb(items) + m.type_emb(types) + m.query_emb(queries).sum(dim=2) + m.pos_emb(pos)
+        x = m.item_repr(items) + m.type_emb(types) + m.query_emb(queries).sum(dim=2)
+        x = x + m.pos_emb(pos)  # (B, T, D)
         past_real = torch.arange(p, device=idx.device).unsqueeze(0) < past_len.unsqueeze(
             1
         )  # (B, P)
@@ -152,7 +153,7 @@ class StepGraph(nn.Module):
             scores = scores + m.weight_query(h) @ keys.transpose(1, 2) / d**0.5  # (B, T, P + T)
         mask = allowed.to(torch.float32)
         weights = torch.softmax(scores + (1.0 - mask) * _MASKED, dim=-1) * mask  # (B, T, P + T)
-        summed = weights @ m.item_emb(every)  # (B, T, D)
+        summed = weights @ m.item_repr(every)  # (B, T, D)
         session = _session(m, summed, allowed.any(dim=-1, keepdim=True), h)
         new += [rkey, torch.cat((logit, items.to(h.dtype).unsqueeze(-1)), dim=-1)]
         return (session, *new)

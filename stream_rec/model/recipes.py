@@ -67,6 +67,9 @@ class Recipe:
     # Refits averaged after selection when the validation halves say it pays (model/refit.py);
     # 1 = one refit. The generated recipe keeps 1: its runs are the demo's and the tests'.
     refit_soup: int = 4
+    # GCE-GNN's global item graph inside the encoder (model/global_items.py): each item's
+    # Item-KNN neighbours mixed into its embedding by a learned gate; 0 = off.
+    global_neighbours: int = 0
 
 
 # The standard splits (Diginetica, Nowplaying, any `sessions` split): Adam 1e-3 decayed x0.1 every
@@ -122,6 +125,7 @@ class TrainOptions:
     attend: bool | None = None
     item_neighbours: bool | None = None
     refit_soup: int | None = None
+    global_neighbours: int | None = None
     max_sessions: int | None = None  # train on the LAST n training sessions only (quick runs)
     min_item_count: int = 5  # --dataset events: the protocol's filter
     test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
@@ -155,6 +159,7 @@ class TrainOptions:
                 "attend",
                 "item_neighbours",
                 "refit_soup",
+                "global_neighbours",
             )
             if getattr(self, name) is not None
         }
@@ -198,5 +203,5 @@ def model_config_for(opts: TrainOptions, n_items: int) -> SASRecConfig:
         n_heads=recipe.n_heads, ffn_dim=recipe.ffn_dim, dropout=recipe.dropout,
         emb_dropout=recipe.emb_dropout, scale=recipe.scale, repeat=recipe.repeat,
         readout=recipe.readout, positions=recipe.positions, item_dropout=recipe.item_dropout,
-        recency=recipe.recency, attend=recipe.attend,
+        recency=recipe.recency, attend=recipe.attend, global_neighbours=recipe.global_neighbours,
     )

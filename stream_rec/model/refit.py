@@ -13,6 +13,10 @@ Two measured fixes (docs/evaluation.md, "Session 9"):
   1 to 5 passes, score the newer half after each, keep the best, then refit on the whole
   slice the same way. No test data.
 
+With the encoder's global item graph (:mod:`.global_items`) the refit's graph also learns
+the slice's co-occurrences: the halves' trials from the training sessions and the older half,
+the final refit from all of them.
+
 A third (docs/evaluation.md, "Session 12"): **a soup of refits** (Wortsman et al., ICML 2022:
 averaged fine-tunes of one model). ``soup`` refits of the whole slice from the same start, each
 with its own seed for dropout and sampled negatives, and their weights averaged: on Diginetica's
@@ -32,6 +36,7 @@ import numpy as np
 import torch
 
 from .examples import Example, Rows, pad_examples, training_examples
+from .global_items import set_neighbours
 from .sasrec import SessionTransformer
 from .steps import batch_loss
 from .validation import evaluate, selection_score, valid_cases
@@ -143,6 +148,7 @@ def refit(
         for lr in candidates:
             trial = copy.deepcopy(model)
             cooccurrence_init(trial, fresh, older)
+            set_neighbours(trial, _item_rows(train_f, older))
 
             def score(n: int, lr: float = lr, trial: SessionTransformer = trial) -> None:
                 hr, mrr = evaluate(trial, prefixes, targets)
@@ -154,6 +160,7 @@ def refit(
     if soup > 1 and len(targets) and older:  # does averaging pay on the halves?
         start = copy.deepcopy(model)
         cooccurrence_init(start, fresh, older)
+        set_neighbours(start, _item_rows(train_f, older))
         members = _refits(
             start,
             training_examples(list(older), max_len),
@@ -171,6 +178,7 @@ def refit(
         report.half_scores[f"{report.lr:g} x{report.passes} soup of {soup}"] = avg
         report.soup = soup if selection_score(*avg) > selection_score(*one) else 1
     report.rows_initialised = cooccurrence_init(model, fresh, valid_f)
+    set_neighbours(model, _item_rows(train_f, valid_f))
     members = _refits(
         model,
         training_examples(list(valid_f), max_len),
@@ -197,6 +205,12 @@ def refit(
             + f" ({report.seconds:.0f}s)"
         )
     return report
+
+
+def _item_rows(*parts: Sequence[Rows]) -> list[np.ndarray]:
+    """The item rows of every session of ``parts``: the global item graph of a refit learns the
+    newest sessions' co-occurrences too (those it trains on, never those it is scored on)."""
+    return [rows[0] for part in parts for rows in part]
 
 
 def _refits(

@@ -63,6 +63,11 @@ class SASRecConfig:
     # core readout: the read position's output also queries each position's (a learned key), so
     # which earlier items weigh most depends on where the session is now; prefix-consistent too.
     attend: bool = True
+    # GCE-GNN's global item graph inside the encoder: each item entering the Transformer and the
+    # core sum adds a learned share (per dimension) of the mean embedding of its Item-KNN
+    # neighbours (this many, fixed at training time from the training sessions); scoring keeps
+    # the plain table. 0 = off. Exported bundles bake the mixed table in (global_items.py).
+    global_neighbours: int = 0
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
@@ -131,6 +136,9 @@ class Block(nn.Module):
 class SessionTransformer(nn.Module):
     """Left-padded (items, types, queries) -> session vectors; tied item embeddings score them."""
 
+    neighbour_rows: torch.Tensor  # (n_items + 1, K) buffers of the global item graph, if any
+    neighbour_weights: torch.Tensor
+
     def __init__(self, config: SASRecConfig):
         super().__init__()
         self.config = config
@@ -151,6 +159,11 @@ class SessionTransformer(nn.Module):
             if config.attend:
                 self.weight_query = nn.Linear(d, d, bias=False)
                 self.weight_key = nn.Linear(d, d, bias=False)
+        if config.global_neighbours:
+            k = config.global_neighbours
+            self.register_buffer("neighbour_rows", torch.zeros(config.n_items + 1, k, dtype=torch.long))
+            self.register_buffer("neighbour_weights", torch.zeros(config.n_items + 1, k))
+            self.global_gate = nn.Parameter(torch.zeros(d))
         if config.repeat:
             # bonus(t, j) for item j of the session seen from position t: recency and count of
             # the item's most recent occurrence, plus how well the session state matches it.
@@ -166,6 +179,16 @@ class SessionTransformer(nn.Module):
             if emb.padding_idx is not None:
                 with torch.no_grad():
                     emb.weight[emb.padding_idx].zero_()
+
+    def item_repr(self, items: torch.Tensor) -> torch.Tensor:
+        """(...) item rows -> (..., D) their embeddings as the encoder reads them: the table's
+        row plus, with ``global_neighbours``, the gated mean of the row's neighbours."""
+        e = self.item_emb(items)
+        if not self.config.global_neighbours:
+            return e
+        rows, weights = self.neighbour_rows[items], self.neighbour_weights[items]  # (..., K) each
+        mixed = (self.item_emb(rows) * weights.unsqueeze(-1)).sum(dim=-2)  # (..., D)
+        return e + self.global_gate * mixed
 
     def hidden(
         self, items: torch.Tensor, types: torch.Tensor, queries: torch.Tensor, last_only: bool = False,
@@ -185,7 +208,7 @@ class SessionTransformer(nn.Module):
         else:
             pos = (length - 1 - idx).clamp(max=self.config.max_len - 1)  # (L,): last event -> 0
         x = (
-            self.item_emb(items)
+            self.item_repr(items)
             + self.type_emb(types)
             + self.query_emb(queries).sum(dim=2)  # (B, L, Q, D) -> (B, L, D)
             + self.pos_emb(pos)  # (L, D) or (B, L, D)
@@ -232,7 +255,7 @@ class SessionTransformer(nn.Module):
             scores = scores + self.recency_bias(distance).squeeze(-1)  # (B, Lq, L)
         scores = scores.masked_fill(~allowed, _MASKED)  # (B, Lq, L)
         weights = torch.softmax(scores, dim=-1) * allowed  # rows with no item: all zero
-        summed = weights @ self.item_dropout(self.item_emb(items))  # (B, Lq, D)
+        summed = weights @ self.item_dropout(self.item_repr(items))  # (B, Lq, D)
         any_item = allowed.any(dim=-1, keepdim=True)  # (B, Lq, 1)
         return torch.where(any_item, summed, h[:, q_idx])  # no item yet: the output itself
 

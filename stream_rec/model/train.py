@@ -30,6 +30,7 @@ from .examples import (
     pad_teacher,
     training_examples,
 )
+from .global_items import set_neighbours
 from .refit import refit
 from .sasrec import SASRecConfig, SessionTransformer
 from .steps import batch_loss
@@ -203,7 +204,8 @@ def train_model(
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(tc.seed)
-            model = _fit(model_config, tc, examples, prefixes, valid_targets, metrics, progress, t0)
+            model = _fit(model_config, tc, examples, prefixes, valid_targets, metrics, progress, t0,
+                         graph=[rows[0] for rows in train_f])
             if tc.refit and n_valid:
                 # The refit trains on the validation slice: what is tuned on it after training
                 # (the item blend's weight) must see the selected model as it was before.
@@ -230,9 +232,15 @@ def _fit(
     metrics: TrainMetrics,
     progress: Callable[[str], None] | None,
     t0: float,
+    graph: Sequence[np.ndarray] = (),
 ) -> SessionTransformer:
     rng = np.random.default_rng(tc.seed)
     model = SessionTransformer(cfg)
+    if cfg.global_neighbours:  # the encoder's global item graph, from the training sessions only
+        linked = set_neighbours(model, graph)
+        if progress is not None:
+            progress(f"global item graph: {linked:,} of {cfg.n_items:,} items have neighbours "
+                     f"(up to {cfg.global_neighbours} each)")
     optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = (
         torch.optim.lr_scheduler.StepLR(optimizer, tc.lr_decay_every, tc.lr_decay_gamma)

@@ -1,0 +1,193 @@
+"""The encoder's global item graph (GCE-GNN's idea, model/global_items.py): each item the encoder
+reads is its row plus a learned share of its Item-KNN neighbours' rows. What is trained at every
+prefix is what the exported graphs (full and incremental, with the mixed table baked in) serve;
+an untrained gate is the plain model; the table, a resumed run, the refit and vocabulary growth
+keep it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from stream_rec.model import SessionTransformer, TorchEncoder, TrainConfig, build_vocab, train_model  # noqa: E402
+from stream_rec.model.export import check_onnx_parity, export_onnx, random_inputs  # noqa: E402
+from stream_rec.model.global_items import encoder_view, mixed_table, set_neighbours  # noqa: E402
+from stream_rec.model.incremental import check_incremental_parity, export_incremental  # noqa: E402
+
+from .tiny_model import successor_corpus, tiny_config  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+N_ITEMS, LENGTH, K = 60, 12, 4  # tiny_config's max_len is 12
+
+
+def _graph_sessions(seed: int = 0) -> list[np.ndarray]:
+    """Sessions of item rows in which items i, i+1, i+2 (mod N_ITEMS) co-occur."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(1, N_ITEMS + 1, size=400)
+    return [np.array([(s + j - 1) % N_ITEMS + 1 for j in range(3)], np.int64) for s in starts]
+
+
+def _model(seed: int = 0, spread: bool = True) -> SessionTransformer:
+    torch.manual_seed(seed)
+    model = SessionTransformer(tiny_config(N_ITEMS, n_layers=2, global_neighbours=K))
+    set_neighbours(model, _graph_sessions())
+    if spread:  # untrained weights and a zero gate would hide the graph; spread them
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.3)
+    return model.eval()
+
+
+def _tensors(batch: int, length: int, seed: int) -> tuple[torch.Tensor, ...]:
+    inputs = random_inputs(N_ITEMS, 64, batch, length, seed, lengths=[length] * batch)
+    return tuple(torch.from_numpy(a) for a in (inputs.items, inputs.types, inputs.queries))
+
+
+def test_the_table_holds_co_occurring_items_with_weights_summing_to_one():
+    model = _model(spread=False)
+    rows, weights = model.neighbour_rows.numpy(), model.neighbour_weights.numpy()
+    assert rows.shape == weights.shape == (N_ITEMS + 1, K)
+    assert (rows[0] == 0).all() and (weights[0] == 0).all()  # row 0 ("no item") has none
+    for item in range(1, N_ITEMS + 1):
+        linked = set(rows[item][weights[item] > 0].tolist())
+        around = {(item - 1 + d) % N_ITEMS + 1 for d in (-2, -1, 1, 2)}
+        assert linked and linked <= around, item
+        assert weights[item].sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_an_untrained_gate_is_the_plain_model():
+    model = _model(spread=False)
+    plain = SessionTransformer(tiny_config(N_ITEMS, n_layers=2)).eval()
+    state = {k: v for k, v in model.state_dict().items() if k in plain.state_dict()}
+    plain.load_state_dict(state)
+    items, types, queries = _tensors(5, LENGTH, seed=1)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.position_vectors(items, types, queries),
+            plain.position_vectors(items, types, queries),
+            atol=0,
+            rtol=0,
+        )
+
+
+def test_every_prefix_is_trained_as_it_is_served():
+    model = _model()
+    items, types, queries = _tensors(6, LENGTH, seed=2)
+    with torch.no_grad():
+        every = model.position_vectors(items, types, queries)
+        for t in range(1, LENGTH + 1):
+            served = model.session_vector(items[:, :t], types[:, :t], queries[:, :t])
+            torch.testing.assert_close(served, every[:, t - 1], atol=2e-6, rtol=0)
+
+
+def test_the_graph_moves_session_vectors_and_only_the_encoder_reads_it():
+    model = _model()
+    assert model.global_gate.abs().sum() > 0
+    view = encoder_view(model)
+    assert view is not model and view.config.global_neighbours == 0
+    # Scoring keeps the plain table; the view's table is the mixed one.
+    torch.testing.assert_close(view.item_emb.weight, mixed_table(model), atol=0, rtol=0)
+    assert (view.item_emb.weight - model.item_emb.weight).abs().max() > 1e-2
+    items, types, queries = _tensors(5, LENGTH, seed=3)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            view.session_vector(items, types, queries),
+            model.session_vector(items, types, queries),
+            atol=2e-6,
+            rtol=0,
+        )
+    plain = SessionTransformer(tiny_config(N_ITEMS, n_layers=2)).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if k in plain.state_dict()})
+    with torch.no_grad():
+        moved = plain.session_vector(items, types, queries) - model.session_vector(
+            items, types, queries
+        )
+    assert moved.abs().max() > 1e-2
+    assert encoder_view(plain) is plain
+
+
+def test_onnx_of_the_view_matches_the_model_at_every_prefix_length(tmp_path):
+    model = _model()
+    path = export_onnx(encoder_view(model), tmp_path / "encoder.onnx")
+    worst = check_onnx_parity(
+        model, path, shapes=[(5, n) for n in range(1, LENGTH + 1)] + [(3, 30)], atol=1e-5
+    )
+    assert worst <= 1e-5
+
+
+def test_the_incremental_graph_of_the_view_matches_the_model(tmp_path):
+    model = _model()
+    export_incremental(encoder_view(model), tmp_path)
+    assert check_incremental_parity(model, tmp_path) <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    sessions, ids = successor_corpus(300, 80, mixed=True)
+    vocab = build_vocab(ids)
+    run = tmp_path_factory.mktemp("run")
+    config = TrainConfig(
+        epochs=2,
+        batch_size=32,
+        lr=3e-3,
+        seed=0,
+        threads=1,
+        patience=0,
+        negatives=40,
+        checkpoint_dir=str(run),
+    )
+    lines: list[str] = []
+    model, metrics = train_model(
+        sessions, vocab, tiny_config(len(vocab), global_neighbours=K), config, progress=lines.append
+    )
+    return model, vocab, sessions, config, lines
+
+
+def test_training_builds_the_graph_and_learns_its_gate(trained):
+    model, vocab, _, _, lines = trained
+    assert any(line.startswith("global item graph: ") for line in lines)
+    assert (model.neighbour_rows[1:, 0] > 0).sum() > len(vocab) // 2
+    assert model.global_gate.abs().max() > 0
+
+
+def test_a_resumed_run_keeps_the_graph(trained):
+    model, vocab, sessions, config, _ = trained
+    lines: list[str] = []
+    again, _ = train_model(
+        sessions, vocab, tiny_config(len(vocab), global_neighbours=K), config, progress=lines.append
+    )
+    assert any(line.startswith("resumed from") for line in lines)
+    for name in ("neighbour_rows", "neighbour_weights", "global_gate"):
+        torch.testing.assert_close(
+            again.state_dict()[name], model.state_dict()[name], atol=0, rtol=0
+        )
+
+
+def test_the_refit_graph_includes_the_validation_slice(trained):
+    # The refit (train_model's last step) rebuilds the graph from every session it may learn.
+    model, vocab, sessions, _, _ = trained
+    from stream_rec.model.examples import featurize_sessions
+
+    rows = [f[0] for f in featurize_sessions(sessions, vocab, model.config.query_buckets)]
+    fresh = SessionTransformer(model.config)
+    set_neighbours(fresh, rows)
+    torch.testing.assert_close(model.neighbour_rows, fresh.neighbour_rows, atol=0, rtol=0)
+
+
+def test_a_grown_vocabulary_gives_new_items_no_neighbours(trained):
+    from stream_rec.learn.vocab import grow
+
+    model, vocab, _, _, _ = trained
+    rows = np.zeros((2, model.config.dim), np.float32)
+    grown, grown_vocab = grow(model, vocab, ["new-a", "new-b"], rows)
+    assert grown.neighbour_rows.shape == (len(grown_vocab) + 1, K)
+    assert (grown.neighbour_rows[-2:] == 0).all() and (grown.neighbour_weights[-2:] == 0).all()
+    torch.testing.assert_close(grown.neighbour_rows[: len(vocab) + 1], model.neighbour_rows)
+    x = random_inputs(len(vocab), 64, 4, 6, seed=5)
+    want = TorchEncoder(model).encode(x)
+    torch.testing.assert_close(
+        torch.from_numpy(TorchEncoder(grown).encode(x)), torch.from_numpy(want), atol=1e-6, rtol=0
+    )
