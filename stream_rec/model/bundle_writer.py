@@ -166,6 +166,7 @@ def write_bundle(
                 "ffn_dim": cfg.ffn_dim,
                 "dropout": cfg.dropout,
                 "emb_dropout": cfg.emb_dropout,
+                "global_neighbours": cfg.global_neighbours,  # baked into the encoder's table
             },
             "encoder": {
                 "file": ENCODER,
