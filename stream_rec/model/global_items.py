@@ -24,9 +24,16 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from .examples import Rows
 from .sasrec import SessionTransformer
 
-__all__ = ["set_neighbours", "encoder_view", "mixed_table"]
+__all__ = ["item_rows", "set_neighbours", "encoder_view", "mixed_table"]
+
+
+def item_rows(*parts: Sequence[Rows]) -> list[np.ndarray]:
+    """The item rows of every featurized session of ``parts``: what a graph is built from (a
+    refit's graph learns the sessions it trains on too, never those it is scored on)."""
+    return [rows[0] for part in parts for rows in part]
 
 
 def set_neighbours(model: SessionTransformer, sessions: Sequence[np.ndarray]) -> int:

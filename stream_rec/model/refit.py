@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .examples import Example, Rows, pad_examples, training_examples
-from .global_items import set_neighbours
+from .global_items import item_rows, set_neighbours
 from .sasrec import SessionTransformer
 from .steps import batch_loss
 from .validation import evaluate, selection_score, valid_cases
@@ -142,13 +142,18 @@ def refit(
     candidates = list(dict.fromkeys(lrs))
     older, newer = valid_f[: len(valid_f) // 2], valid_f[len(valid_f) // 2 :]
     prefixes, targets = valid_cases(list(newer), max_len)
-    if (len(candidates) > 1 or max_passes > 1) and len(targets) and older:
+    on_halves = len(targets) > 0 and len(older) > 0
+    if on_halves and ((len(candidates) > 1 or max_passes > 1) or soup > 1):
+        # What every refit of the older half starts from, prepared once: its new rows set from
+        # their co-occurring items, its graph from the sessions it may learn.
+        older_start = copy.deepcopy(model)
+        cooccurrence_init(older_start, fresh, older)
+        set_neighbours(older_start, item_rows(train_f, older))
+        older_examples = training_examples(list(older), max_len)
+    if on_halves and (len(candidates) > 1 or max_passes > 1):
         best = [-np.inf]
-        examples = training_examples(list(older), max_len)
         for lr in candidates:
-            trial = copy.deepcopy(model)
-            cooccurrence_init(trial, fresh, older)
-            set_neighbours(trial, _item_rows(train_f, older))
+            trial = copy.deepcopy(older_start)
 
             def score(n: int, lr: float = lr, trial: SessionTransformer = trial) -> None:
                 hr, mrr = evaluate(trial, prefixes, targets)
@@ -156,14 +161,13 @@ def refit(
                 if selection_score(hr, mrr) > best[0]:
                     best[0], report.lr, report.passes = selection_score(hr, mrr), lr, n
 
-            _passes(trial, examples, lr, max_passes, batch_size, negatives, weight_decay, score)
-    if soup > 1 and len(targets) and older:  # does averaging pay on the halves?
-        start = copy.deepcopy(model)
-        cooccurrence_init(start, fresh, older)
-        set_neighbours(start, _item_rows(train_f, older))
+            _passes(trial, older_examples, lr, max_passes, batch_size, negatives, weight_decay,
+                    score)
+    if on_halves and soup > 1:  # does averaging pay on the halves?
+        start = copy.deepcopy(older_start)
         members = _refits(
             start,
-            training_examples(list(older), max_len),
+            older_examples,
             report,
             soup,
             seed,
@@ -178,7 +182,7 @@ def refit(
         report.half_scores[f"{report.lr:g} x{report.passes} soup of {soup}"] = avg
         report.soup = soup if selection_score(*avg) > selection_score(*one) else 1
     report.rows_initialised = cooccurrence_init(model, fresh, valid_f)
-    set_neighbours(model, _item_rows(train_f, valid_f))
+    set_neighbours(model, item_rows(train_f, valid_f))
     members = _refits(
         model,
         training_examples(list(valid_f), max_len),
@@ -205,12 +209,6 @@ def refit(
             + f" ({report.seconds:.0f}s)"
         )
     return report
-
-
-def _item_rows(*parts: Sequence[Rows]) -> list[np.ndarray]:
-    """The item rows of every session of ``parts``: the global item graph of a refit learns the
-    newest sessions' co-occurrences too (those it trains on, never those it is scored on)."""
-    return [rows[0] for part in parts for rows in part]
 
 
 def _refits(

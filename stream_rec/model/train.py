@@ -30,7 +30,7 @@ from .examples import (
     pad_teacher,
     training_examples,
 )
-from .global_items import set_neighbours
+from .global_items import item_rows, set_neighbours
 from .refit import refit
 from .sasrec import SASRecConfig, SessionTransformer
 from .steps import batch_loss
@@ -205,7 +205,7 @@ def train_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(tc.seed)
             model = _fit(model_config, tc, examples, prefixes, valid_targets, metrics, progress, t0,
-                         graph=[rows[0] for rows in train_f])
+                         graph=item_rows(train_f))
             if tc.refit and n_valid:
                 # The refit trains on the validation slice: what is tuned on it after training
                 # (the item blend's weight) must see the selected model as it was before.
