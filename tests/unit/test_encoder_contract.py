@@ -18,6 +18,8 @@ from stream_rec.model.incremental import STEP_FILE, export_incremental  # noqa: 
 from stream_rec.runtime.encoder import OnnxEncoder  # noqa: E402
 from stream_rec.runtime.incremental import IncrementalEncoder  # noqa: E402
 
+from .tiny_model import spread  # noqa: E402
+
 CONFIG = SASRecConfig(n_items=300, dim=64, n_layers=2, n_heads=2, ffn_dim=128, max_len=50, query_buckets=97)
 PARITY_ATOL = 1e-4
 
@@ -28,11 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def model() -> SessionTransformer:
     torch.manual_seed(0)
-    m = SessionTransformer(CONFIG)
-    with torch.no_grad():  # untrained weights are too uniform to catch much; spread them out
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return m.eval()
+    return spread(SessionTransformer(CONFIG))  # untrained weights are too uniform to catch much
 
 
 @pytest.fixture(scope="module")

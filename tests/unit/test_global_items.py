@@ -16,6 +16,7 @@ from stream_rec.model.export import check_onnx_parity, export_onnx, random_input
 from stream_rec.model.global_items import encoder_view, mixed_table, set_neighbours  # noqa: E402
 from stream_rec.model.incremental import check_incremental_parity, export_incremental  # noqa: E402
 
+from .tiny_model import spread as spread_weights  # noqa: E402
 from .tiny_model import successor_corpus, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -34,11 +35,8 @@ def _model(seed: int = 0, spread: bool = True) -> SessionTransformer:
     torch.manual_seed(seed)
     model = SessionTransformer(tiny_config(N_ITEMS, n_layers=2, global_neighbours=K))
     set_neighbours(model, _graph_sessions())
-    if spread:  # untrained weights and a zero gate would hide the graph; spread them
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p) * 0.3)
-    return model.eval()
+    # Untrained weights and a zero gate would hide the graph; spread them.
+    return spread_weights(model) if spread else model.eval()
 
 
 def _tensors(batch: int, length: int, seed: int) -> tuple[torch.Tensor, ...]:

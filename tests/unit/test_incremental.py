@@ -27,7 +27,7 @@ from stream_rec.model.incremental import (  # noqa: E402
 )
 from stream_rec.runtime.incremental import IncrementalEncoder  # noqa: E402
 
-from .tiny_model import tiny_config  # noqa: E402
+from .tiny_model import spread, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -38,10 +38,7 @@ ATOL = 1e-5
 def _model(seed: int = 0, **extra) -> SessionTransformer:
     torch.manual_seed(seed)
     model = SessionTransformer(tiny_config(N_ITEMS, n_layers=2, **extra))
-    with torch.no_grad():  # spread untrained weights so attention and the readout matter
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model.eval()
+    return spread(model)  # untrained weights spread, so attention and the readout matter
 
 
 @pytest.fixture(scope="module", params=[{}, {"attend": False}], ids=["attend", "no-attend"])

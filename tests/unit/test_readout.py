@@ -13,7 +13,7 @@ from stream_rec.model import SessionTransformer  # noqa: E402
 from stream_rec.model.export import check_onnx_parity, export_onnx, random_inputs  # noqa: E402
 from stream_rec.runtime.encoder import OnnxEncoder  # noqa: E402
 
-from .tiny_model import tiny_config  # noqa: E402
+from .tiny_model import spread, tiny_config  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -33,10 +33,7 @@ def _model(readout: str, positions: str, seed: int = 0, **extra: bool) -> Sessio
         tiny_config(N_ITEMS, n_layers=2, readout=readout, positions=positions, **extra)
     )
     # Untrained weights give near-uniform position weights; spread them so the test can see order.
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model.eval()
+    return spread(model)
 
 
 def _tensors(batch: int, length: int, seed: int) -> tuple[torch.Tensor, ...]:

@@ -20,7 +20,7 @@ from stream_rec.model import (
 )
 from stream_rec.model.train import Session
 
-__all__ = ["TINY", "tiny_config", "successor_corpus", "train_tiny"]
+__all__ = ["TINY", "tiny_config", "spread", "successor_corpus", "train_tiny"]
 
 # Small enough to train on one thread in seconds, big enough to learn the successor pattern.
 TINY: dict[str, Any] = dict(dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_len=12, query_buckets=64)
@@ -29,6 +29,17 @@ TINY: dict[str, Any] = dict(dim=32, n_layers=1, n_heads=2, ffn_dim=64, max_len=1
 def tiny_config(n_items: int, **overrides: Any) -> SASRecConfig:
     """:data:`TINY` for ``n_items`` items, with ``overrides`` (e.g. ``n_layers=2``)."""
     return SASRecConfig(n_items=n_items, **{**TINY, **overrides})
+
+
+def spread(model: SessionTransformer, scale: float = 0.3) -> SessionTransformer:
+    """``model`` in eval mode with noise of ``scale`` added to every parameter: untrained weights
+    are too uniform (attention, the readout's weights) for a test to see order in them."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model.eval()
 
 
 def successor_corpus(
