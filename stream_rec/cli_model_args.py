@@ -81,6 +81,12 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--global-neighbours", type=_non_negative_int, default=None, metavar="K",
                    help="the encoder's global item graph: each item's K Item-KNN neighbours mixed into its "
                    "embedding by a learned gate (GCE-GNN), 0 = off (default: per data set)")
+    p.add_argument("--teacher-run", default=None, metavar="DIR",
+                   help="a finished run's --checkpoint-dir: its selected model (before its refit) is a second "
+                   "teacher for --distill, mixed with V-SKNN's (default: V-SKNN alone)")
+    p.add_argument("--teacher-mix", type=_fraction, default=0.5, metavar="M",
+                   help="the teacher run's share of the soft target, the rest V-SKNN's; 1 = that model alone "
+                   "(default 0.5)")
     p.add_argument("--item-neighbours", action=argparse.BooleanOptionalAction, default=None,
                    help="after the model bundle, a second version that blends an item-neighbour table if it "
                    "helps on validation (default: per data set, on)")

@@ -149,7 +149,7 @@ def train_sessions_to_bundle(
         valid_fraction=recipe.valid_fraction,
         max_seconds=recipe.max_minutes * 60.0 if recipe.max_minutes else None,  # 0 = no cap
         negatives=recipe.negatives, patience=recipe.patience, distill=recipe.distill,
-        refit_soup=recipe.refit_soup,
+        refit_soup=recipe.refit_soup, teacher_run=opts.teacher_run, teacher_mix=opts.teacher_mix,
         checkpoint_dir=opts.checkpoint_dir,
     )
     _progress(f"training on {len(sessions):,} sessions, {len(vocab):,} items: {model_cfg}, {train_cfg}")
@@ -193,6 +193,8 @@ def train_sessions_to_bundle(
                 "attend": recipe.attend, "item_neighbours": recipe.item_neighbours,
                 "valid_fraction": recipe.valid_fraction, "refit_soup": recipe.refit_soup,
                 "global_neighbours": recipe.global_neighbours,
+                "teacher_run": opts.teacher_run,
+                "teacher_mix": opts.teacher_mix if opts.teacher_run else None,
             },
             "history": metrics.history,
             **(extra_info or {}),

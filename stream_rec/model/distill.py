@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..core.cooccurrence import SessionNeighbours
 from .examples import Rows
 
-__all__ = ["teacher_targets"]
+__all__ = [
+    "teacher_targets", "load_teacher", "model_teacher_targets", "mixed_teachers",
+    "distillation_targets",
+]
 
 _PROGRESS_EVERY_S = 60.0
 
@@ -49,3 +53,158 @@ def teacher_targets(
             eta = (now - t0) / (s + 1) * (len(featurized) - s - 1)
             progress(f"teacher: {s + 1:,}/{len(featurized):,} sessions, ~{eta / 60:.1f} min left")
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# A trained model as the teacher ("born-again" self-distillation): a finished run's selected
+# model (before its refit, so it never saw the validation slice) gives, after each position of
+# each training session, its own softmax's best columns. Its errors are softer than a one-hot
+# target and its knowledge (the whole catalogue, every session's neighbours at once) differs
+# from V-SKNN's; :func:`mixed_teachers` merges the two into one distribution.
+
+_TEACHER_ROWS = 2048  # positions scored against the catalogue at once (~350 MB at 43k items)
+
+
+def load_teacher(run_dir: str, n_items: int) -> Any:
+    """The selected model (before its refit) of a finished ``stream-rec train`` run directory."""
+    from ..errors import ConfigError
+    from .checkpoint import load_checkpoint
+    from .recipes import load_options, model_config_for
+    from .sasrec import SessionTransformer
+
+    state = load_checkpoint(run_dir, n_items)
+    if state is None or state.best_state is None:
+        raise ConfigError(
+            f"--teacher-run {run_dir}: no checkpoint with a selected model there; "
+            "expected the --checkpoint-dir of a finished `stream-rec train` run"
+        )
+    model = SessionTransformer(model_config_for(load_options(run_dir), n_items))
+    model.load_state_dict(state.best_state)
+    return model.eval()
+
+
+def model_teacher_targets(
+    model: Any,
+    featurized: Sequence[Rows],
+    max_len: int,
+    candidates: int = 50,
+    progress: Callable[[str], None] | None = None,
+    batch: int = 128,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per session, (cols (n, C) int32, probs (n, C) float16): ``model``'s best next-item
+    columns after each position and their probabilities (its full softmax, renormalised over the
+    C kept). Each position is encoded in the window training gives it (the last ``max_len``
+    events from the session's end, then the ones before), so the teacher reads what the student
+    reads."""
+    import torch
+
+    windows = [
+        (s, max(0, end - max_len), end)
+        for s, (items, _, _) in enumerate(featurized)
+        for end in range(len(items), 0, -max_len)
+    ]
+    windows.sort(key=lambda w: w[2] - w[1])
+    out = [
+        (
+            np.full((len(items), candidates), -1, np.int32),
+            np.zeros((len(items), candidates), np.float16),
+        )
+        for items, _, _ in featurized
+    ]
+    t0 = t_note = time.perf_counter()
+    with torch.no_grad():
+        table = model.item_vectors()[1:]  # (V, D)
+        scale = model.config.scale if model.config.normalize else 1.0
+        for b0 in range(0, len(windows), batch):
+            part = windows[b0 : b0 + batch]
+            length = max(end - start for _, start, end in part)
+            items = np.zeros((len(part), length), np.int64)
+            types = np.zeros((len(part), length), np.int64)
+            queries = np.zeros((len(part), length, featurized[0][2].shape[1]), np.int64)
+            for i, (s, start, end) in enumerate(part):
+                it, ty, qu = featurized[s]
+                items[i, length - (end - start) :] = it[start:end]
+                types[i, length - (end - start) :] = ty[start:end]
+                queries[i, length - (end - start) :] = qu[start:end]
+            _, session = model.session_states(
+                torch.from_numpy(items), torch.from_numpy(types), torch.from_numpy(queries)
+            )
+            real = torch.from_numpy(types != 0)  # (B, L): the windows' positions
+            vectors = session[real]  # (N, D), window by window, in position order
+            cols = np.full((len(vectors), candidates), -1, np.int32)
+            probs = np.zeros((len(vectors), candidates), np.float32)
+            k = min(candidates, len(table))
+            for r0 in range(0, len(vectors), _TEACHER_ROWS):
+                logits = vectors[r0 : r0 + _TEACHER_ROWS] @ table.T * scale  # (n, V)
+                lse = torch.logsumexp(logits, dim=1, keepdim=True)
+                top, idx = torch.topk(logits, k, dim=1)
+                p = torch.exp(top - lse)
+                cols[r0 : r0 + len(p), :k] = idx.numpy()
+                probs[r0 : r0 + len(p), :k] = (p / p.sum(dim=1, keepdim=True)).numpy()
+            at = 0
+            for s, start, end in part:
+                n = end - start
+                out[s][0][start:end], out[s][1][start:end] = cols[at : at + n], probs[at : at + n]
+                at += n
+            now = time.perf_counter()
+            if progress is not None and now - t_note > _PROGRESS_EVERY_S:
+                t_note = now
+                done = b0 + len(part)
+                eta = (now - t0) / done * (len(windows) - done)
+                progress(
+                    f"model teacher: {done:,}/{len(windows):,} windows, ~{eta / 60:.1f} min left"
+                )
+    return out
+
+
+def mixed_teachers(
+    first: Sequence[tuple[np.ndarray, np.ndarray]],
+    second: Sequence[tuple[np.ndarray, np.ndarray]],
+    share: float,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per session, ``(1 - share)`` of ``first``'s distribution plus ``share`` of ``second``'s
+    over the union of their columns (a column both name is one entry), renormalised to sum 1
+    where either has one (a position only one teacher knows gets that teacher's)."""
+    from ..core.item_neighbours import merged_entries
+
+    out = []
+    for (c1, p1), (c2, p2) in zip(first, second):
+        cols = np.concatenate((c1, c2), axis=1).astype(np.int64) + 1  # 0 = none
+        probs = np.concatenate(
+            ((1.0 - share) * p1.astype(np.float32), share * p2.astype(np.float32)), axis=1
+        )
+        probs = np.where(cols > 0, probs, 0.0).astype(np.float32)
+        rows, summed = merged_entries(cols, probs)
+        total = summed.sum(axis=1, keepdims=True)
+        summed = np.where(rows > 0, summed / np.where(total > 0, total, 1.0), 0.0)
+        out.append(((rows - 1).astype(np.int32), summed.astype(np.float16)))
+    return out
+
+
+def distillation_targets(
+    train_f: Sequence[Rows],
+    n_items: int,
+    max_len: int,
+    candidates: int = 50,
+    teacher_run: str | None = None,
+    teacher_mix: float = 0.5,
+    progress: Callable[[str], None] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The training sessions' soft targets: V-SKNN's, the model of ``teacher_run``, or the two
+    mixed (``teacher_mix`` the model's share)."""
+    say = progress or (lambda _: None)
+    t0 = time.perf_counter()
+    knn = None
+    if not teacher_run or teacher_mix < 1.0:
+        knn = teacher_targets(train_f, n_items, candidates, progress)
+        say(f"teacher (V-SKNN over each session's past) for {len(train_f):,} sessions "
+            f"in {time.perf_counter() - t0:.0f}s")
+    if not teacher_run:
+        assert knn is not None
+        return knn
+    t1 = time.perf_counter()
+    own = model_teacher_targets(load_teacher(teacher_run, n_items), train_f, max_len, candidates,
+                                progress)
+    say(f"teacher (the model of {teacher_run}) for {len(train_f):,} sessions "
+        f"in {time.perf_counter() - t1:.0f}s; its share of the soft target {teacher_mix}")
+    return own if knn is None else mixed_teachers(knn, own, teacher_mix)

@@ -132,6 +132,9 @@ class TrainOptions:
     refit_soup: int | None = None
     global_neighbours: int | None = None
     max_sessions: int | None = None  # train on the LAST n training sessions only (quick runs)
+    # A finished run whose selected model is a second teacher (model/distill.py), and its share.
+    teacher_run: str | None = None
+    teacher_mix: float = 0.5
     min_item_count: int = 5  # --dataset events: the protocol's filter
     test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
     version: str | None = None  # bundle version name (default: data tag + time)

@@ -82,6 +82,10 @@ class TrainConfig:
     # 0 = off. Its teacher keeps the best ``distill_candidates`` items per position.
     distill: float = 0.0
     distill_candidates: int = 50
+    # A finished run's selected model as a second teacher (model/distill.py), ``teacher_mix`` of
+    # the soft target (the rest V-SKNN's; 1 = the model alone). Needs ``distill`` > 0.
+    teacher_run: str | None = None
+    teacher_mix: float = 0.5
     negatives: int = 0  # sampled softmax with this many shared uniform negatives; 0 = full softmax
     # A checkpoint after every epoch (model/checkpoint.py); a run with one there resumes from it.
     checkpoint_dir: str | None = None
@@ -91,6 +95,10 @@ class TrainConfig:
             raise ConfigError(f"valid_fraction must be in [0, 1); got {self.valid_fraction}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs and batch_size must be >= 1; got {self.epochs}, {self.batch_size}")
+        if self.teacher_run and self.distill <= 0:
+            raise ConfigError("a teacher run needs a distillation weight > 0 (--distill)")
+        if not 0.0 <= self.teacher_mix <= 1.0:
+            raise ConfigError(f"teacher_mix must be in [0, 1]; got {self.teacher_mix}")
 
 
 @dataclass
@@ -178,13 +186,10 @@ def train_model(
     if tc.distill > 0:
         if cfg.repeat:
             raise ConfigError("distillation and the repeat head do not combine yet; choose one")
-        from .distill import teacher_targets
+        from .distill import distillation_targets
 
-        t_teacher = time.perf_counter()
-        teachers = teacher_targets(train_f, cfg.n_items, tc.distill_candidates, progress)
-        if progress is not None:
-            progress(f"teacher (V-SKNN over each session's past) for {len(train_f):,} sessions "
-                     f"in {time.perf_counter() - t_teacher:.0f}s")
+        teachers = distillation_targets(train_f, cfg.n_items, cfg.max_len, tc.distill_candidates,
+                                        tc.teacher_run, tc.teacher_mix, progress)
     examples = training_examples(train_f, cfg.max_len, teachers)
     if not examples:
         raise DataError(f"no training positions: {len(train_f)} sessions have no event followed by a known item")

@@ -104,6 +104,8 @@ def _top_k_kept(
     Positions past a query's kept count hold row 0 and score -inf.
     """
     batch, f = rows.shape
+    if not excl.keys.size and f >= k:  # nothing to leave out (every query of a scored replay)
+        return rows[:, :k], scores[:, :k], np.full(batch, k, np.int64)
     if excl.keys.size:
         keys = rows + np.arange(batch, dtype=np.int64)[:, None] * excl.stride
         dropped = np.isin(keys, excl.keys)
@@ -301,9 +303,8 @@ class HnswIndex:
             # Some query reached fewer than k items: a sparse graph (small M, duplicate
             # vectors) can leave items unreachable at any ef. Those queries go exact.
             return self._knn_one_by_one(q, k)
-        return labels.astype(np.int64), (1.0 - dist).astype(
-            np.float32
-        )  # "ip" distance is 1 - <q, v>
+        # "ip" distance is 1 - <q, v>
+        return labels.astype(np.int64), np.subtract(1.0, dist, dtype=np.float32)
 
     def _knn_one_by_one(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         rows = np.zeros((q.shape[0], k), np.int64)
