@@ -65,13 +65,32 @@ def teacher_targets(
 _TEACHER_ROWS = 2048  # positions scored against the catalogue at once (~350 MB at 43k items)
 
 
-def load_teacher(run_dir: str, n_items: int) -> Any:
-    """The selected model (before its refit) of a finished ``stream-rec train`` run directory."""
+TEACHER_FILE = "teacher.pt"  # in the student's run directory: the teacher it started with
+
+
+def load_teacher(run_dir: str, n_items: int, keep_in: str | None = None) -> Any:
+    """The selected model (before its refit) of a finished ``stream-rec train`` run directory.
+
+    With ``keep_in`` (the student's run directory) the teacher is kept there as it was loaded,
+    and a resumed student reads that copy: its targets do not change if the teacher's run goes
+    on training (or is moved) in between."""
+    import os
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import torch
+
     from ..errors import ConfigError
     from .checkpoint import load_checkpoint
     from .recipes import load_options, model_config_for
-    from .sasrec import SessionTransformer
+    from .sasrec import SASRecConfig, SessionTransformer
 
+    kept = Path(keep_in) / TEACHER_FILE if keep_in else None
+    if kept is not None and kept.is_file():
+        saved = torch.load(kept, map_location="cpu", weights_only=False)
+        model = SessionTransformer(SASRecConfig(**saved["config"]))
+        model.load_state_dict(saved["state"])
+        return model.eval()
     state = load_checkpoint(run_dir, n_items)
     if state is None or state.best_state is None:
         raise ConfigError(
@@ -80,6 +99,12 @@ def load_teacher(run_dir: str, n_items: int) -> Any:
         )
     model = SessionTransformer(model_config_for(load_options(run_dir), n_items))
     model.load_state_dict(state.best_state)
+    if kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        tmp = kept.with_name(f".{TEACHER_FILE}.tmp")
+        torch.save({"config": asdict(model.config), "state": model.state_dict(), "run": run_dir},
+                   tmp)
+        os.replace(tmp, kept)
     return model.eval()
 
 
@@ -189,9 +214,10 @@ def distillation_targets(
     teacher_run: str | None = None,
     teacher_mix: float = 0.5,
     progress: Callable[[str], None] | None = None,
+    keep_in: str | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The training sessions' soft targets: V-SKNN's, the model of ``teacher_run``, or the two
-    mixed (``teacher_mix`` the model's share)."""
+    mixed (``teacher_mix`` the model's share); ``keep_in``: see :func:`load_teacher`."""
     say = progress or (lambda _: None)
     t0 = time.perf_counter()
     knn = None
@@ -203,8 +229,8 @@ def distillation_targets(
         assert knn is not None
         return knn
     t1 = time.perf_counter()
-    own = model_teacher_targets(load_teacher(teacher_run, n_items), train_f, max_len, candidates,
-                                progress)
+    teacher = load_teacher(teacher_run, n_items, keep_in)
+    own = model_teacher_targets(teacher, train_f, max_len, candidates, progress)
     say(f"teacher (the model of {teacher_run}) for {len(train_f):,} sessions "
         f"in {time.perf_counter() - t1:.0f}s; its share of the soft target {teacher_mix}")
     return own if knn is None else mixed_teachers(knn, own, teacher_mix)

@@ -189,7 +189,7 @@ def train_model(
         from .distill import distillation_targets
 
         teachers = distillation_targets(train_f, cfg.n_items, cfg.max_len, tc.distill_candidates,
-                                        tc.teacher_run, tc.teacher_mix, progress)
+                                        tc.teacher_run, tc.teacher_mix, progress, tc.checkpoint_dir)
     examples = training_examples(train_f, cfg.max_len, teachers)
     if not examples:
         raise DataError(f"no training positions: {len(train_f)} sessions have no event followed by a known item")

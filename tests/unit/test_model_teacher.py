@@ -74,7 +74,7 @@ def test_mixed_teachers_sum_shared_columns_and_fall_back_to_the_one_that_knows()
 def test_training_with_a_model_teacher_mixes_it_with_v_sknn(corpus, monkeypatch):
     sessions, vocab = corpus
     teacher, _ = train_tiny(sessions, vocab, epochs=2)
-    monkeypatch.setattr(distill, "load_teacher", lambda run, n: teacher)
+    monkeypatch.setattr(distill, "load_teacher", lambda run, n, keep_in=None: teacher)
     lines: list[str] = []
     run = dict(epochs=2, distill=0.5, negatives=20, teacher_run="RUN")
     model, metrics = train_tiny(sessions, vocab, progress=lines.append, **run, teacher_mix=0.5)
@@ -97,27 +97,36 @@ def test_a_teacher_run_needs_distillation_and_a_selected_model(corpus, tmp_path)
         distill.load_teacher(str(tmp_path), len(vocab))
 
 
+def _finished_run(directory, n_items):
+    """A run directory holding options and a checkpoint whose selected model is returned."""
+    opts = TrainOptions(dataset="generated", checkpoint_dir=str(directory))
+    save_options(directory, opts)
+    selected = spread(SessionTransformer(model_config_for(opts, n_items)))
+    state = FitState(epoch=2, model={}, optimizer={}, scheduler=None, numpy_rng={},
+                     torch_rng=torch.get_rng_state(), best_state=selected.state_dict(),
+                     best_score=0.0, best_epoch=1, best_metrics=(0.0, 0.0), stale=1,
+                     finished=True, n_items=n_items)
+    save_checkpoint(directory, state)
+    return selected
+
+
+def _assert_same(model, want):
+    for name, value in want.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, atol=0, rtol=0, msg=name)
+
+
 def test_load_teacher_gives_the_runs_selected_model(tmp_path):
-    opts = TrainOptions(dataset="generated", checkpoint_dir=str(tmp_path))
-    save_options(tmp_path, opts)
-    selected = spread(SessionTransformer(model_config_for(opts, 30)))
-    state = FitState(
-        epoch=2,
-        model={},
-        optimizer={},
-        scheduler=None,
-        numpy_rng={},
-        torch_rng=torch.get_rng_state(),
-        best_state=selected.state_dict(),
-        best_score=0.0,
-        best_epoch=1,
-        best_metrics=(0.0, 0.0),
-        stale=1,
-        finished=True,
-        n_items=30,
-    )
-    save_checkpoint(tmp_path, state)
+    selected = _finished_run(tmp_path, 30)
     loaded = distill.load_teacher(str(tmp_path), 30)
     assert not loaded.training
-    for name, want in selected.state_dict().items():
-        torch.testing.assert_close(loaded.state_dict()[name], want, atol=0, rtol=0, msg=name)
+    _assert_same(loaded, selected)
+
+
+def test_a_resumed_student_reads_the_teacher_it_started_with(tmp_path):
+    run, student = tmp_path / "teacher", tmp_path / "student"
+    first = _finished_run(run, 30)
+    _assert_same(distill.load_teacher(str(run), 30, keep_in=str(student)), first)
+    assert (student / distill.TEACHER_FILE).is_file()
+    second = _finished_run(run, 30)  # the teacher's run went on: another selected model
+    _assert_same(distill.load_teacher(str(run), 30, keep_in=str(student)), first)
+    _assert_same(distill.load_teacher(str(run), 30), second)
