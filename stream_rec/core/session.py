@@ -168,6 +168,9 @@ def _appended(a: np.ndarray, start: int, value: int) -> np.ndarray:
     return out
 
 
+_NEW_STATE = object.__new__
+
+
 def _session_key(session_id: str | None) -> int:
     return item_hash(session_id) if session_id else 0
 
@@ -184,31 +187,37 @@ def apply_event(
     if _skipped(policy, offset, event.ts, state.last_offset, state.last_ts):
         return state
     skey = _session_key(event.session_id)
-    new_session = len(state) > 0 and (
+    n = state.item_hashes.shape[0]
+    new_session = n > 0 and (
         (skey != state.session_key) if (skey or state.session_key)
         else event.ts - state.last_ts > policy.session_gap_ms
     )
     keep = policy.max_len - 1
-    start = len(state) if new_session or keep <= 0 else max(0, len(state) - keep)
+    start = n if new_session or keep <= 0 else max(0, n - keep)
     code = TYPE_CODES[event.type]
     ih = item_hash(event.item_id) if event.item_id is not None else 0
     purchased = state.purchased
     if code == PURCHASE and ih:
         purchased = np.concatenate((purchased[purchased != ih], [ih]))[-policy.max_purchased :]
+        purchased = purchased.astype(np.int64, copy=False)
     queries = _appended(state.query_hashes, start, 0)
     if event.query is not None:
         toks = query_token_hashes(event.query)
         queries[-1, : len(toks)] = toks
-    return SessionState(
+    # Set without the frozen dataclass's per-field __init__: once per event in every worker,
+    # 6.3 -> 4.7 us per call here (docs/benchmarks.md, "Session 15").
+    new = _NEW_STATE(SessionState)
+    new.__dict__.update(
         item_hashes=_appended(state.item_hashes, start, ih),
         types=_appended(state.types, start, code),
         query_hashes=queries,
         ts=_appended(state.ts, start, event.ts),
-        purchased=purchased.astype(np.int64, copy=False),
+        purchased=purchased,
         session_key=skey,
         last_ts=max(event.ts, state.last_ts),
         last_offset=state.last_offset if offset is None else offset,
     )
+    return new
 
 
 def fold_events(
