@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ..errors import BundleError, ConfigError
-from ..model.sasrec import SASRecConfig, SessionTransformer
+from ..model.sasrec import SessionTransformer
 from ..serving.bundle import WEIGHTS, ModelBundle
 
 __all__ = ["load_model", "model_source"]
@@ -23,23 +21,19 @@ def load_model(bundle: ModelBundle, checkpoint_dir: str | Path | None = None) ->
     """``bundle``'s model in PyTorch (eval mode), from its weights or from ``checkpoint_dir``."""
     path = bundle.path / WEIGHTS
     if path.is_file():
+        from ..model.checkpoint import load_weights
+
         try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)  # never arbitrary code
-            model = SessionTransformer(SASRecConfig(**raw["config"]))
-            model.load_state_dict(raw["state_dict"])
+            model = load_weights(path)  # tensors only: never arbitrary code
         except Exception as exc:  # a truncated or foreign file
             raise BundleError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
     elif checkpoint_dir is not None:
-        from ..model.checkpoint import load_checkpoint
-        from ..model.recipes import load_options, model_config_for
+        from ..model.checkpoint import selected_model
 
-        state = load_checkpoint(checkpoint_dir, len(bundle.vocab))
-        if state is None or state.best_state is None:
+        found = selected_model(checkpoint_dir, len(bundle.vocab))
+        if found is None:
             raise ConfigError(f"{checkpoint_dir} holds no checkpoint with a selected model")
-        model = SessionTransformer(
-            model_config_for(load_options(checkpoint_dir), len(bundle.vocab))
-        )
-        model.load_state_dict(state.best_state)
+        model = found
     else:
         raise ConfigError(
             f"bundle {bundle.path} has no {WEIGHTS} (written before 2026-12-05): give the run "

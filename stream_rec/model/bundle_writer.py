@@ -106,6 +106,7 @@ def write_bundle(
     The ONNX graph is checked against PyTorch before the bundle appears.
     """
     from ..runtime.index import HnswIndex
+    from .checkpoint import save_weights
     from .export import INPUT_NAMES, OPSET, OUTPUT_NAME, check_onnx_parity, export_onnx
     from .global_items import encoder_view
 
@@ -219,13 +220,6 @@ def with_incremental(bundle: ModelBundle, bundles_dir: str | os.PathLike[str], m
         return info
 
     return _derived(bundle, bundles_dir, "inc", "incremental", save)
-
-
-def save_weights(model: SessionTransformer, path: Path) -> None:
-    """The model's config and state dict (what :func:`stream_rec.learn.weights.load_model` reads)."""
-    import torch
-
-    torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, path)
 
 
 def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:

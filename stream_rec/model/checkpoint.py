@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,10 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["CHECKPOINT", "FitState", "save_checkpoint", "load_checkpoint", "save_fit"]
+__all__ = [
+    "CHECKPOINT", "FitState", "save_checkpoint", "load_checkpoint", "selected_model", "save_fit",
+    "save_weights", "load_weights",
+]
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -80,6 +83,20 @@ def load_checkpoint(directory: str | os.PathLike[str], n_items: int) -> FitState
     return state
 
 
+def selected_model(directory: str | os.PathLike[str], n_items: int) -> Any:
+    """The run's selected model (its best epoch, before any refit) in eval mode, built from the
+    run's options; None when the run has no checkpoint with a selected model yet."""
+    from .recipes import load_options, model_config_for
+    from .sasrec import SessionTransformer
+
+    state = load_checkpoint(directory, n_items)
+    if state is None or state.best_state is None:
+        return None
+    model = SessionTransformer(model_config_for(load_options(os.fspath(directory)), n_items))
+    model.load_state_dict(state.best_state)
+    return model.eval()
+
+
 def save_fit(
     directory: str,
     state: FitState,
@@ -93,3 +110,19 @@ def save_fit(
     state.scheduler = scheduler.state_dict() if scheduler is not None else None
     state.numpy_rng, state.torch_rng = rng.bit_generator.state, torch.get_rng_state()
     save_checkpoint(directory, state)
+
+
+def save_weights(model: Any, path: str | os.PathLike[str]) -> None:
+    """The model's config and state dict: a bundle's ``weights.pt`` (what
+    :func:`stream_rec.learn.weights.load_model` reads) and a student's kept teacher."""
+    torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, path)
+
+
+def load_weights(path: str | os.PathLike[str]) -> Any:
+    """The model :func:`save_weights` wrote, in eval mode (tensors only: never arbitrary code)."""
+    from .sasrec import SASRecConfig, SessionTransformer
+
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    model = SessionTransformer(SASRecConfig(**raw["config"]))
+    model.load_state_dict(raw["state_dict"])
+    return model.eval()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..core.cooccurrence import SessionNeighbours
-from .examples import Rows
+from .examples import Example, Rows, pad_examples
 
 __all__ = [
     "teacher_targets", "load_teacher", "model_teacher_targets", "mixed_teachers",
@@ -74,38 +74,26 @@ def load_teacher(run_dir: str, n_items: int, keep_in: str | None = None) -> Any:
     With ``keep_in`` (the student's run directory) the teacher is kept there as it was loaded,
     and a resumed student reads that copy: its targets do not change if the teacher's run goes
     on training (or is moved) in between."""
-    import os
-    from dataclasses import asdict
     from pathlib import Path
 
-    import torch
-
     from ..errors import ConfigError
-    from .checkpoint import load_checkpoint
-    from .recipes import load_options, model_config_for
-    from .sasrec import SASRecConfig, SessionTransformer
+    from .checkpoint import load_weights, save_weights, selected_model
 
     kept = Path(keep_in) / TEACHER_FILE if keep_in else None
     if kept is not None and kept.is_file():
-        saved = torch.load(kept, map_location="cpu", weights_only=False)
-        model = SessionTransformer(SASRecConfig(**saved["config"]))
-        model.load_state_dict(saved["state"])
-        return model.eval()
-    state = load_checkpoint(run_dir, n_items)
-    if state is None or state.best_state is None:
+        return load_weights(kept)
+    model = selected_model(run_dir, n_items)
+    if model is None:
         raise ConfigError(
             f"--teacher-run {run_dir}: no checkpoint with a selected model there; "
             "expected the --checkpoint-dir of a finished `stream-rec train` run"
         )
-    model = SessionTransformer(model_config_for(load_options(run_dir), n_items))
-    model.load_state_dict(state.best_state)
     if kept is not None:
         kept.parent.mkdir(parents=True, exist_ok=True)
         tmp = kept.with_name(f".{TEACHER_FILE}.tmp")
-        torch.save({"config": asdict(model.config), "state": model.state_dict(), "run": run_dir},
-                   tmp)
-        os.replace(tmp, kept)
-    return model.eval()
+        save_weights(model, tmp)
+        tmp.replace(kept)
+    return model
 
 
 def model_teacher_targets(
@@ -142,19 +130,13 @@ def model_teacher_targets(
         scale = model.config.scale if model.config.normalize else 1.0
         for b0 in range(0, len(windows), batch):
             part = windows[b0 : b0 + batch]
-            length = max(end - start for _, start, end in part)
-            items = np.zeros((len(part), length), np.int64)
-            types = np.zeros((len(part), length), np.int64)
-            queries = np.zeros((len(part), length, featurized[0][2].shape[1]), np.int64)
-            for i, (s, start, end) in enumerate(part):
-                it, ty, qu = featurized[s]
-                items[i, length - (end - start) :] = it[start:end]
-                types[i, length - (end - start) :] = ty[start:end]
-                queries[i, length - (end - start) :] = qu[start:end]
-            _, session = model.session_states(
-                torch.from_numpy(items), torch.from_numpy(types), torch.from_numpy(queries)
-            )
-            real = torch.from_numpy(types != 0)  # (B, L): the windows' positions
+            windows_of = [(featurized[s], slice(start, end)) for s, start, end in part]
+            items, types, queries, _ = pad_examples([
+                Example(it[w], ty[w], qu[w], np.full(w.stop - w.start, -1))
+                for (it, ty, qu), w in windows_of
+            ])
+            _, session = model.session_states(items, types, queries)
+            real = types != 0  # (B, L): the windows' positions, left-padded as in training
             vectors = session[real]  # (N, D), window by window, in position order
             cols = np.full((len(vectors), candidates), -1, np.int32)
             probs = np.zeros((len(vectors), candidates), np.float32)

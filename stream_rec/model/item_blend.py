@@ -250,17 +250,12 @@ def selected_queries(
     the best state in the run directory's last checkpoint (`stream-rec train --checkpoint-dir`)."""
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .recipes import load_options, model_config_for
-    from .sasrec import SessionTransformer
+    from .checkpoint import selected_model
     from .validation import validation_queries
 
-    n_items = len(bundle.vocab)
-    state = load_checkpoint(run_dir, n_items)
-    if state is None or state.best_state is None:
+    model = selected_model(run_dir, len(bundle.vocab))
+    if model is None:
         raise ConfigError(f"{run_dir} holds no checkpoint with a selected model")
-    model = SessionTransformer(model_config_for(load_options(run_dir), n_items))
-    model.load_state_dict(state.best_state)
     n_valid = int(bundle.manifest.get("training", {}).get("valid_sessions") or 0)
     prefixes, _ = held_out_cases(
         sessions, n_valid, bundle.vocab, bundle.query_buckets, bundle.max_len
