@@ -34,10 +34,12 @@ from stream_rec.core.events import InvalidEvent
 from stream_rec.core.intake import decode_states, take_records
 from stream_rec.core.isolation import emitted_now, processing_error, step_isolated
 from stream_rec.core.session import SessionState
+from stream_rec.kafka.batches import OutputBatches, SentBatch
 from stream_rec.kafka.clients import consumer_config, group_timing_ms, producer_config
 from stream_rec.kafka.dead_letters import DeadLetters, RateLimitedLog
 from stream_rec.kafka.fetch_wait import AdaptiveFetchWait
 from stream_rec.kafka.lag import consumer_lag
+from stream_rec.kafka.partitioning import CachedPartitioner
 from stream_rec.runtime.partitioned_store import PartitionedSessionDB
 from stream_rec.serving.compose import encoder_cache_stats, record_limits
 from stream_rec.serving.health import Health
@@ -97,6 +99,7 @@ class DirectWorker:
         self.consumer: AIOKafkaConsumer | None = None
         self.restorer = ChangelogRestorer(settings, self.db, self.changelog)
         self.producer: AIOKafkaProducer | None = None
+        self.partitioner = CachedPartitioner()  # the producer's: each user's key hashed once
         self.fetch_wait: AdaptiveFetchWait | None = None
         self.metrics = WorkerMetrics(lambda: self.holder.recommender.model_version,
                                      lambda: consumer_lag(self.consumer), self.db.sizes,
@@ -118,7 +121,8 @@ class DirectWorker:
             min_insync_replicas=s.min_insync_replicas,
         )
         self.producer = AIOKafkaProducer(**producer_config(
-            s, linger_ms=2, max_batch_size=1 << 20, max_request_size=8 << 20))
+            s, linger_ms=2, max_batch_size=1 << 20, max_request_size=8 << 20,
+            partitioner=self.partitioner))
         self.consumer = AIOKafkaConsumer(**consumer_config(
             s,
             group_id=s.app_id,
@@ -194,6 +198,7 @@ class DirectWorker:
         s = self.settings
         now_ms = int(time.time() * 1000)
         futures = []
+        sent: list[SentBatch] = []
         commit: dict[TopicPartition, int] = {}
         records: list[tuple[bytes | None, bytes | None, int, int | None, Any]] = []
         for tp, messages in batch.items():
@@ -230,9 +235,12 @@ class DirectWorker:
                 futures.append(await self._dead_letter(processing_error(exc, msg.value), msg, now_ms))
             # Answers first: they are what a shopper waits for. The batch's offsets are committed
             # only once both answers and state are acknowledged, so the order loses nothing.
+            # One record batch per topic partition (kafka/batches.py), not a send per record.
+            out = OutputBatches(self.producer, self.partitioner)
+            recs_partitions = len(await self.producer.partitions_for(s.recs_topic))
             for answers in ready:
                 for key, value in answers.records():
-                    futures.append(await self.producer.send(s.recs_topic, key=key, value=value))
+                    out.add_keyed(s.recs_topic, key, value, recs_partitions)
                 self.stats.recommendations += len(answers)
                 self.metrics.observe_answers(answers.event_ts, answers.emitted_ts)
             writes: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
@@ -240,7 +248,8 @@ class DirectWorker:
                 key, value = user.encode(), state.to_bytes()
                 p = partition_of[user]
                 writes[p].append((key, value))
-                futures.append(await self.producer.send(self.changelog, key=key, value=value, partition=p))
+                out.add(self.changelog, key, value, p)
+            sent = await out.send()
             for p, items in writes.items():
                 self.db.write(p, items)
         if intake.forgotten:
@@ -248,7 +257,7 @@ class DirectWorker:
             kept = set(result.states) if events else set()
             futures += await forget_users(self, intake.forgotten - kept, partition_of)
         self.metrics.observe_batch(len(records), (e.type for e in events), dead, stages)
-        return asyncio.ensure_future(self._delivered(futures, commit, time.perf_counter()))
+        return asyncio.ensure_future(self._delivered(futures, sent, commit, time.perf_counter()))
 
     async def _dead_letter(self, invalid: InvalidEvent, msg: Any, now_ms: int) -> asyncio.Future[Any]:
         assert self.producer is not None
@@ -256,14 +265,16 @@ class DirectWorker:
         return await self.dead_letters.send(
             functools.partial(self.producer.send, self.settings.dlq_topic), msg.key, value)
 
-    async def _delivered(self, futures: list[Any], commit: dict[TopicPartition, int],
-                         t0: float) -> dict[TopicPartition, int]:
-        metas = await asyncio.gather(*futures)
+    async def _delivered(self, futures: list[Any], sent: list[SentBatch],
+                         commit: dict[TopicPartition, int], t0: float) -> dict[TopicPartition, int]:
+        metas = await asyncio.gather(*futures, *(b.future for b in sent))
         self.metrics.stage.labels("produce").observe(time.perf_counter() - t0)
         last: dict[int, int] = {}
-        for meta in metas:
+        offsets = [(m, m.offset if m is not None else -1) for m in metas[: len(futures)]]
+        offsets += [(m, b.last_offset(m)) for m, b in zip(metas[len(futures):], sent)]
+        for meta, offset in offsets:
             if meta is not None and meta.topic == self.changelog:
-                last[meta.partition] = max(last.get(meta.partition, -1), meta.offset)
+                last[meta.partition] = max(last.get(meta.partition, -1), offset)
         for p, off in last.items():
             if off > self.db.changelog_offset(p):
                 self.db.set_changelog_offset(p, off)
