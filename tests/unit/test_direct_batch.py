@@ -13,6 +13,7 @@ from aiokafka import TopicPartition
 from stream_rec.core.events import decode_recommendation
 from stream_rec.core.intake import NO_KEY
 from stream_rec.core.session import SessionState
+from stream_rec.kafka.partitioning import partition_for
 from stream_rec.settings import Settings
 from stream_rec.testing import run_records
 from tests.unit.test_core import make
@@ -29,21 +30,51 @@ class Record:  # the fields of aiokafka's ConsumerRecord the engine reads
     timestamp: int = -1  # no Kafka timestamp: the ts window is not checked
 
 
+class RecordingBatch:
+    """aiokafka's BatchBuilder as the engine uses it: append until closed."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes | None]] = []
+        self.closed = False
+
+    def append(self, *, timestamp, key, value):
+        assert not self.closed
+        self.records.append((key, value))
+        return SimpleNamespace(offset=len(self.records) - 1)
+
+    def close(self):
+        self.closed = True
+
+
 class RecordingProducer:
-    """Records every send; each delivery is acknowledged at once, with a per-topic offset."""
+    """Records every send (a batch as its records, in order); each delivery is acknowledged at
+    once, with a per-topic-partition offset. Every topic has two partitions."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes, int | None]] = []
         self._offsets: dict[tuple[str, int], int] = {}
 
-    async def send(self, topic, key=None, value=None, partition=None):
-        self.sent.append((topic, key, value, partition))
-        p = partition if partition is not None else 0
-        offset = self._offsets.get((topic, p), -1) + 1
-        self._offsets[(topic, p)] = offset
+    def _acked(self, topic, p, n=1):
+        offset = self._offsets.get((topic, p), -1) + 1  # the first record's
+        self._offsets[(topic, p)] = offset + n - 1
         done = asyncio.get_running_loop().create_future()
         done.set_result(SimpleNamespace(topic=topic, partition=p, offset=offset))
         return done
+
+    async def send(self, topic, key=None, value=None, partition=None):
+        self.sent.append((topic, key, value, partition))
+        return self._acked(topic, partition if partition is not None else 0)
+
+    async def partitions_for(self, topic):
+        return {0, 1}
+
+    def create_batch(self):
+        return RecordingBatch()
+
+    async def send_batch(self, batch, topic, *, partition):
+        assert batch.closed
+        self.sent += [(topic, key, value, partition) for key, value in batch.records]
+        return self._acked(topic, partition, len(batch.records))
 
     def to(self, topic):
         return [s for s in self.sent if s[0] == topic]
@@ -86,11 +117,33 @@ def test_a_batch_is_answered_dead_lettered_written_and_committed(tmp_path):
     answers = [decode_recommendation(v) for _, _, v, _ in w.producer.to("recs")]
     recs = {r.user_id: r for r in answers}
     assert recs["u1"].source_event_id == "a" and recs["u2"].source_event_id == "d"  # coalesced
+    # Kafka's default partitioner for the answers, as one send per record would have them.
+    assert all(p == partition_for(k, 2) for _, k, _, p in w.producer.to("recs"))
     changelog = {k: p for _, k, _, p in w.producer.to("t-sessions-changelog")}
     assert changelog == {b"u1": 0, b"u2": 1}  # each user's state in the user's partition
     assert SessionState.from_bytes(w.db.get_many(1, [b"u2"])[0]).last_offset == 6
     assert w.db.changelog_offset(0) == 0 and w.db.changelog_offset(1) == 0
     assert (w.stats.events, w.stats.dead_letters, w.stats.recommendations) == (5, 2, 2)
+    w.db.close_all()
+
+
+def test_the_changelog_offset_is_the_last_record_of_each_partitions_batch(tmp_path):
+    w = worker(tmp_path)
+    tp = TopicPartition("events", 0)
+    users = [f"u{i}" for i in range(5)]
+
+    async def go():
+        for round_ in range(2):
+            records = [
+                Record("events", 0, round_ * 10 + i, u.encode(), click(f"{round_}{u}", u, "i1", 1))
+                for i, u in enumerate(users)
+            ]
+            await (await w._process({tp: records}))
+
+    asyncio.run(go())
+    changelog = w.producer.to("t-sessions-changelog")
+    assert [k for _, k, _, _ in changelog] == [u.encode() for u in users] * 2  # in order
+    assert w.db.changelog_offset(0) == 9  # ten records in partition 0: offsets 0..9
     w.db.close_all()
 
 
