@@ -1,8 +1,10 @@
 """Prometheus metrics of a worker (``GET /metrics`` on its status server): what it takes in,
 what it answers, how long each stage takes, and how far behind it is.
 
-Counters and histograms are updated once per micro-batch (one ``observe`` per answer for the
-event-to-recommendation latency); the gauges that read the consumer or RocksDB (lag per
+Counters and histograms are updated once per micro-batch (the event-to-recommendation latency
+too: its histogram takes a batch's answers in one numpy step and is exported at scrape time,
+the series prometheus_client's ``Histogram`` writes, instead of ~2.5 us of ``observe`` per
+answer); the gauges that read the consumer or RocksDB (lag per
 partition, state entries and bytes, seconds since the last batch) are computed when scraped,
 by the callbacks the engine gives :class:`WorkerMetrics`. Each worker has its own registry, so
 several workers in one process (tests) do not share series.
@@ -15,10 +17,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client import Counter as PromCounter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.utils import floatToGoString
 
 __all__ = ["WorkerMetrics", "CONTENT_TYPE_LATEST"]
 
@@ -64,9 +73,8 @@ class WorkerMetrics:
                                "Seconds per micro-batch in each stage (fold, encode, search, "
                                "produce: until every record of the batch is acknowledged).",
                                ["stage"], buckets=_LATENCY, registry=r)
-        self.latency = Histogram(f"{_PREFIX}_event_to_recommendation_seconds",
-                                 "emitted_ts - event_ts of each recommendation.",
-                                 buckets=_LATENCY, registry=r)
+        self.latency = BatchHistogram(f"{_PREFIX}_event_to_recommendation_seconds",
+                                      "emitted_ts - event_ts of each recommendation.", _LATENCY)
         self.last_batch = time.time()
         r.register(_Scraped(self, model_version, lag, state))
 
@@ -88,14 +96,35 @@ class WorkerMetrics:
         self.last_batch = time.time()
 
     def observe_answers(self, event_ts: Iterable[int], emitted_ts: int) -> None:
-        n = 0
-        for ts in event_ts:
-            self.latency.observe(max(0, emitted_ts - ts) / 1000)
-            n += 1
-        self.recommendations.inc(n)
+        ages = emitted_ts - np.fromiter(event_ts, np.int64)
+        self.latency.observe_many(np.maximum(ages, 0) / 1000)
+        self.recommendations.inc(len(ages))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class BatchHistogram:
+    """A histogram observed a batch at a time; its series (``_bucket{le}``, ``_count``,
+    ``_sum``) are those of a prometheus_client ``Histogram`` with the same buckets."""
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float]) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = np.array(sorted(buckets), np.float64)
+        self.counts = np.zeros(len(self.bounds) + 1, np.int64)  # the last: above every bound
+        self.sum = 0.0
+
+    def observe_many(self, values: np.ndarray) -> None:
+        # A value v goes to the first bucket whose bound is >= v (Prometheus's le).
+        at = np.searchsorted(self.bounds, values, side="left")
+        self.counts += np.bincount(at, minlength=len(self.counts))
+        self.sum += float(np.sum(values))
+
+    def family(self) -> HistogramMetricFamily:
+        cumulative = np.cumsum(self.counts).tolist()
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        return HistogramMetricFamily(self.name, self.documentation,
+                                     buckets=list(zip(les, cumulative)), sum_value=self.sum)
 
 
 class _Scraped:
@@ -110,6 +139,7 @@ class _Scraped:
         return []
 
     def collect(self) -> Iterator[Any]:
+        yield self.metrics.latency.family()
         info = InfoMetricFamily(f"{_PREFIX}_model", "The model bundle in service.")
         info.add_metric([], {"version": self.model_version()})
         yield info

@@ -66,3 +66,32 @@ def test_metrics_are_scraped_from_the_status_server(tmp_path):
     assert ("stream_rec_state_bytes", (("partition", "0"),)) in samples
     for counted in ("redeliveries", "offset_regressions", "states_expired", "state_resets"):
         assert samples[(f"stream_rec_{counted}_total", ())] == 0
+
+
+def test_the_batch_histogram_writes_prometheus_clients_histogram_series():
+    import numpy as np
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from stream_rec.serving.metrics import _LATENCY, BatchHistogram
+
+    values = np.array([0, 0.0005, 0.0006, 0.001, 0.003, 0.25, 1, 29.9, 30, 31, 1000])
+    reference = CollectorRegistry()
+    one_by_one = Histogram("x_seconds", "doc", buckets=_LATENCY, registry=reference)
+    for v in values:
+        one_by_one.observe(float(v))
+    batched = BatchHistogram("x_seconds", "doc", _LATENCY)
+    batched.observe_many(values[:4])
+    batched.observe_many(values[4:])
+
+    class Collector:
+        def collect(self):
+            yield batched.family()
+
+        def describe(self):
+            return []
+
+    ours = CollectorRegistry()
+    ours.register(Collector())
+    want = [line for line in generate_latest(reference).decode().splitlines()
+            if "_created" not in line]
+    assert generate_latest(ours).decode().splitlines() == want
