@@ -271,7 +271,8 @@ class DirectWorker:
         self.metrics.stage.labels("produce").observe(time.perf_counter() - t0)
         last: dict[int, int] = {}
         offsets = [(m, m.offset if m is not None else -1) for m in metas[: len(futures)]]
-        offsets += [(m, b.last_offset(m)) for m, b in zip(metas[len(futures):], sent)]
+        offsets += [(m, b.last_offset(m) if m is not None else -1)
+                    for m, b in zip(metas[len(futures):], sent)]
         for meta, offset in offsets:
             if meta is not None and meta.topic == self.changelog:
                 last[meta.partition] = max(last.get(meta.partition, -1), offset)
