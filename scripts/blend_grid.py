@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from stream_rec.core.item_neighbours import MAX_RECENT, ItemNeighbours, last_known_rows
-from stream_rec.model.blend_weight import choose_blend
+from stream_rec.model.blend_weight import BLEND_WEIGHTS, choose_blend
 from stream_rec.model.build import TrainOptions
 from stream_rec.model.item_blend import selected_queries
 from stream_rec.model.training_data import training_data
@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--candidates", type=_ints, default=[20, 40])
     ap.add_argument("--recent", type=_ints, default=[1, 3])
     ap.add_argument("--max-sessions", type=int, default=None, help="as the run was trained")
+    ap.add_argument("--weights", default=None, help="comma-separated blend weights (train's grid)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     bundle = ModelBundle.load(args.bundle)
@@ -59,8 +60,11 @@ def main() -> None:
         table = ItemNeighbours.build(tuning, len(bundle.vocab), n_neighbors=width)
         for cands in args.candidates:
             shaped = ItemNeighbours(table.rows, table.scores, candidates=cands)
+            weights = (
+                [float(w) for w in args.weights.split(",")] if args.weights else BLEND_WEIGHTS
+            )
             recent, weight, tried = choose_blend(
-                queries, targets, last, shaped, items, scale, recents=args.recent
+                queries, targets, last, shaped, items, scale, weights=weights, recents=args.recent
             )
             best = max(tried, key=lambda t: selection_score(t["hr@20"], t["mrr@20"]))
             alone = next(t for t in tried if t["weight"] == 0)
