@@ -55,14 +55,12 @@ def main() -> None:
     rows = [bundle.vocab.rows_for_hashes(np.asarray(s[0], np.int64)) for s in sessions]
     tuning = rows[: len(rows) - n_valid]
     scale = logit_scale(bundle)
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else BLEND_WEIGHTS
     print(f"{len(targets):,} validation prefixes, {time.perf_counter() - t0:.0f}s", flush=True)
     for width in args.neighbours:
         table = ItemNeighbours.build(tuning, len(bundle.vocab), n_neighbors=width)
         for cands in args.candidates:
             shaped = ItemNeighbours(table.rows, table.scores, candidates=cands)
-            weights = (
-                [float(w) for w in args.weights.split(",")] if args.weights else BLEND_WEIGHTS
-            )
             recent, weight, tried = choose_blend(
                 queries, targets, last, shaped, items, scale, weights=weights, recents=args.recent
             )

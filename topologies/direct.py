@@ -269,13 +269,12 @@ class DirectWorker:
                          commit: dict[TopicPartition, int], t0: float) -> dict[TopicPartition, int]:
         metas = await asyncio.gather(*futures, *(b.future for b in sent))
         self.metrics.stage.labels("produce").observe(time.perf_counter() - t0)
+        # A record's metadata holds its offset; a batch's its first record's.
+        records = [1] * len(futures) + [b.records for b in sent]
         last: dict[int, int] = {}
-        offsets = [(m, m.offset if m is not None else -1) for m in metas[: len(futures)]]
-        offsets += [(m, b.last_offset(m) if m is not None else -1)
-                    for m, b in zip(metas[len(futures):], sent)]
-        for meta, offset in offsets:
+        for meta, n in zip(metas, records):
             if meta is not None and meta.topic == self.changelog:
-                last[meta.partition] = max(last.get(meta.partition, -1), offset)
+                last[meta.partition] = max(last.get(meta.partition, -1), meta.offset + n - 1)
         for p, off in last.items():
             if off > self.db.changelog_offset(p):
                 self.db.set_changelog_offset(p, off)

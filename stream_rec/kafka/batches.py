@@ -21,23 +21,19 @@ __all__ = ["OutputBatches", "SentBatch"]
 
 @dataclass(frozen=True, slots=True)
 class SentBatch:
-    """A submitted batch: its delivery future (the first record's metadata) and record count."""
+    """A submitted batch: its delivery future (the first record's metadata, so its last record's
+    offset is that offset + ``records`` - 1) and its record count."""
 
     topic: str
     partition: int
     future: Any
     records: int
 
-    def last_offset(self, meta: Any) -> int:
-        """The batch's last record's offset, from its delivery metadata (base offset)."""
-        return int(meta.offset) + self.records - 1
-
 
 class OutputBatches:
-    """Collect records by topic partition (:meth:`add`), then submit them (:meth:`send`).
-
-    ``partitions`` gives a topic's partition count for keyed records sent without a partition
-    (ask the producer: ``len(await producer.partitions_for(topic))``)."""
+    """Collect records by topic partition (:meth:`add`, or :meth:`add_keyed` with the topic's
+    partition count: ``len(await producer.partitions_for(topic))``), then submit them
+    (:meth:`send`)."""
 
     def __init__(self, producer: Any, partitioner: CachedPartitioner) -> None:
         self._producer = producer

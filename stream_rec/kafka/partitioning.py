@@ -19,8 +19,12 @@ from aiokafka.partitioner import murmur2
 __all__ = ["partition_for", "CachedPartitioner"]
 
 
+def _positive_hash(key: bytes) -> int:
+    return murmur2(key) & 0x7FFFFFFF
+
+
 def partition_for(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    return _positive_hash(key) % partitions
 
 
 class CachedPartitioner:
@@ -51,5 +55,5 @@ class CachedPartitioner:
         if h is None:
             if len(self._hashes) >= self.max_keys:
                 self._hashes.clear()
-            h = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+            h = self._hashes[key] = _positive_hash(key)
         return h

@@ -48,7 +48,7 @@ def test_batched_records_land_as_per_record_sends_would(broker, unique_topics):
             out.add(placed, b"gone", None, 1)  # a tombstone
             sent = await out.send()
             metas = await asyncio.gather(*(b.future for b in sent))
-            last = {(b.topic, b.partition): b.last_offset(m) for b, m in zip(sent, metas)}
+            last = {(b.topic, b.partition): m.offset + b.records - 1 for b, m in zip(sent, metas)}
         finally:
             await producer.stop()
         return sent, [last], [await _read(broker, keyed, 300), await _read(broker, placed, 301)]
