@@ -32,7 +32,7 @@ _GROUP = ("session_timeout_s", "standby_replicas", "changelog_barrier")
 _MODEL = ("bundles_dir", "bundle", "model_version", "bundles_topic", "providers", "intra_op_threads",
           "inter_op_threads", "encoder_cache_mb", "index", "hnsw_ef", "index_threads")
 _SERVING = ("top_k", "filter_purchased", "filter_clicked", "coalesce", "cold_start_trending", "explain", "batch_max",
-            "batch_wait_ms", "session_gap_s", "max_purchased")
+            "batch_wait_ms", "compute_thread", "session_gap_s", "max_purchased")
 _WORKER = ("engine", "app_id", "data_dir", "worker_host", "worker_port", "model_poll_s", "log_level",
            "log_format")
 _TOPICS = ("replication_factor", "min_insync_replicas", "producer_idempotence", "faust_table_views")

@@ -81,6 +81,9 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--global-neighbours", type=_non_negative_int, default=None, metavar="K",
                    help="the encoder's global item graph: each item's K Item-KNN neighbours mixed into its "
                    "embedding by a learned gate (GCE-GNN), 0 = off (default: per data set)")
+    p.add_argument("--order", choices=("shuffled", "chronological"), default=None,
+                   help="batches shuffled across each epoch, or chronological: each epoch runs through "
+                   "time and ends on the newest sessions (default: per data set)")
     p.add_argument("--teacher-run", default=None, metavar="DIR",
                    help="a finished run's --checkpoint-dir: its selected model (before its refit) is a second "
                    "teacher for --distill, mixed with V-SKNN's (default: V-SKNN alone)")

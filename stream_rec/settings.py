@@ -111,6 +111,7 @@ class Settings:
     cooccurrence_weight: float = _f(-1.0, "Weight of co-occurrence (the bundle's item-neighbour table, or V-SKNN in older bundles) blended into the model's scores: 0 = off, -1 = the bundle's tuned weight.", min=-1.0)
     batch_max: int = _f(256, "Most events taken from the stream into one micro-batch.", min=1)
     batch_wait_ms: float = _f(5.0, "Longest wait (ms) for a micro-batch to fill before it is processed.", min=0)
+    compute_thread: bool = _f(False, "--engine direct: compute each micro-batch (fold, encode, search) in a thread beside the event loop instead of on it. Off by default: on CPU the thread's contention with the loop for the GIL cost more than the overlap gave (docs/benchmarks.md, session 17); it may pay where the compute mostly waits outside the GIL (a GPU).")
     worker_host: str = _f("127.0.0.1", "Address of the worker's status web server.")
     worker_port: int = _f(6066, "Port of the worker's status web server.", min=1)
     offset_regression: str = _f("new-epoch", "A record at or below a user's last applied offset with an event time later than any in the state is no redelivery (the events topic was re-created or truncated): new-epoch applies it (and logs and counts it), skip ignores it (logged and counted too).", choices=("new-epoch", "skip"))

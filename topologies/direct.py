@@ -219,10 +219,11 @@ class DirectWorker:
                                self.settings.offset_regression)
             t = self.holder.recommender.times
             before = (t.state, t.encode, t.search)
-            # Off the event loop: ONNX Runtime and hnswlib release the GIL, so fetching the
-            # next batch and delivering the previous one proceed meanwhile.
-            result = await asyncio.to_thread(
-                step_isolated, self.holder.recommender, states, events, offsets, now_ms)
+            step = functools.partial(step_isolated, self.holder.recommender, states, events, offsets, now_ms)
+            # On the loop by default: a thread beside it (fetching and delivering meanwhile)
+            # measured slower on CPU, its GIL contention with the loop costing more than the
+            # overlap gave (docs/benchmarks.md, session 17). A GPU's waits may pay for it.
+            result = await asyncio.to_thread(step) if s.compute_thread else step()
             ready = emitted_now(result.answers)
             stages = {name: after - b4 for name, after, b4
                       in zip(("fold", "encode", "search"), (t.state, t.encode, t.search), before)}

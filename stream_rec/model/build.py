@@ -150,7 +150,7 @@ def train_sessions_to_bundle(
         max_seconds=recipe.max_minutes * 60.0 if recipe.max_minutes else None,  # 0 = no cap
         negatives=recipe.negatives, patience=recipe.patience, distill=recipe.distill,
         refit_soup=recipe.refit_soup, teacher_run=opts.teacher_run, teacher_mix=opts.teacher_mix,
-        checkpoint_dir=opts.checkpoint_dir,
+        order=recipe.order, checkpoint_dir=opts.checkpoint_dir,
     )
     _progress(f"training on {len(sessions):,} sessions, {len(vocab):,} items: {model_cfg}, {train_cfg}")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -192,7 +192,7 @@ def train_sessions_to_bundle(
                 "item_dropout": recipe.item_dropout, "recency": recipe.recency,
                 "attend": recipe.attend, "item_neighbours": recipe.item_neighbours,
                 "valid_fraction": recipe.valid_fraction, "refit_soup": recipe.refit_soup,
-                "global_neighbours": recipe.global_neighbours,
+                "global_neighbours": recipe.global_neighbours, "order": recipe.order,
                 "teacher_run": opts.teacher_run,
                 "teacher_mix": opts.teacher_mix if opts.teacher_run else None,
             },

@@ -110,12 +110,20 @@ def pad_teacher(batch: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor] |
     return torch.from_numpy(cols), torch.from_numpy(probs)
 
 
-def length_batches(examples: Sequence[Example], batch_size: int, rng: np.random.Generator) -> list[list[Example]]:
-    """Shuffled batches of similar-length windows."""
-    order = rng.permutation(len(examples))
+def length_batches(
+    examples: Sequence[Example], batch_size: int, rng: np.random.Generator, chronological: bool = False
+) -> list[list[Example]]:
+    """Shuffled batches of similar-length windows.
+
+    ``chronological``: the examples (in time order) are cut into consecutive pools of
+    ``_SORT_POOL`` batches, shuffled only within a pool, pools in order: an epoch runs through
+    time and ends on the newest sessions, as the test slice follows them (MSGIFSR's finding:
+    no shuffling across time)."""
+    order = np.arange(len(examples)) if chronological else rng.permutation(len(examples))
     pool = batch_size * _SORT_POOL
     batches = []
     for p in range(0, len(order), pool):
         chunk = sorted(order[p : p + pool], key=lambda i: len(examples[i].items))
-        batches += [[examples[i] for i in chunk[j : j + batch_size]] for j in range(0, len(chunk), batch_size)]
-    return [batches[i] for i in rng.permutation(len(batches))]
+        in_pool = [[examples[i] for i in chunk[j : j + batch_size]] for j in range(0, len(chunk), batch_size)]
+        batches += [in_pool[i] for i in rng.permutation(len(in_pool))] if chronological else in_pool
+    return batches if chronological else [batches[i] for i in rng.permutation(len(batches))]

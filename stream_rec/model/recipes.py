@@ -70,6 +70,8 @@ class Recipe:
     # GCE-GNN's global item graph inside the encoder (model/global_items.py): each item's
     # Item-KNN neighbours mixed into its embedding by a learned gate; 0 = off.
     global_neighbours: int = 0
+    # Batches "shuffled" across the whole epoch, or "chronological" (each epoch runs through time).
+    order: str = "shuffled"
 
 
 # The standard splits (Diginetica, Nowplaying, any `sessions` split): Adam 1e-3 decayed x0.1 every
@@ -132,6 +134,7 @@ class TrainOptions:
     item_neighbours: bool | None = None
     refit_soup: int | None = None
     global_neighbours: int | None = None
+    order: str | None = None
     max_sessions: int | None = None  # train on the LAST n training sessions only (quick runs)
     # A finished run whose selected model is a second teacher (model/distill.py), and its share.
     teacher_run: str | None = None
@@ -169,6 +172,7 @@ class TrainOptions:
                 "item_neighbours",
                 "refit_soup",
                 "global_neighbours",
+                "order",
             )
             if getattr(self, name) is not None
         }

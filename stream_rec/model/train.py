@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 _PROGRESS_EVERY_S = 60.0  # a progress line within long epochs
+ORDERS = ("shuffled", "chronological")  # the order of batches within an epoch
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ class TrainConfig:
     teacher_run: str | None = None
     teacher_mix: float = 0.5
     negatives: int = 0  # sampled softmax with this many shared uniform negatives; 0 = full softmax
+    # "shuffled" batches, or "chronological": each epoch runs through time (examples.length_batches)
+    order: str = "shuffled"
     # A checkpoint after every epoch (model/checkpoint.py); a run with one there resumes from it.
     checkpoint_dir: str | None = None
 
@@ -97,6 +100,8 @@ class TrainConfig:
             raise ConfigError(f"epochs and batch_size must be >= 1; got {self.epochs}, {self.batch_size}")
         if self.teacher_run and self.distill <= 0:
             raise ConfigError("a teacher run needs a distillation weight > 0 (--distill)")
+        if self.order not in ORDERS:
+            raise ConfigError(f"order must be one of {', '.join(ORDERS)}; got {self.order!r}")
         if not 0.0 <= self.teacher_mix <= 1.0:
             raise ConfigError(f"teacher_mix must be in [0, 1]; got {self.teacher_mix}")
 
@@ -317,7 +322,7 @@ def _train_epoch(
     model.train()
     t_epoch = t_note = time.perf_counter()
     loss_sum, n_pos = 0.0, 0
-    batches = length_batches(examples, tc.batch_size, rng)
+    batches = length_batches(examples, tc.batch_size, rng, chronological=tc.order == "chronological")
     for step, batch in enumerate(batches, 1):
         items, types, queries, targets = pad_examples(batch)
         loss = batch_loss(model, items, types, queries, targets, tc.negatives, pad_teacher(batch),

@@ -4,10 +4,12 @@ partition writes and what is produced, with a recording producer and real RocksD
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 import orjson
+import pytest
 from aiokafka import TopicPartition
 
 from stream_rec.core.events import decode_recommendation
@@ -85,17 +87,21 @@ def click(eid, user, item, ts):
         {"event_id": eid, "user_id": user, "type": "click", "item_id": item, "ts": ts})
 
 
-def worker(tmp_path) -> DirectWorker:
+def worker(tmp_path, **overrides) -> DirectWorker:
     settings = Settings.from_env({}, data_dir=str(tmp_path), app_id="t", recs_topic="recs",
                                  dlq_topic="dlq",
-                                 model_poll_s=0)
+                                 model_poll_s=0, **overrides)
     w = DirectWorker(settings, holder=SimpleNamespace(recommender=make(), pinned=True))
     w.producer = RecordingProducer()
     return w
 
 
-def test_a_batch_is_answered_dead_lettered_written_and_committed(tmp_path):
-    w = worker(tmp_path)
+@pytest.mark.parametrize("compute_thread", [False, True])
+def test_a_batch_is_answered_dead_lettered_written_and_committed(tmp_path, compute_thread):
+    w = worker(tmp_path, compute_thread=compute_thread)
+    threads = []
+    step = w.holder.recommender.step
+    w.holder.recommender.step = lambda *a, **k: threads.append(threading.current_thread()) or step(*a, **k)
     tp0, tp1 = TopicPartition("events", 0), TopicPartition("events", 1)
     batch = {
         tp0: [Record("events", 0, 10, b"u1", click("a", "u1", "i1", 1)),
@@ -124,6 +130,8 @@ def test_a_batch_is_answered_dead_lettered_written_and_committed(tmp_path):
     assert SessionState.from_bytes(w.db.get_many(1, [b"u2"])[0]).last_offset == 6
     assert w.db.changelog_offset(0) == 0 and w.db.changelog_offset(1) == 0
     assert (w.stats.events, w.stats.dead_letters, w.stats.recommendations) == (5, 2, 2)
+    # The compute ran on the event loop's thread unless a thread beside it was asked for.
+    assert threads and all((t is threading.main_thread()) is not compute_thread for t in threads)
     w.db.close_all()
 
 

@@ -131,3 +131,34 @@ def test_build_vocab_orders_by_count_and_popularity_counts_rows():
     assert build_vocab({"x": 1, "y": 3}).item_ids == ["y", "x"]
     sessions = [(np.array([item_hash("a"), 0, item_hash("b"), item_hash("zzz")]), None, None)]
     assert item_popularity(sessions, vocab).tolist() == [0.0, 1.0, 1.0]
+
+
+def _examples(lengths):
+    from stream_rec.model.examples import Example
+
+    return [Example(np.full(n, i), np.zeros(n), np.zeros((n, 1)), np.zeros(n)) for i, n in enumerate(lengths)]
+
+
+def test_chronological_batches_run_through_time_and_shuffled_ones_cover_every_example():
+    from stream_rec.model.examples import _SORT_POOL, length_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 20, size=4 * 4 * _SORT_POOL + 7)
+    examples = _examples(lengths)
+    pool = 4 * _SORT_POOL  # batch size 4
+    for chronological in (False, True):
+        batches = length_batches(examples, 4, np.random.default_rng(1), chronological=chronological)
+        seen = sorted(int(e.items[0]) for b in batches for e in b)
+        assert seen == list(range(len(examples)))  # every example once
+        pools = [{int(e.items[0]) // pool for e in b} for b in batches]
+        if chronological:  # a batch never mixes pools, and the pools come in time order
+            assert all(len(p) == 1 for p in pools)
+            order = [p.pop() for p in pools]
+            assert order == sorted(order)
+        else:  # batches from anywhere in time, in any order
+            assert any(len(p) > 1 for p in pools)
+
+
+def test_unknown_batch_order_is_a_config_error():
+    with pytest.raises(ConfigError, match="order must be one of shuffled, chronological"):
+        TrainConfig(order="random")
