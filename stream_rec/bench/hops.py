@@ -19,6 +19,14 @@ They split the latency into measured hops (ms, per event):
 - ``publish_to_us``: record timestamp -> received: the worker producer's linger and request,
   the broker, and our consumer's fetch wait.
 
+With a fetch probe beside the workers (bench/probe.py: a plain consumer of the events topic with
+the worker's fetch settings), ``broker_to_answer`` splits in two (``broker_to_answer_split``):
+
+- ``broker_fetch``: acked -> the probe had the record: what the broker's fetch path takes for a
+  consumer polling as the worker does (its fetch wait, Tansu's hold of a fetch), no compute;
+- ``worker_after_fetch``: the probe had it -> emitted: what the worker adds after that (its
+  batch cycle: the wait for the batch in hand to finish, then its own compute).
+
 The worker's /stats add, for the phase's window, ``compute_ms_per_batch`` (state + encode +
 search per micro-batch, mean) and ``events_per_batch``; ``fetch_and_batch_wait_ms`` =
 ``broker_to_answer`` (mean) - ``compute_ms_per_batch`` is inferred, not measured. Millisecond
@@ -35,6 +43,7 @@ import numpy as np
 __all__ = ["HopClock", "HOPS"]
 
 HOPS = ("to_broker", "broker_to_answer", "answer_to_publish", "publish_to_us")
+SPLIT = ("broker_fetch", "worker_after_fetch")  # broker_to_answer, with a fetch probe
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
@@ -52,12 +61,16 @@ class HopClock:
     def __init__(self) -> None:
         self.sent: dict[str, float] = {}  # event id -> epoch ms
         self.acked: dict[str, float] = {}
+        self.fetched: dict[str, float] = {}  # event id -> epoch ms the fetch probe had it
         self.hops: dict[str, list[float]] = {h: [] for h in HOPS}
+        self.split: dict[str, list[float]] = {h: [] for h in SPLIT}
 
     def clear(self) -> None:
         self.sent.clear()
         self.acked.clear()
+        self.fetched.clear()
         self.hops = {h: [] for h in HOPS}
+        self.split = {h: [] for h in SPLIT}
 
     def on_send(self, event_id: str) -> None:
         self.sent[event_id] = time.time() * 1000.0
@@ -66,10 +79,19 @@ class HopClock:
         if event_id in self.sent:
             self.acked[event_id] = time.time() * 1000.0
 
+    def on_fetch(self, event_id: str, fetched_ms: float) -> None:
+        """The fetch probe had the event (bench/probe.py)."""
+        if event_id in self.sent:
+            self.fetched[event_id] = fetched_ms
+
     def on_answer(self, event_id: str, emitted_ts: int, record_ts: int, received_ms: float) -> None:
         sent, acked = self.sent.pop(event_id, None), self.acked.pop(event_id, None)
+        fetched = self.fetched.pop(event_id, None)
         if sent is None or acked is None:
             return
+        if fetched is not None:
+            self.split["broker_fetch"].append(fetched - acked)
+            self.split["worker_after_fetch"].append(emitted_ts - fetched)
         for hop, value in zip(HOPS, (acked - sent, emitted_ts - acked, record_ts - emitted_ts,
                                      received_ms - record_ts)):
             self.hops[hop].append(value)
@@ -82,6 +104,9 @@ class HopClock:
         compute per batch and the inferred fetch and batch wait."""
         out: dict[str, Any] = {h: _stats(v) for h, v in self.hops.items()}
         out["samples"] = len(self.hops["to_broker"])
+        if self.split["broker_fetch"]:
+            split: dict[str, Any] = {h: _stats(v) for h, v in self.split.items()}
+            out["broker_to_answer_split"] = {**split, "samples": len(self.split["broker_fetch"])}
         out["latency_mean"] = _stats(latencies)["mean"]
         if window and window.get("compute_ms_per_batch") is not None:
             compute = window["compute_ms_per_batch"]

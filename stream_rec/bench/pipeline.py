@@ -40,6 +40,7 @@ from ..settings import Settings
 from .answers import _Answers
 from .common import Record, say
 from .monitor import POLL_S, Fleet, Monitor, _rss_summary, _window
+from .probe import FetchProbe
 from .profiler import _Profiler, top_frames
 
 __all__ = ["percentiles", "produce", "PipelineResult", "run_pipeline"]
@@ -265,10 +266,15 @@ async def _offered_phase(
     before = mon.last
     assert before is not None
     say(f"pipeline: offering {rate:,.0f} events/s")
-    sent, secs = await produce(settings.bootstrap_servers, settings.events_topic, records, rate=rate,
-                               on_send=answers.on_send, settings=settings, on_ack=answers.on_ack)
-    # Overloaded, the backlog only grows: waiting past twice the phase's length adds nothing.
-    done, overran = await answers.wait_answered(mon, min(timeout_s, 30.0 + 2 * secs))
+    probe = FetchProbe(answers.clock)  # the broker's share of the worker's hop (bench/probe.py)
+    await probe.start(settings)
+    try:
+        sent, secs = await produce(settings.bootstrap_servers, settings.events_topic, records, rate=rate,
+                                   on_send=answers.on_send, settings=settings, on_ack=answers.on_ack)
+        # Overloaded, the backlog only grows: waiting past twice the phase's length adds nothing.
+        done, overran = await answers.wait_answered(mon, min(timeout_s, 30.0 + 2 * secs))
+    finally:
+        await probe.stop()
     after = mon.at(done)
     window = _window(before, after, workers)
     out: dict[str, Any] = {"offered_per_s": rate, "sent": sent, "sent_per_s": round(sent / max(secs, 1e-9), 1),

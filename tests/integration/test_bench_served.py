@@ -81,4 +81,9 @@ def test_served_bench_scores_what_arrived_on_the_recommendations_topic(
     assert hops["compute_ms_per_batch"] > 0 and hops["events_per_batch"] >= 1
     total = sum(hops[h]["mean"] for h in HOPS)
     assert total == pytest.approx(hops["latency_mean"], abs=2.0)
+    # A fetch probe beside the worker splits its hop: the broker's fetch path, then the rest.
+    split = hops["broker_to_answer_split"]
+    assert 0 < split["samples"] <= hops["samples"]
+    parts = split["broker_fetch"]["mean"] + split["worker_after_fetch"]["mean"]
+    assert parts == pytest.approx(hops["broker_to_answer"]["mean"], abs=2.0 + hops["broker_to_answer"]["mean"] / 2)
     assert summary["config"]["dataset"] == "events" and summary["config"]["coalesce"] is False

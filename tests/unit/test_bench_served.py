@@ -70,3 +70,15 @@ def test_hops_add_up_to_the_latency():
     assert [out[h]["mean"] for h in HOPS] == [3.0, 7.0, 2.0, 8.0]
     assert out["samples"] == 1 and out["latency_mean"] == 20.0
     assert out["fetch_and_batch_wait_ms_inferred"] == 3.0
+    assert "broker_to_answer_split" not in out  # no fetch probe ran
+
+
+def test_a_fetch_probe_splits_the_workers_hop_into_the_brokers_fetch_and_the_rest():
+    clock = HopClock()
+    clock.on_fetch("early", 1000.0)  # fetched before it was sent in this phase: ignored
+    clock.sent["e"], clock.acked["e"] = 1000.0, 1003.0
+    clock.on_fetch("e", 1008.0)
+    clock.on_answer("e", emitted_ts=1010, record_ts=1012, received_ms=1020.0)
+    split = clock.summary([20.0])["broker_to_answer_split"]
+    assert (split["broker_fetch"]["mean"], split["worker_after_fetch"]["mean"]) == (5.0, 2.0)
+    assert split["samples"] == 1 and not clock.fetched

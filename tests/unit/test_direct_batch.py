@@ -101,7 +101,12 @@ def test_a_batch_is_answered_dead_lettered_written_and_committed(tmp_path, compu
     w = worker(tmp_path, compute_thread=compute_thread)
     threads = []
     step = w.holder.recommender.step
-    w.holder.recommender.step = lambda *a, **k: threads.append(threading.current_thread()) or step(*a, **k)
+
+    def step_noting_its_thread(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return step(*args, **kwargs)
+
+    w.holder.recommender.step = step_noting_its_thread
     tp0, tp1 = TopicPartition("events", 0), TopicPartition("events", 1)
     batch = {
         tp0: [Record("events", 0, 10, b"u1", click("a", "u1", "i1", 1)),
