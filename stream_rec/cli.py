@@ -271,6 +271,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         seed=args.seed, train_events=args.train_events, epochs=args.epochs, micro=not args.no_micro,
         micro_batches=args.micro_batches, micro_efs=args.micro_efs, micro_seconds=args.micro_seconds,
         micro_queries=args.micro_queries, state_users=args.state_users, profile=args.profile,
+        fetch_probe=args.fetch_probe,
         timeout_s=args.timeout, served=served, learner_every=args.with_learner,
     )
     summary = run_bench(settings_from(args), opts)

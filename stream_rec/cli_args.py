@@ -326,6 +326,10 @@ def _add_bench(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--state-users", type=_positive_int, default=1_000_000,
                    help="users written to RocksDB for the size figure (default 1000000)")
     p.add_argument("--profile", action="store_true", help="py-spy worker 0 at saturation; print its top frames")
+    p.add_argument("--fetch-probe", action="store_true",
+                   help="at the offered load, a plain consumer of the events topic beside the workers splits "
+                   "their hop into the broker's fetch path and their own part (it adds a consumer's load: "
+                   "compare runs with it to runs with it)")
     g = p.add_argument_group("learning from the stream (--learn, issue 23)")
     g.add_argument("--learn", action="store_true",
                    help="instead: the cost of one learner update over --learn-events events of a drifting "

@@ -79,6 +79,7 @@ class BenchOptions:
     micro_queries: int = 2_000
     state_users: int = 1_000_000  # users written to RocksDB for the size figure
     profile: bool = False
+    fetch_probe: bool = False  # split the worker's hop at the offered load (bench/probe.py)
     timeout_s: float = 300.0
     run_root: str = "var/bench"
     # --dataset: the served model on that data set's test events, scored (see .served)
@@ -218,7 +219,8 @@ async def _run_kafka_phases(
             offered=list(itertools.islice(stream, rate_n)) if rate_n <= 500_000 else itertools.islice(stream, rate_n),
             rate=opts.rate if rate_n else 0.0,
             flat=lambda: list(itertools.islice(stream, opts.events)), run_dir=run_dir,
-            broker_pid=broker_pid, profile=opts.profile, timeout_s=opts.timeout_s,
+            broker_pid=broker_pid, profile=opts.profile, fetch_probe=opts.fetch_probe,
+            timeout_s=opts.timeout_s,
             keep_answers=opts.served is not None,
         )
     finally:
@@ -372,6 +374,7 @@ def _config(
         "changelog_barrier": s.changelog_barrier, "state_memory_mb": s.state_memory_mb,
         "broker": "embedded" if broker_pid else "external",
         "model_version": pipe.model_version or bundle.version, "profiled": opts.profile,
+        "fetch_probe": opts.fetch_probe,
         "dataset": opts.served.dataset if opts.served else "generated",
     }
 

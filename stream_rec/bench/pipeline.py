@@ -134,6 +134,7 @@ async def run_pipeline(
     run_dir: Path,
     broker_pid: int | None = None,
     profile: bool = False,
+    fetch_probe: bool = False,
     timeout_s: float = 300.0,
     keep_answers: bool = False,
 ) -> PipelineResult:
@@ -160,7 +161,8 @@ async def run_pipeline(
             kept, answers = answers.kept or [], _Answers()
             await answers.start(settings, fetch_max_wait_ms=5)
             later = await _latency_phases(settings, mon, answers, sat, offered=offered, rate=rate,
-                                          workers=workers, flat=flat, timeout_s=timeout_s, notes=notes)
+                                          workers=workers, flat=flat, timeout_s=timeout_s, notes=notes,
+                                          fetch_probe=fetch_probe)
             rss = _rss_summary(mon.samples, sat.first.t, sat.end.t, later.fixed_end.t)
             notes.extend(mon.stalls)
             version, caches = await _model_version(fleet)
@@ -230,6 +232,7 @@ class _LatencyPhases:
 async def _latency_phases(
     settings: Settings, mon: Monitor, answers: _Answers, sat: _Saturation, *, offered: Iterable[Record],
     rate: float, workers: int, flat: Callable[[], Sequence[Record]], timeout_s: float, notes: list[str],
+    fetch_probe: bool = False,
 ) -> _LatencyPhases:
     """Phases 2 (fixed offered load) and 3 (flat out while serving), each once the backlog drained."""
     fixed: dict[str, Any] | None = None
@@ -241,7 +244,8 @@ async def _latency_phases(
                          f"({sat.summary['events_per_s']:,.0f}/s): latency at that load is queueing")
         # An overloaded offered load only grows its backlog: stop waiting for answers
         # after a while, then let the backlog drain before the flat-out phase.
-        fixed = await _offered_phase(settings, mon, answers, offered, rate, workers, timeout_s)
+        fixed = await _offered_phase(settings, mon, answers, offered, rate, workers, timeout_s,
+                                     fetch_probe)
         sent += fixed["sent"]
         if fixed["timed_out"]:
             say("pipeline: waiting for the offered load's backlog to drain")
@@ -259,22 +263,25 @@ async def _latency_phases(
 
 async def _offered_phase(
     settings: Settings, mon: Monitor, answers: _Answers, records: Iterable[Record], rate: float,
-    workers: int, timeout_s: float,
+    workers: int, timeout_s: float, fetch_probe: bool = False,
 ) -> dict[str, Any]:
-    """Offer ``records`` at ``rate``; latency of the answers that come within a while after."""
+    """Offer ``records`` at ``rate``; latency of the answers that come within a while after
+    (with ``fetch_probe``, the worker's hop split: bench/probe.py)."""
     answers.reset()
     before = mon.last
     assert before is not None
     say(f"pipeline: offering {rate:,.0f} events/s")
-    probe = FetchProbe(answers.clock)  # the broker's share of the worker's hop (bench/probe.py)
-    await probe.start(settings)
+    probe = FetchProbe(answers.clock) if fetch_probe else None
+    if probe is not None:
+        await probe.start(settings)
     try:
         sent, secs = await produce(settings.bootstrap_servers, settings.events_topic, records, rate=rate,
                                    on_send=answers.on_send, settings=settings, on_ack=answers.on_ack)
         # Overloaded, the backlog only grows: waiting past twice the phase's length adds nothing.
         done, overran = await answers.wait_answered(mon, min(timeout_s, 30.0 + 2 * secs))
     finally:
-        await probe.stop()
+        if probe is not None:
+            await probe.stop()
     after = mon.at(done)
     window = _window(before, after, workers)
     out: dict[str, Any] = {"offered_per_s": rate, "sent": sent, "sent_per_s": round(sent / max(secs, 1e-9), 1),
