@@ -62,11 +62,10 @@ class BenchOptions:
     partitions: int | None = None  # None: max(settings.partitions, workers)
     warmup: int | None = None  # events excluded at the start of saturation; None: 10%
     users: int = 10_000  # generated shoppers
-    # Mean days between one shopper's visits in the generated stream. The generator's own
-    # default (1.5) leaves ~14 of 10k shoppers active at a time: replayed in seconds, a
-    # 256-event batch of one partition then holds several events per shopper, which
-    # coalescing answers once. On a live site at thousands of events/s far more shoppers are
-    # active than a batch holds: 0.001 keeps 99% of a partition's 256-event batch distinct.
+    # Mean days between one shopper's visits in the generated stream. The generator's 1.5
+    # leaves ~14 of 10k shoppers active at a time, so a 256-event batch holds several events
+    # per shopper (coalescing answers them once); on a live site far more shoppers are active
+    # than a batch holds: 0.001 keeps 99% of a partition's 256-event batch distinct.
     visit_gap_days: float = 0.001
     items: int = 45_000  # generated catalogue = the model's vocabulary
     seed: int = 7
@@ -220,8 +219,7 @@ async def _run_kafka_phases(
             rate=opts.rate if rate_n else 0.0,
             flat=lambda: list(itertools.islice(stream, opts.events)), run_dir=run_dir,
             broker_pid=broker_pid, profile=opts.profile, fetch_probe=opts.fetch_probe,
-            timeout_s=opts.timeout_s,
-            keep_answers=opts.served is not None,
+            timeout_s=opts.timeout_s, keep_answers=opts.served is not None,
         )
     finally:
         beside = stop_learner_process(learner, run_dir, opts.learner_every) if learner else None
@@ -373,8 +371,7 @@ def _config(
         "encoder_cache_mb": s.encoder_cache_mb if getattr(bundle, "incremental", False) else 0,
         "changelog_barrier": s.changelog_barrier, "state_memory_mb": s.state_memory_mb,
         "broker": "embedded" if broker_pid else "external",
-        "model_version": pipe.model_version or bundle.version, "profiled": opts.profile,
-        "fetch_probe": opts.fetch_probe,
+        "model_version": pipe.model_version or bundle.version, "profiled": opts.profile, "fetch_probe": opts.fetch_probe,
         "dataset": opts.served.dataset if opts.served else "generated",
     }
 
