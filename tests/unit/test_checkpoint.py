@@ -99,12 +99,15 @@ def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsy
         "2",
         "--threads",
         "1",
+        "--order",
+        "chronological",
         "--bundles-dir",
         str(bundles),
     ]
     assert main([*args, "--checkpoint-dir", str(run)]) == 0
     first = capsys.readouterr().out.strip().splitlines()[-1]
-    assert json.loads((run / "options.json").read_text())["epochs"] == 2
+    options = json.loads((run / "options.json").read_text())
+    assert (options["epochs"], options["order"]) == (2, "chronological")
     assert (
         main(["train", "--resume", str(run), "--bundles-dir", str(bundles), "--threads", "1"]) == 0
     )
@@ -118,6 +121,8 @@ def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsy
     assert runs[0] == runs[1] == 2
     assert training[0]["epoch_seconds"] == training[1]["epoch_seconds"] > 0
     assert training[1]["epoch_cpu_seconds"] > 0
+    orders = {t["hyperparameters"]["order"] for t in training}
+    assert orders == {"chronological"}
     assert (
         main(["train", "--resume", str(tmp_path / "nothing"), "--bundles-dir", str(bundles)]) != 0
     )
