@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stream_rec.bench.hops import HOPS, HopClock
-from stream_rec.bench.served import ServedOptions, ServedWorkload, served_quality
+from stream_rec.bench.served import ServedOptions, ServedWorkload, interleaved, served_quality
 from stream_rec.core.events import Event, Recommendation, ScoredItem, encode_recommendation
 from stream_rec.core.session import SessionPolicy
 from stream_rec.errors import ConfigError
@@ -29,17 +29,28 @@ def answer(source: str, *items: str) -> bytes:
         "u", tuple(ScoredItem(i, 1.0) for i in items), "v1", source, 1, 2))
 
 
-def test_the_stream_is_the_test_events_then_rounds_under_fresh_ids():
+def test_the_stream_is_the_test_events_interleaved_then_rounds_under_fresh_ids():
     w = workload()
     assert w.n_events == 5
     events = list(w.events(12))
-    assert events[:5] == [e for s in SESSIONS for e in s]  # round 0: exactly the test events
-    assert [e.event_id for e in events[5:8]] == ["a1~r1", "a2~r1", "a3~r1"]
+    # Round 0: exactly the test events, the open sessions taking turns, each user's in order.
+    assert [e.event_id for e in events[:5]] == ["a1", "b1", "a2", "b2", "a3"]
+    assert [e.event_id for e in events[5:10]] == ["a1~r1", "b1~r1", "a2~r1", "b2~r1", "a3~r1"]
     assert {e.user_id for e in events[5:10]} == {"ua~r1", "ub~r1"}
-    assert events[8].session_id == "s~r1" and events[5].session_id is None
-    assert [e.event_id for e in events[10:]] == ["a1~r2", "a2~r2"]
+    assert events[6].session_id == "s~r1" and events[5].session_id is None
+    assert [e.event_id for e in events[10:]] == ["a1~r2", "b1~r2"]
     key, value, valid = next(w.records(1))
     assert key == b"ua" and b'"event_id":"a1"' in value and valid
+
+
+def test_interleaving_keeps_each_sessions_order_and_opens_the_next_when_one_ends():
+    sessions = [[Event(f"{u}{j}", u, "click", j, "i") for j in range(n)]
+                for u, n in (("a", 3), ("b", 1), ("c", 2), ("d", 2))]
+    ids = [e.event_id for e in interleaved(sessions, 2)]
+    assert ids == ["a0", "b0", "a1", "c0", "a2", "c1", "d0", "d1"]
+    back_to_back = [e.event_id for s in sessions for e in s]
+    assert [e.event_id for e in interleaved(sessions, 1)] == back_to_back
+    assert sorted(ids) == sorted(e.event_id for e in interleaved(sessions, 1000))
 
 
 def test_quality_ranks_each_prefix_in_the_answer_to_its_last_event():
