@@ -93,8 +93,8 @@ def interleaved(sessions: Sequence[Sequence[Event]], open_sessions: int) -> Iter
 
 class ServedWorkload:
     """The test sessions as the benchmark's event stream (the shape of the generator's
-    :meth:`records` and :meth:`events`): first the sessions as they are (round 0, scored), then
-    again and again under fresh ids (rounds 1, 2, ...)."""
+    :meth:`records` and :meth:`events`): first the test sessions with their own ids (round 0,
+    scored), then again and again under fresh ids (rounds 1, 2, ...); each round interleaved."""
 
     def __init__(
         self, dataset: str, sessions: Sequence[Sequence[Event]], cases: Sequence[EvalCase],
