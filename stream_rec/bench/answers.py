@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from ..settings import Settings
-from .common import Record, say
+from .common import Record, consumer_at_end, say
 from .hops import HopClock
 from .monitor import Monitor
 
@@ -52,18 +52,8 @@ class _Answers:
         self.clock.clear()
 
     async def start(self, settings: Settings, fetch_max_wait_ms: int) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        from ..kafka.clients import consumer_config
-
-        c = AIOKafkaConsumer(**consumer_config(settings, group_id=None, enable_auto_commit=False,
-                                               auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms))
-        await c.start()
-        tps = [TopicPartition(settings.recs_topic, p) for p in range(settings.partitions)]
-        c.assign(tps)
-        await c.seek_to_end(*tps)
-        for tp in tps:  # resolve positions now: nothing produced from here on is missed
-            await c.position(tp)
+        c = await consumer_at_end(settings, settings.recs_topic, auto_offset_reset="earliest",
+                                  fetch_max_wait_ms=fetch_max_wait_ms)
         self._consumer, self._fetch_max_wait_ms = c, fetch_max_wait_ms
         self._task = asyncio.create_task(self._read())
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from ..settings import Settings
+from .common import consumer_at_end
 from .hops import HopClock
 
 __all__ = ["FetchProbe"]
@@ -28,26 +29,14 @@ class FetchProbe:
 
     def __init__(self, clock: HopClock) -> None:
         self.clock = clock
-        self.fetched = 0
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, settings: Settings) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        from ..kafka.clients import consumer_config
-
         wait_ms = max(1, int(settings.batch_wait_ms))
-        c = AIOKafkaConsumer(**consumer_config(settings, group_id=None, enable_auto_commit=False,
+        self._consumer = await consumer_at_end(settings, settings.events_topic,
                                                fetch_max_wait_ms=wait_ms,
-                                               max_partition_fetch_bytes=4 << 20))
-        await c.start()
-        tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
-        c.assign(tps)
-        await c.seek_to_end(*tps)
-        for tp in tps:  # positions resolved before the phase produces anything
-            await c.position(tp)
-        self._consumer = c
+                                               max_partition_fetch_bytes=4 << 20)
         self._task = asyncio.create_task(self._read(wait_ms))
 
     async def _read(self, wait_ms: int) -> None:
@@ -57,9 +46,7 @@ class FetchProbe:
         while True:
             batch = await self._consumer.getmany(timeout_ms=wait_ms, max_records=256)
             now_ms = time.time() * 1000.0
-            n = sum(len(msgs) for msgs in batch.values())
-            fetch_wait.update(n)
-            self.fetched += n
+            fetch_wait.update(sum(len(msgs) for msgs in batch.values()))
             for msgs in batch.values():
                 for msg in msgs:
                     try:
