@@ -15,6 +15,7 @@ from .cli_common import (
     _non_negative_int,
     _positive_int,
 )
+from .model.recipes import ORDERS
 
 __all__ = ["add_model_subcommands"]
 
@@ -81,7 +82,7 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--global-neighbours", type=_non_negative_int, default=None, metavar="K",
                    help="the encoder's global item graph: each item's K Item-KNN neighbours mixed into its "
                    "embedding by a learned gate (GCE-GNN), 0 = off (default: per data set)")
-    p.add_argument("--order", choices=("shuffled", "chronological"), default=None,
+    p.add_argument("--order", choices=ORDERS, default=None,
                    help="batches shuffled across each epoch, or chronological: each epoch runs through "
                    "time and ends on the newest sessions (default: per data set)")
     p.add_argument("--teacher-run", default=None, metavar="DIR",

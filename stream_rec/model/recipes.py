@@ -13,8 +13,11 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     from .sasrec import SASRecConfig
 
+ORDERS = ("shuffled", "chronological")  # the order of batches within an epoch (`--order`)
+
 __all__ = [
     "DATASETS",
+    "ORDERS",
     "Recipe",
     "RECIPES",
     "TrainOptions",

@@ -31,6 +31,7 @@ from .examples import (
     training_examples,
 )
 from .global_items import item_rows, set_neighbours
+from .recipes import ORDERS
 from .refit import refit
 from .sasrec import SASRecConfig, SessionTransformer
 from .steps import batch_loss
@@ -53,7 +54,6 @@ __all__ = [
 ]
 
 _PROGRESS_EVERY_S = 60.0  # a progress line within long epochs
-ORDERS = ("shuffled", "chronological")  # the order of batches within an epoch
 
 
 @dataclass(frozen=True)
