@@ -116,7 +116,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         distill=args.distill, readout=args.readout, positions=args.positions,
         item_dropout=args.item_dropout, recency=args.recency, attend=args.attend,
         item_neighbours=args.item_neighbours, refit_soup=args.refit_soup,
-        global_neighbours=args.global_neighbours, order=args.order,
+        global_neighbours=args.global_neighbours, order=args.order, refit_rates=args.refit_rates,
         teacher_run=args.teacher_run, teacher_mix=args.teacher_mix,
         checkpoint_dir=args.checkpoint_dir,
         min_item_count=args.min_item_count, test_days=args.test_days,

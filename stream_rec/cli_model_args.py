@@ -27,6 +27,18 @@ def add_model_subcommands(sub: argparse._SubParsersAction[CliParser]) -> None:
     _add_incremental(sub)
 
 
+def _rates(text: str) -> tuple[float, ...]:
+    """``--refit-rates``: comma-separated learning rates, each in (0, 1]."""
+    try:
+        rates = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        rates = ()
+    if not rates or any(not 0.0 < r <= 1.0 for r in rates):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated learning rates in (0, 1], e.g. 5e-4,3e-4; got {text!r}")
+    return rates
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     """Where a data set's files are (train, cooccurrence and neighbours read the same sessions)."""
     p.add_argument("--events-file", default=None, help="JSONL event log for --dataset events")
@@ -82,6 +94,9 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--global-neighbours", type=_non_negative_int, default=None, metavar="K",
                    help="the encoder's global item graph: each item's K Item-KNN neighbours mixed into its "
                    "embedding by a learned gate (GCE-GNN), 0 = off (default: per data set)")
+    p.add_argument("--refit-rates", type=_rates, default=None, metavar="R[,R...]",
+                   help="the refit's candidate learning rates beside the last decayed one and the initial "
+                   "one, chosen on the validation slice's halves, e.g. 5e-4 (default: per data set)")
     p.add_argument("--order", choices=ORDERS, default=None,
                    help="batches shuffled across each epoch, or chronological: each epoch runs through "
                    "time and ends on the newest sessions (default: per data set)")

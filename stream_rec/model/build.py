@@ -150,7 +150,7 @@ def train_sessions_to_bundle(
         max_seconds=recipe.max_minutes * 60.0 if recipe.max_minutes else None,  # 0 = no cap
         negatives=recipe.negatives, patience=recipe.patience, distill=recipe.distill,
         refit_soup=recipe.refit_soup, teacher_run=opts.teacher_run, teacher_mix=opts.teacher_mix,
-        order=recipe.order, checkpoint_dir=opts.checkpoint_dir,
+        order=recipe.order, refit_rates=recipe.refit_rates, checkpoint_dir=opts.checkpoint_dir,
     )
     _progress(f"training on {len(sessions):,} sessions, {len(vocab):,} items: {model_cfg}, {train_cfg}")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -193,10 +193,13 @@ def train_sessions_to_bundle(
                 "attend": recipe.attend, "item_neighbours": recipe.item_neighbours,
                 "valid_fraction": recipe.valid_fraction, "refit_soup": recipe.refit_soup,
                 "global_neighbours": recipe.global_neighbours, "order": recipe.order,
+                "refit_rates": list(recipe.refit_rates),
                 "teacher_run": opts.teacher_run,
                 "teacher_mix": opts.teacher_mix if opts.teacher_run else None,
             },
             "history": metrics.history,
+            # what the refit chose (rate, passes, soup) and the validation halves' scores
+            "refit": _refit_info(metrics.refit),
             **(extra_info or {}),
         },
         metrics=metrics,
@@ -214,6 +217,14 @@ def train_sessions_to_bundle(
                                    queries=metrics.selected_queries,
                                    item_vectors=metrics.selected_items) or path
     return path
+
+
+def _refit_info(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The refit's report for the manifest: the halves' scores in percent, rounded."""
+    if not report:
+        return None
+    halves = {k: [round(100 * h, 2), round(100 * m, 2)] for k, (h, m) in report["half_scores"].items()}
+    return {**report, "half_scores": halves, "seconds": round(report["seconds"], 1)}
 
 
 def neighbours_for(vocab: ItemVocab, session_items: Sequence[Sequence[str]]) -> SessionNeighbours:

@@ -75,6 +75,9 @@ class Recipe:
     global_neighbours: int = 0
     # Batches "shuffled" across the whole epoch, or "chronological" (each epoch runs through time).
     order: str = "shuffled"
+    # The refit's candidate rates beside the last decayed one and the initial one (model/refit.py
+    # chooses among them on the validation slice's halves); () = those two only.
+    refit_rates: tuple[float, ...] = ()
 
 
 # The standard splits (Diginetica, Nowplaying, any `sessions` split): Adam 1e-3 decayed x0.1 every
@@ -138,6 +141,7 @@ class TrainOptions:
     refit_soup: int | None = None
     global_neighbours: int | None = None
     order: str | None = None
+    refit_rates: tuple[float, ...] | None = None
     max_sessions: int | None = None  # train on the LAST n training sessions only (quick runs)
     # A finished run whose selected model is a second teacher (model/distill.py), and its share.
     teacher_run: str | None = None
@@ -176,6 +180,7 @@ class TrainOptions:
                 "refit_soup",
                 "global_neighbours",
                 "order",
+                "refit_rates",
             )
             if getattr(self, name) is not None
         }
@@ -201,10 +206,10 @@ def load_options(directory: str | Path) -> TrainOptions:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         known = {f.name for f in fields(TrainOptions)}
-        return TrainOptions(
-            **{k: v for k, v in raw.items() if k in known - {"checkpoint_dir"}},
-            checkpoint_dir=str(directory),
-        )
+        given = {k: v for k, v in raw.items() if k in known - {"checkpoint_dir"}}
+        if given.get("refit_rates") is not None:  # a JSON list
+            given["refit_rates"] = tuple(float(r) for r in given["refit_rates"])
+        return TrainOptions(**given, checkpoint_dir=str(directory))
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"--resume {directory}: {OPTIONS_FILE} cannot be read ({exc})") from exc
 

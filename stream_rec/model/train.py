@@ -79,6 +79,8 @@ class TrainConfig:
     # rate: they are the most recent data, and the test slice follows them in time.
     refit: bool = True
     refit_soup: int = 1  # refits averaged (model/refit.py), when the validation halves agree
+    # Candidate refit rates beside the last decayed one and ``lr`` (model/refit.py chooses).
+    refit_rates: tuple[float, ...] = ()
     # Distillation (model/distill.py): weight of V-SKNN's next-item distribution in the target;
     # 0 = off. Its teacher keeps the best ``distill_candidates`` items per position.
     distill: float = 0.0
@@ -102,6 +104,8 @@ class TrainConfig:
             raise ConfigError("a teacher run needs a distillation weight > 0 (--distill)")
         if self.order not in ORDERS:
             raise ConfigError(f"order must be one of {', '.join(ORDERS)}; got {self.order!r}")
+        if any(not 0.0 < r <= 1.0 for r in self.refit_rates):
+            raise ConfigError(f"refit rates must be in (0, 1]; got {list(self.refit_rates)}")
         if not 0.0 <= self.teacher_mix <= 1.0:
             raise ConfigError(f"teacher_mix must be in [0, 1]; got {self.teacher_mix}")
 
@@ -224,7 +228,8 @@ def train_model(
                     metrics.selected_items = model.item_vectors().numpy().astype(np.float32)
                 decays = (metrics.best_epoch - 1) // tc.lr_decay_every if tc.lr_decay_every > 0 else 0
                 decayed = tc.lr * tc.lr_decay_gamma ** max(decays, 1 if tc.lr_decay_every > 0 else 0)
-                report = refit(model, train_f, valid_f, (decayed, tc.lr), tc.batch_size, tc.negatives,
+                rates = (decayed, *sorted(tc.refit_rates), tc.lr)  # a tie keeps the earlier
+                report = refit(model, train_f, valid_f, rates, tc.batch_size, tc.negatives,
                                tc.weight_decay, progress, soup=tc.refit_soup, seed=tc.seed)
                 metrics.refit_seconds, metrics.refit = report.seconds, asdict(report)
     finally:

@@ -101,13 +101,16 @@ def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsy
         "1",
         "--order",
         "chronological",
+        "--refit-rates",
+        "5e-3",
         "--bundles-dir",
         str(bundles),
     ]
     assert main([*args, "--checkpoint-dir", str(run)]) == 0
     first = capsys.readouterr().out.strip().splitlines()[-1]
     options = json.loads((run / "options.json").read_text())
-    assert (options["epochs"], options["order"]) == (2, "chronological")
+    chosen = (options["epochs"], options["order"], options["refit_rates"])
+    assert chosen == (2, "chronological", [5e-3])
     assert (
         main(["train", "--resume", str(run), "--bundles-dir", str(bundles), "--threads", "1"]) == 0
     )
@@ -123,6 +126,11 @@ def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsy
     assert training[1]["epoch_cpu_seconds"] > 0
     orders = {t["hyperparameters"]["order"] for t in training}
     assert orders == {"chronological"}
+    # the extra refit rate is a candidate on the validation halves, the first run's and the resumed
+    for t in training:
+        assert t["hyperparameters"]["refit_rates"] == [5e-3]
+        assert {"0.005 x1", "0.001 x1", "0.0001 x1"} <= set(t["refit"]["half_scores"])
+        assert t["refit"]["lr"] in (1e-4, 5e-3, 1e-3) and 1 <= t["refit"]["passes"] <= 5
     assert (
         main(["train", "--resume", str(tmp_path / "nothing"), "--bundles-dir", str(bundles)]) != 0
     )

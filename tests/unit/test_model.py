@@ -162,3 +162,21 @@ def test_chronological_batches_run_through_time_and_shuffled_ones_cover_every_ex
 def test_unknown_batch_order_is_a_config_error():
     with pytest.raises(ConfigError, match="order must be one of shuffled, chronological"):
         TrainConfig(order="random")
+
+
+@pytest.mark.parametrize("rates", [(0.0,), (1e-3, 2.0), (-1e-4,)])
+def test_refit_rates_outside_zero_to_one_are_a_config_error(rates):
+    with pytest.raises(ConfigError, match=r"refit rates must be in \(0, 1\]"):
+        TrainConfig(refit_rates=rates)
+
+
+def test_refit_rates_flag_takes_comma_separated_rates_and_says_what_is_wrong(capsys):
+    from stream_rec.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "--refit-rates", "5e-4,3e-4"]).refit_rates == (5e-4, 3e-4)
+    for bad in ("0", "5e-4,x", "", "2"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "--refit-rates", bad])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "expected comma-separated learning rates in (0, 1]" in err[0]
