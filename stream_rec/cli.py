@@ -104,7 +104,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     settings = settings_from(args)
     if args.resume:
-        print(resume_bundle(settings, args.resume, threads=args.threads, max_minutes=args.max_minutes))
+        print(resume_bundle(settings, args.resume, threads=args.threads, max_minutes=args.max_minutes,
+                            refit_rates=args.refit_rates, refit_soup=args.refit_soup))
         return 0
     opts = TrainOptions(
         dataset=args.dataset, events=args.events, users=args.users, items=args.items,

@@ -118,7 +118,8 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
                    "run (default: a new one under <bundles dir>/.runs/, removed once the bundle is written)")
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the stopped run in DIR from its last completed epoch with the options it "
-                   "was started with; only --threads and --max-minutes may be given anew")
+                   "was started with; only --threads and --max-minutes may be given anew, and "
+                   "--refit-rates and --refit-soup (a finished run refits again with them)")
     _add_protocol_args(p)
     _add_generator_args(p, users=2000, items=3000)
     _add_settings(p, ("bundles_dir", "log_level"))

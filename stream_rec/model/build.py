@@ -98,10 +98,18 @@ def train_bundle(settings: Settings, opts: TrainOptions) -> Path:
 
 
 def resume_bundle(settings: Settings, run_dir: str, threads: int | None = None,
-                  max_minutes: float | None = None) -> Path:
+                  max_minutes: float | None = None, refit_rates: tuple[float, ...] | None = None,
+                  refit_soup: int | None = None) -> Path:
     """Continue the run in ``run_dir`` from its last completed epoch, with the options it was
-    started with (``threads`` and ``max_minutes`` may be given anew); writes its bundle."""
+    started with (``threads`` and ``max_minutes`` may be given anew); writes its bundle.
+
+    ``refit_rates`` and ``refit_soup`` change only what follows training (a finished run goes
+    straight to its refit): given, they are the run's options from now on (``options.json``)."""
     opts = load_options(run_dir)
+    if refit_rates is not None or refit_soup is not None:
+        opts = replace(opts, refit_rates=refit_rates if refit_rates is not None else opts.refit_rates,
+                       refit_soup=refit_soup if refit_soup is not None else opts.refit_soup)
+        save_options(run_dir, opts)
     if threads is not None:
         opts = replace(opts, threads=threads)
     if max_minutes is not None:

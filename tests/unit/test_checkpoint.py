@@ -101,8 +101,6 @@ def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsy
         "1",
         "--order",
         "chronological",
-        "--refit-rates",
-        "5e-3",
         "--bundles-dir",
         str(bundles),
     ]
@@ -110,10 +108,11 @@ def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsy
     first = capsys.readouterr().out.strip().splitlines()[-1]
     options = json.loads((run / "options.json").read_text())
     chosen = (options["epochs"], options["order"], options["refit_rates"])
-    assert chosen == (2, "chronological", [5e-3])
-    assert (
-        main(["train", "--resume", str(run), "--bundles-dir", str(bundles), "--threads", "1"]) == 0
-    )
+    assert chosen == (2, "chronological", None)
+    # the finished run refits again with another candidate rate, which is its option from now on
+    again = ["--bundles-dir", str(bundles), "--threads", "1", "--refit-rates", "5e-3"]
+    assert main(["train", "--resume", str(run), *again]) == 0
+    assert json.loads((run / "options.json").read_text())["refit_rates"] == [5e-3]
     second = capsys.readouterr().out.strip().splitlines()[-1]
     manifests = [
         json.loads((tmp_path / "bundles" / p / "manifest.json").read_text())
@@ -126,11 +125,12 @@ def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsy
     assert training[1]["epoch_cpu_seconds"] > 0
     orders = {t["hyperparameters"]["order"] for t in training}
     assert orders == {"chronological"}
-    # the extra refit rate is a candidate on the validation halves, the first run's and the resumed
-    for t in training:
-        assert t["hyperparameters"]["refit_rates"] == [5e-3]
-        assert {"0.005 x1", "0.001 x1", "0.0001 x1"} <= set(t["refit"]["half_scores"])
-        assert t["refit"]["lr"] in (1e-4, 5e-3, 1e-3) and 1 <= t["refit"]["passes"] <= 5
+    # the extra refit rate is a candidate on the validation halves beside the recipe's two
+    assert [t["hyperparameters"]["refit_rates"] for t in training] == [[], [5e-3]]
+    halves = [set(t["refit"]["half_scores"]) for t in training]
+    assert {"0.001 x1", "0.0001 x1"} <= halves[0] and "0.005 x1" not in halves[0]
+    assert {"0.005 x1", "0.001 x1", "0.0001 x1"} <= halves[1]
+    assert training[1]["refit"]["lr"] in (1e-4, 5e-3, 1e-3)
     assert (
         main(["train", "--resume", str(tmp_path / "nothing"), "--bundles-dir", str(bundles)]) != 0
     )
