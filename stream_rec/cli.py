@@ -105,7 +105,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.resume:
         print(resume_bundle(settings, args.resume, threads=args.threads, max_minutes=args.max_minutes,
-                            refit_rates=args.refit_rates, refit_soup=args.refit_soup))
+                            refit_rates=args.refit_rates, refit_soup=args.refit_soup,
+                            refit_tail=args.refit_tail))
         return 0
     opts = TrainOptions(
         dataset=args.dataset, events=args.events, users=args.users, items=args.items,
@@ -118,6 +119,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         item_dropout=args.item_dropout, recency=args.recency, attend=args.attend,
         item_neighbours=args.item_neighbours, refit_soup=args.refit_soup,
         global_neighbours=args.global_neighbours, order=args.order, refit_rates=args.refit_rates,
+        refit_tail=args.refit_tail,
         teacher_run=args.teacher_run, teacher_mix=args.teacher_mix,
         checkpoint_dir=args.checkpoint_dir,
         min_item_count=args.min_item_count, test_days=args.test_days,

@@ -97,6 +97,9 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--refit-rates", type=_rates, default=None, metavar="R[,R...]",
                    help="the refit's candidate learning rates beside the last decayed one and the initial "
                    "one, chosen on the validation slice's halves, e.g. 5e-4 (default: per data set)")
+    p.add_argument("--refit-tail", type=_non_negative_float, default=None, metavar="X",
+                   help="the refit first learns the newest training sessions, X times as many as the "
+                   "sessions it refits on, 0 = the validation slice alone (default: per data set)")
     p.add_argument("--order", choices=ORDERS, default=None,
                    help="batches shuffled across each epoch, or chronological: each epoch runs through "
                    "time and ends on the newest sessions (default: per data set)")
@@ -119,7 +122,7 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the stopped run in DIR from its last completed epoch with the options it "
                    "was started with; only --threads and --max-minutes may be given anew, and "
-                   "--refit-rates and --refit-soup (a finished run refits again with them)")
+                   "--refit-rates, --refit-soup and --refit-tail (a finished run refits again with them)")
     _add_protocol_args(p)
     _add_generator_args(p, users=2000, items=3000)
     _add_settings(p, ("bundles_dir", "log_level"))

@@ -99,16 +99,17 @@ def train_bundle(settings: Settings, opts: TrainOptions) -> Path:
 
 def resume_bundle(settings: Settings, run_dir: str, threads: int | None = None,
                   max_minutes: float | None = None, refit_rates: tuple[float, ...] | None = None,
-                  refit_soup: int | None = None) -> Path:
+                  refit_soup: int | None = None, refit_tail: float | None = None) -> Path:
     """Continue the run in ``run_dir`` from its last completed epoch, with the options it was
     started with (``threads`` and ``max_minutes`` may be given anew); writes its bundle.
 
-    ``refit_rates`` and ``refit_soup`` change only what follows training (a finished run goes
+    ``refit_rates``, ``refit_soup`` and ``refit_tail`` change only what follows training (a finished run goes
     straight to its refit): given, they are the run's options from now on (``options.json``)."""
     opts = load_options(run_dir)
-    if refit_rates is not None or refit_soup is not None:
+    if refit_rates is not None or refit_soup is not None or refit_tail is not None:
         opts = replace(opts, refit_rates=refit_rates if refit_rates is not None else opts.refit_rates,
-                       refit_soup=refit_soup if refit_soup is not None else opts.refit_soup)
+                       refit_soup=refit_soup if refit_soup is not None else opts.refit_soup,
+                       refit_tail=refit_tail if refit_tail is not None else opts.refit_tail)
         save_options(run_dir, opts)
     if threads is not None:
         opts = replace(opts, threads=threads)
@@ -158,7 +159,8 @@ def train_sessions_to_bundle(
         max_seconds=recipe.max_minutes * 60.0 if recipe.max_minutes else None,  # 0 = no cap
         negatives=recipe.negatives, patience=recipe.patience, distill=recipe.distill,
         refit_soup=recipe.refit_soup, teacher_run=opts.teacher_run, teacher_mix=opts.teacher_mix,
-        order=recipe.order, refit_rates=recipe.refit_rates, checkpoint_dir=opts.checkpoint_dir,
+        order=recipe.order, refit_rates=recipe.refit_rates, refit_tail=recipe.refit_tail,
+        checkpoint_dir=opts.checkpoint_dir,
     )
     _progress(f"training on {len(sessions):,} sessions, {len(vocab):,} items: {model_cfg}, {train_cfg}")
     t0, c0 = time.perf_counter(), time.process_time()
@@ -201,7 +203,7 @@ def train_sessions_to_bundle(
                 "attend": recipe.attend, "item_neighbours": recipe.item_neighbours,
                 "valid_fraction": recipe.valid_fraction, "refit_soup": recipe.refit_soup,
                 "global_neighbours": recipe.global_neighbours, "order": recipe.order,
-                "refit_rates": list(recipe.refit_rates),
+                "refit_rates": list(recipe.refit_rates), "refit_tail": recipe.refit_tail,
                 "teacher_run": opts.teacher_run,
                 "teacher_mix": opts.teacher_mix if opts.teacher_run else None,
             },

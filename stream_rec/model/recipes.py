@@ -78,6 +78,9 @@ class Recipe:
     # The refit's candidate rates beside the last decayed one and the initial one (model/refit.py
     # chooses among them on the validation slice's halves); () = those two only.
     refit_rates: tuple[float, ...] = ()
+    # The refit first learns this many times its own number of sessions of the newest training
+    # sessions (model/refit.py); 0 = the validation slice alone.
+    refit_tail: float = 0.0
 
 
 # The standard splits (Diginetica, Nowplaying, any `sessions` split): Adam 1e-3 decayed x0.1 every
@@ -142,6 +145,7 @@ class TrainOptions:
     global_neighbours: int | None = None
     order: str | None = None
     refit_rates: tuple[float, ...] | None = None
+    refit_tail: float | None = None
     max_sessions: int | None = None  # train on the LAST n training sessions only (quick runs)
     # A finished run whose selected model is a second teacher (model/distill.py), and its share.
     teacher_run: str | None = None
@@ -181,6 +185,7 @@ class TrainOptions:
                 "global_neighbours",
                 "order",
                 "refit_rates",
+                "refit_tail",
             )
             if getattr(self, name) is not None
         }

@@ -23,6 +23,12 @@ with its own seed for dropout and sampled negatives, and their weights averaged:
 test, four 1e-3 x 2 refits of the served run's model scored 52.73-53.02 HR@20 alone and 53.68 /
 18.88 averaged. Whether to average is decided on the slice too: ``soup`` refits of the older
 half at the chosen rate and passes, averaged, against the first of them on the newer half.
+
+A fourth (docs/evaluation.md, "Session 18"): **the newest training sessions too** (``tail``).
+Each refit may first go through the newest training sessions, as many as ``tail`` times the
+sessions it refits on, in time order into the slice: the older half's trials after the newest
+``tail`` x half of the training sessions, the final refit after ``tail`` x slice. The recipe
+says how many; the rate, the passes and the soup are still chosen on the halves with them.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class RefitReport:
     half_scores: dict[str, tuple[float, float]] = field(default_factory=dict)  # lr -> (HR, MRR)
     seconds: float = 0.0
     soup: int = 1  # refits averaged into the model (1: a single refit)
+    tail_sessions: int = 0  # the newest training sessions the final refit learned before the slice
 
 
 def untouched_rows(featurized: Sequence[Rows], n_items: int) -> np.ndarray:
@@ -130,17 +137,26 @@ def refit(
     max_passes: int = 5,
     soup: int = 1,
     seed: int = 0,
+    tail: float = 0.0,
 ) -> RefitReport:
     """Refit ``model`` in place on ``valid_f`` (see the module's doc): ``lrs`` are the candidate
     rates, 1..``max_passes`` the candidate pass counts; on a tie the earlier rate and the fewer
     passes are kept. ``soup`` > 1: average that many refits (seeds ``seed``, ``seed`` + 1, ...)
-    when the halves say it pays."""
+    when the halves say it pays. ``tail`` > 0: each refit first learns the newest training
+    sessions, ``tail`` times as many as the sessions it refits on (the older half's trials
+    alike), in time order with them."""
     t0 = time.perf_counter()
     report = RefitReport(lr=lrs[0])
     max_len = model.config.max_len
     fresh = untouched_rows(train_f, model.config.n_items)
     candidates = list(dict.fromkeys(lrs))
     older, newer = valid_f[: len(valid_f) // 2], valid_f[len(valid_f) // 2 :]
+
+    def window(sessions: Sequence[Rows]) -> list[Rows]:
+        """The newest ``tail`` x len(sessions) training sessions, then ``sessions``."""
+        n = min(len(train_f), round(tail * len(sessions)))
+        return [*train_f[len(train_f) - n :], *sessions]
+
     prefixes, targets = valid_cases(list(newer), max_len)
     on_halves = len(targets) > 0 and len(older) > 0
     if on_halves and ((len(candidates) > 1 or max_passes > 1) or soup > 1):
@@ -149,7 +165,7 @@ def refit(
         older_start = copy.deepcopy(model)
         cooccurrence_init(older_start, fresh, older)
         set_neighbours(older_start, item_rows(train_f, older))
-        older_examples = training_examples(list(older), max_len)
+        older_examples = training_examples(window(older), max_len)
     if on_halves and (len(candidates) > 1 or max_passes > 1):
         best = [-np.inf]
         for lr in candidates:
@@ -183,9 +199,11 @@ def refit(
         report.soup = soup if selection_score(*avg) > selection_score(*one) else 1
     report.rows_initialised = cooccurrence_init(model, fresh, valid_f)
     set_neighbours(model, item_rows(train_f, valid_f))
+    final = window(valid_f)
+    report.tail_sessions = len(final) - len(valid_f)
     members = _refits(
         model,
-        training_examples(list(valid_f), max_len),
+        training_examples(final, max_len),
         report,
         report.soup,
         seed if soup > 1 else None,  # one refit asked for: the generator as it stands
@@ -205,6 +223,8 @@ def refit(
             f"their co-occurring items; lr {report.lr:g} x {report.passes} pass(es)"
             + (f" (newer half after the older one: {halves})" if halves else "")
             + f"; chronological over {len(valid_f):,} sessions"
+            + (f" after the newest {report.tail_sessions:,} training ones"
+               if report.tail_sessions else "")
             + (f", {report.soup} refits averaged" if report.soup > 1 else "")
             + f" ({report.seconds:.0f}s)"
         )

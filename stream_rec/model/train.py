@@ -81,6 +81,7 @@ class TrainConfig:
     refit_soup: int = 1  # refits averaged (model/refit.py), when the validation halves agree
     # Candidate refit rates beside the last decayed one and ``lr`` (model/refit.py chooses).
     refit_rates: tuple[float, ...] = ()
+    refit_tail: float = 0.0  # newest training sessions the refit learns first, x its own sessions
     # Distillation (model/distill.py): weight of V-SKNN's next-item distribution in the target;
     # 0 = off. Its teacher keeps the best ``distill_candidates`` items per position.
     distill: float = 0.0
@@ -104,6 +105,8 @@ class TrainConfig:
             raise ConfigError("a teacher run needs a distillation weight > 0 (--distill)")
         if self.order not in ORDERS:
             raise ConfigError(f"order must be one of {', '.join(ORDERS)}; got {self.order!r}")
+        if not 0.0 <= self.refit_tail <= 100.0:
+            raise ConfigError(f"refit_tail must be in [0, 100]; got {self.refit_tail}")
         if any(not 0.0 < r <= 1.0 for r in self.refit_rates):
             raise ConfigError(f"refit rates must be in (0, 1]; got {list(self.refit_rates)}")
         if not 0.0 <= self.teacher_mix <= 1.0:
@@ -230,7 +233,8 @@ def train_model(
                 decayed = tc.lr * tc.lr_decay_gamma ** max(decays, 1 if tc.lr_decay_every > 0 else 0)
                 rates = (decayed, *sorted(tc.refit_rates), tc.lr)  # a tie keeps the earlier
                 report = refit(model, train_f, valid_f, rates, tc.batch_size, tc.negatives,
-                               tc.weight_decay, progress, soup=tc.refit_soup, seed=tc.seed)
+                               tc.weight_decay, progress, soup=tc.refit_soup, seed=tc.seed,
+                               tail=tc.refit_tail)
                 metrics.refit_seconds, metrics.refit = report.seconds, asdict(report)
     finally:
         torch.set_num_threads(threads_before)

@@ -111,8 +111,9 @@ def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsy
     assert chosen == (2, "chronological", None)
     # the finished run refits again with another candidate rate, which is its option from now on
     again = ["--bundles-dir", str(bundles), "--threads", "1", "--refit-rates", "5e-3"]
-    assert main(["train", "--resume", str(run), *again]) == 0
-    assert json.loads((run / "options.json").read_text())["refit_rates"] == [5e-3]
+    assert main(["train", "--resume", str(run), *again, "--refit-tail", "1"]) == 0
+    options = json.loads((run / "options.json").read_text())
+    assert (options["refit_rates"], options["refit_tail"]) == ([5e-3], 1.0)
     second = capsys.readouterr().out.strip().splitlines()[-1]
     manifests = [
         json.loads((tmp_path / "bundles" / p / "manifest.json").read_text())
@@ -131,6 +132,10 @@ def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsy
     assert {"0.001 x1", "0.0001 x1"} <= halves[0] and "0.005 x1" not in halves[0]
     assert {"0.005 x1", "0.001 x1", "0.0001 x1"} <= halves[1]
     assert training[1]["refit"]["lr"] in (1e-4, 5e-3, 1e-3)
+    # and it learned as many of the newest training sessions as the slice has, first
+    assert [t["hyperparameters"]["refit_tail"] for t in training] == [0.0, 1.0]
+    assert training[0]["refit"]["tail_sessions"] == 0
+    assert training[1]["refit"]["tail_sessions"] == training[1]["valid_sessions"] > 0
     assert (
         main(["train", "--resume", str(tmp_path / "nothing"), "--bundles-dir", str(bundles)]) != 0
     )

@@ -180,3 +180,8 @@ def test_refit_rates_flag_takes_comma_separated_rates_and_says_what_is_wrong(cap
             parser.parse_args(["train", "--refit-rates", bad])
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "expected comma-separated learning rates in (0, 1]" in err[0]
+
+
+def test_a_refit_tail_outside_zero_to_a_hundred_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"refit_tail must be in \[0, 100\]"):
+        TrainConfig(refit_tail=-0.5)

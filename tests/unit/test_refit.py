@@ -121,3 +121,21 @@ def test_one_refit_records_no_soup():
     m = model()
     report = refit(m, SOUP_TRAIN, SOUP_VALID, (1e-2,), 4, 0, 0.0, max_passes=2)
     assert report.soup == 1 and not any("soup" in k for k in report.half_scores)
+
+
+def test_a_refit_with_a_tail_learns_the_newest_training_sessions_first():
+    train_f = [rows(1, 2, 3, 4), rows(2, 3, 4, 5), rows(5, 6, 7), rows(7, 8, 9), rows(8, 9, 10)]
+    m = model()
+    torch.manual_seed(11)
+    report = refit(m, train_f, SOUP_VALID[:4], (1e-2,), 4, 0, 0.0, max_passes=1, tail=0.5)
+    assert report.tail_sessions == 2 and report.half_scores == {}
+    # by hand: the newest 0.5 x 4 training sessions, then the slice, in one chronological pass
+    start = model()
+    cooccurrence_init(start, untouched_rows(train_f, 12), SOUP_VALID[:4])
+    torch.manual_seed(11)
+    _passes(start, training_examples(train_f[-2:] + SOUP_VALID[:4], 10), 1e-2, 1, 4, 0, 0.0)
+    for name, value in m.state_dict().items():
+        assert torch.equal(value, start.state_dict()[name]), name
+    # the halves' trials get their tail too, and a tail longer than training takes all of it
+    report = refit(model(), train_f, SOUP_VALID, (1e-4, 1e-2), 4, 0, 0.0, max_passes=2, tail=3.0)
+    assert report.tail_sessions == len(train_f) and len(report.half_scores) == 4
