@@ -185,3 +185,13 @@ def test_refit_rates_flag_takes_comma_separated_rates_and_says_what_is_wrong(cap
 def test_a_refit_tail_outside_zero_to_a_hundred_is_a_config_error():
     with pytest.raises(ConfigError, match=r"refit_tail must be in \[0, 100\]"):
         TrainConfig(refit_tail=-0.5)
+
+
+@pytest.mark.parametrize("dataset", ["generated", "diginetica", "nowplaying", "sessions", "events"])
+def test_every_recipes_refit_settings_are_a_valid_train_config(dataset):
+    from stream_rec.model.recipes import TrainOptions
+
+    recipe = TrainOptions(dataset=dataset).recipe()
+    config = TrainConfig(refit_rates=recipe.refit_rates, refit_tail=recipe.refit_tail,
+                         refit_soup=recipe.refit_soup, order=recipe.order)
+    assert all(0 < r <= 1 for r in config.refit_rates) and config.refit_tail >= 0
