@@ -103,8 +103,9 @@ def resume_bundle(settings: Settings, run_dir: str, threads: int | None = None,
     """Continue the run in ``run_dir`` from its last completed epoch, with the options it was
     started with (``threads`` and ``max_minutes`` may be given anew); writes its bundle.
 
-    ``refit_rates``, ``refit_soup`` and ``refit_tail`` change only what follows training (a finished run goes
-    straight to its refit): given, they are the run's options from now on (``options.json``)."""
+    ``refit_rates``, ``refit_soup`` and ``refit_tail`` change only what follows training (a
+    finished run goes straight to its refit): given, they are the run's options from now on
+    (``options.json``)."""
     opts = load_options(run_dir)
     if refit_rates is not None or refit_soup is not None or refit_tail is not None:
         opts = replace(opts, refit_rates=refit_rates if refit_rates is not None else opts.refit_rates,
