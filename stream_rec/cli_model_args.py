@@ -13,9 +13,10 @@ from .cli_common import (
     _fraction,
     _non_negative_float,
     _non_negative_int,
+    _number,
     _positive_int,
 )
-from .model.recipes import ORDERS
+from .model.recipes import ORDERS, REFIT_TAIL_MAX
 
 __all__ = ["add_model_subcommands"]
 
@@ -25,6 +26,10 @@ def add_model_subcommands(sub: argparse._SubParsersAction[CliParser]) -> None:
     _add_cooccurrence(sub)
     _add_neighbours(sub)
     _add_incremental(sub)
+
+
+# --refit-tail: bounded here as in TrainConfig, so a bad value is refused before any data loads
+_refit_tail = _number(float, lambda v: 0 <= v <= REFIT_TAIL_MAX, f"a number from 0 to {REFIT_TAIL_MAX:g}")
 
 
 def _rates(text: str) -> tuple[float, ...]:
@@ -97,7 +102,7 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--refit-rates", type=_rates, default=None, metavar="R[,R...]",
                    help="the refit's candidate learning rates beside the last decayed one and the initial "
                    "one, chosen on the validation slice's halves, e.g. 5e-4 (default: per data set)")
-    p.add_argument("--refit-tail", type=_non_negative_float, default=None, metavar="X",
+    p.add_argument("--refit-tail", type=_refit_tail, default=None, metavar="X",
                    help="the refit first learns the newest training sessions, X times as many as the "
                    "sessions it refits on, 0 = the validation slice alone (default: per data set)")
     p.add_argument("--order", choices=ORDERS, default=None,

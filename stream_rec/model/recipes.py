@@ -14,10 +14,12 @@ if TYPE_CHECKING:
     from .sasrec import SASRecConfig
 
 ORDERS = ("shuffled", "chronological")  # the order of batches within an epoch (`--order`)
+REFIT_TAIL_MAX = 100.0  # the largest `--refit-tail`, in multiples of the refit's sessions
 
 __all__ = [
     "DATASETS",
     "ORDERS",
+    "REFIT_TAIL_MAX",
     "Recipe",
     "RECIPES",
     "TrainOptions",

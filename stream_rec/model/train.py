@@ -31,7 +31,7 @@ from .examples import (
     training_examples,
 )
 from .global_items import item_rows, set_neighbours
-from .recipes import ORDERS
+from .recipes import ORDERS, REFIT_TAIL_MAX
 from .refit import refit
 from .sasrec import SASRecConfig, SessionTransformer
 from .steps import batch_loss
@@ -105,8 +105,8 @@ class TrainConfig:
             raise ConfigError("a teacher run needs a distillation weight > 0 (--distill)")
         if self.order not in ORDERS:
             raise ConfigError(f"order must be one of {', '.join(ORDERS)}; got {self.order!r}")
-        if not 0.0 <= self.refit_tail <= 100.0:
-            raise ConfigError(f"refit_tail must be in [0, 100]; got {self.refit_tail}")
+        if not 0.0 <= self.refit_tail <= REFIT_TAIL_MAX:
+            raise ConfigError(f"refit_tail must be in [0, {REFIT_TAIL_MAX:g}]; got {self.refit_tail}")
         if any(not 0.0 < r <= 1.0 for r in self.refit_rates):
             raise ConfigError(f"refit rates must be in (0, 1]; got {list(self.refit_rates)}")
         if not 0.0 <= self.teacher_mix <= 1.0:

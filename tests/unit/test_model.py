@@ -180,6 +180,12 @@ def test_refit_rates_flag_takes_comma_separated_rates_and_says_what_is_wrong(cap
             parser.parse_args(["train", "--refit-rates", bad])
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "expected comma-separated learning rates in (0, 1]" in err[0]
+    assert parser.parse_args(["train", "--refit-tail", "2"]).refit_tail == 2.0
+    for bad in ("-1", "150", "x"):  # refused by the flag, before any data loads
+        with pytest.raises(SystemExit):
+            parser.parse_args(["train", "--refit-tail", bad])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "a number from 0 to 100" in err[0]
 
 
 def test_a_refit_tail_outside_zero_to_a_hundred_is_a_config_error():
