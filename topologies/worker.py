@@ -11,6 +11,7 @@ partition are always the user's partition (faust derives both from it).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -44,6 +45,43 @@ log = logging.getLogger("stream_rec.worker")
 # Changelog-only key that closes a micro-batch's writes (see Settings.changelog_barrier).
 # It can never collide with a user: user ids are UTF-8 and never start with a NUL byte.
 BARRIER_KEY = b"\x00stream-rec:barrier"
+
+
+class ChangelogBarrier:
+    """Closes a micro-batch's state writes with a marker record per changelog partition.
+
+    Tansu 0.6 reports a partition's end offset as (last produce batch's base offset + 1), so
+    the changelog's last batch must be a single record, or faust's recovery stops short of
+    the true end (or, restarting on local RocksDB, finds its persisted offset past the end and
+    crashes). The marker goes out only once every write of the batch is acknowledged: the
+    table's changelog sends are tracked by their futures. (faust's ``producer.flush()`` is not
+    enough: its buffer gives up after 0.1 s without a send, so under load a state write could
+    share the marker's produce batch.)
+    """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.pending: list[asyncio.Future[Any]] = []
+        send = table.send_changelog
+
+        def tracked(*args: Any, **kwargs: Any) -> Any:
+            future = send(*args, **kwargs)
+            self.pending.append(future)
+            return future
+
+        table.send_changelog = tracked  # table[key] = value and pop() send through this
+
+    async def close(self, partitions: set[int]) -> None:
+        """Wait for the writes sent so far, then write and wait for one marker per partition."""
+        await self._settle()
+        for partition in sorted(partitions):
+            self.table.send_changelog(partition, BARRIER_KEY, b"")
+        await self._settle()
+
+    async def _settle(self) -> None:
+        writes, self.pending = self.pending, []
+        if writes:
+            await asyncio.wait(writes)
 
 
 @contextlib.contextmanager
@@ -140,6 +178,7 @@ def _batch_handler(
 ) -> Callable[[list[EventT]], Awaitable[None]]:
     """The agent's work on one micro-batch: intake, states, one core step, writes, answers."""
     limits = record_limits(settings)
+    barrier = ChangelogBarrier(sessions) if settings.changelog_barrier else None
     dead_letters = DeadLetters(settings, stats, log)
     errors = RateLimitedLog(log)
 
@@ -156,6 +195,8 @@ def _batch_handler(
             with as_current(intake.origin[user]):
                 sessions.pop(user.encode(), None)
             await recs_topic.send(key=user.encode(), value=None)
+        if barrier is not None:
+            await barrier.close({intake.origin[u].message.partition for u in intake.forgotten})
         stats.forgotten += len(intake.forgotten)
 
     async def handle(batch: list[EventT]) -> None:
@@ -199,14 +240,8 @@ def _batch_handler(
         for user, state in result.states.items():
             with as_current(context[user]):
                 sessions[user.encode()] = state.to_bytes()
-        if settings.changelog_barrier:
-            # Tansu 0.6 reports a partition's end offset as (last produce batch's base
-            # offset + 1): make the changelog's last batch a single marker record, so the
-            # end offset faust's recovery reads up to is the true one.
-            await app.producer.flush()
-            for partition in {context[u].message.partition for u in result.states}:
-                sessions.send_changelog(partition, BARRIER_KEY, b"")
-            await app.producer.flush()
+        if barrier is not None:
+            await barrier.close({context[u].message.partition for u in result.states})
         for answers in ready:
             for key, value in answers.records():
                 await recs_topic.send(key=key, value=value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class Pipeline:
                 "worker_port": free_port(),
                 "model_poll_s": 0,
                 "changelog_barrier": True,  # the embedded broker is Tansu 0.6
+                "log_level": "info",
                 **overrides,
             },
         )
@@ -105,8 +107,18 @@ class Pipeline:
         raw = await self.collect(self.settings.recs_topic, lambda vs: until([decode_recommendation(v) for v in vs]), timeout)
         return [decode_recommendation(v) for v in raw]
 
-    def log_tail(self) -> str:
-        return self.worker.log_tail() if self.worker else ""
+    def log_tail(self, lines: int = 80) -> str:
+        """The worker's last log lines (INFO: faust's rebalances and recovery) and its /stats,
+        so a failure says whether the events were consumed, answered or never fetched."""
+        if self.worker is None:
+            return ""
+        try:
+            url = f"http://127.0.0.1:{self.settings.worker_port}/stats"
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                stats = answer.read().decode(errors="replace")
+        except OSError as exc:
+            stats = f"unavailable ({exc})"
+        return f"{self.worker.log_tail(lines)}\n/stats: {stats}"
 
 
 @pytest.fixture(params=["faust", "direct"])
