@@ -110,7 +110,13 @@ RECIPES: dict[str, Recipe] = {
                           refit_tail=2.0),
     "nowplaying": replace(_STANDARD, global_neighbours=10, max_minutes=90.0),
     "sessions": _STANDARD,
-    "events": Recipe(epochs=8, max_minutes=30.0),
+    # Event logs (the kept-back shop logs go through here): the standard schedule (20 epochs,
+    # the rate decayed every 5, early stopping) over the old 8 / 3, full softmax, no teacher.
+    # On the last 20,000 sessions of Diginetica and of Nowplaying and on the generated log the
+    # longer schedule raised validation on all three and the model alone on test on all three
+    # (docs/evaluation.md, "Session 19"); a V-SKNN teacher (0.5) helped Nowplaying's validation
+    # but cost the generated log 4.4 HR@20 there and Diginetica MRR@20 on test: not taken.
+    "events": Recipe(epochs=20, lr_decay_every=5, max_minutes=60.0),
 }
 
 
