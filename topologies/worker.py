@@ -125,7 +125,7 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
     )
     stats = WorkerStats()
     health = Health(settings.health_stall_s, settings.health_commit_failures)
-    handle = _batch_handler(app, settings, holder, stats, sessions, recs_topic, dlq_topic)
+    handle = _batch_handler(settings, holder, stats, sessions, recs_topic, dlq_topic)
 
     @app.agent(events_topic, name="recommend")
     async def recommend(stream: faust.StreamT) -> None:
@@ -173,7 +173,7 @@ def _replication(settings: Settings) -> dict[str, Any]:
 
 
 def _batch_handler(
-    app: faust.App, settings: Settings, holder: ModelHolder, stats: WorkerStats, sessions: Any,
+    settings: Settings, holder: ModelHolder, stats: WorkerStats, sessions: Any,
     recs_topic: Any, dlq_topic: Any,
 ) -> Callable[[list[EventT]], Awaitable[None]]:
     """The agent's work on one micro-batch: intake, states, one core step, writes, answers."""
@@ -195,9 +195,12 @@ def _batch_handler(
             with as_current(intake.origin[user]):
                 sessions.pop(user.encode(), None)
             await recs_topic.send(key=user.encode(), value=None)
-        if barrier is not None:
-            await barrier.close({intake.origin[u].message.partition for u in intake.forgotten})
         stats.forgotten += len(intake.forgotten)
+
+    async def close_changelog(partitions: set[int]) -> None:
+        """One changelog barrier per micro-batch, over every partition it wrote (if any)."""
+        if barrier is not None and partitions:
+            await barrier.close(partitions)
 
     async def handle(batch: list[EventT]) -> None:
         now_ms = int(time.time() * 1000)
@@ -213,9 +216,12 @@ def _batch_handler(
             await dead_letter(invalid, ev, now_ms)
         stats.events += len(batch)
         stats.batches += 1
+        written: set[int] = set()  # changelog partitions of this batch's state writes
         if intake.forgotten:
             await forget(intake)
+            written = {intake.origin[u].message.partition for u in intake.forgotten}
         if not intake.events:
+            await close_changelog(written)
             return
         context = intake.origin
         stored = []
@@ -240,8 +246,7 @@ def _batch_handler(
         for user, state in result.states.items():
             with as_current(context[user]):
                 sessions[user.encode()] = state.to_bytes()
-        if barrier is not None:
-            await barrier.close({context[u].message.partition for u in result.states})
+        await close_changelog(written | {context[u].message.partition for u in result.states})
         for answers in ready:
             for key, value in answers.records():
                 await recs_topic.send(key=key, value=value)

@@ -12,6 +12,12 @@ import asyncio
 from topologies.worker import BARRIER_KEY, ChangelogBarrier
 
 
+async def _spin() -> None:
+    """Let every task that can run, run."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
 class _Table:
     """A faust table's ``send_changelog``: each send returns a future the test resolves."""
 
@@ -32,16 +38,13 @@ def test_markers_wait_for_every_write_and_are_waited_for():
         w1 = table.send_changelog(0, b"u1", b"s1")  # table[key] = value goes through the tracker
         w2 = table.send_changelog(1, b"u2", b"s2")
         closing = asyncio.ensure_future(barrier.close({1, 0}))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await _spin()
         assert [entry[2] for entry in log] == [b"u1", b"u2"]  # no marker while a write is out
         w1.set_result(None)
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await _spin()
         assert len(log) == 2
         w2.set_result(None)
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await _spin()
         markers = log[2:]
         assert [(p, k) for _, p, k, _ in markers] == [(0, BARRIER_KEY), (1, BARRIER_KEY)]
         assert not closing.done()  # ... and the markers themselves are waited for
@@ -59,8 +62,7 @@ def test_a_failed_write_does_not_hang_the_barrier():
         barrier = ChangelogBarrier(table)
         table.send_changelog(0, b"u1", b"s1").set_exception(RuntimeError("broker down"))
         closing = asyncio.ensure_future(barrier.close({0}))
-        for _ in range(5):
-            await asyncio.sleep(0)
+        await _spin()
         for *_, future in table.log[1:]:
             future.set_result(None)
         await asyncio.wait_for(closing, 1)

@@ -229,7 +229,7 @@ def test_faust_engine_dead_letters_the_poison_and_answers_the_rest():
                                   "__setitem__": lambda self, k, v: table.__setitem__(k, v)})()
     recs, dlq = FakeTopic([]), FakeTopic([])
     holder = SimpleNamespace(recommender=Flaky(make()))
-    handle = _batch_handler(None, settings, holder, stats, sessions, recs, dlq)
+    handle = _batch_handler(settings, holder, stats, sessions, recs, dlq)
     batch = [FaustEvent(r) for r in poison_batch()]
     refs = [weakref.ref(e) for e in batch]  # the handler makes each its current event
     asyncio.run(handle(batch))
