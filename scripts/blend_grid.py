@@ -61,9 +61,11 @@ def main() -> None:
         table = ItemNeighbours.build(tuning, len(bundle.vocab), n_neighbors=width)
         for cands in args.candidates:
             shaped = ItemNeighbours(table.rows, table.scores, candidates=cands)
-            recent, weight, tried = choose_blend(
-                queries, targets, last, shaped, items, scale, weights=weights, recents=args.recent
+            choice = choose_blend(
+                queries, targets, last, shaped, items, scale, weights=weights, recents=args.recent,
+                repeats=(0.0,),
             )
+            recent, weight, tried = choice.recent, choice.weight, choice.tried
             best = max(tried, key=lambda t: selection_score(t["hr@20"], t["mrr@20"]))
             alone = next(t for t in tried if t["weight"] == 0)
             print(

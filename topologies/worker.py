@@ -36,6 +36,7 @@ from stream_rec.serving.holder import ModelHolder
 from stream_rec.serving.stats import WorkerStats, note_offset_checks
 from stream_rec.settings import Settings
 
+from .faust_fetch import install as _install_fetch_wait
 from .faust_recovery import install as _install_recovery_fix
 
 __all__ = ["create_app", "run_worker", "faust_rocksdb_options"]
@@ -136,7 +137,8 @@ def create_app(settings: Settings, holder: ModelHolder | None = None) -> faust.A
 
     if settings.model_poll_s > 0 and not holder.pinned:
         _watch_bundles(app, settings, holder, stats)
-    _stats_page(app, holder, stats)
+    fetch_wait = _install_fetch_wait(app, settings, lambda: stats.events)
+    _stats_page(app, holder, stats, fetch_wait)
     _health_pages(app, health)
     app.stream_rec_stats = stats  # type: ignore[attr-defined]
     app.stream_rec_holder = holder  # type: ignore[attr-defined]
@@ -266,7 +268,7 @@ def _watch_bundles(app: faust.App, settings: Settings, holder: ModelHolder, stat
         await holder.watch(swapped, fetcher_for(settings))
 
 
-def _stats_page(app: faust.App, holder: ModelHolder, stats: WorkerStats) -> None:
+def _stats_page(app: faust.App, holder: ModelHolder, stats: WorkerStats, fetch_wait: Any) -> None:
     @app.page("/stats")
     async def stats_page(web: Any, request: Any) -> Any:
         t = holder.recommender.times
@@ -276,6 +278,8 @@ def _stats_page(app: faust.App, holder: ModelHolder, stats: WorkerStats) -> None
                 "model_version": holder.recommender.model_version,
                 "stage_seconds": {"state": t.state, "encode": t.encode, "search": t.search},
                 "encoder_cache": encoder_cache_stats(holder.recommender),
+                "fetch_wait_ms": fetch_wait.wait_ms,
+                "fetch_wait_raises": fetch_wait.raises,
             }
         )
 

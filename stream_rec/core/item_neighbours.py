@@ -15,6 +15,14 @@ item in several rows sums its shares): score = (1 - w) * softmax(model over the 
 candidates) + w * table score; the newest item brings its whole row, each earlier one its
 best ``OLDER_NEIGHBOURS``. ``recent`` is tuned with ``w`` on validation (1 for bundles written
 before it existed): the session's last few items are GraphFine's "item view".
+
+The session's own items (``repeat``, 0 for bundles written before it existed): shoppers come
+back to what they saw (a fifth of Diginetica's test targets are in their prefix; 45% in a
+kept-back shop log), and a table row never holds its own item, so the blend pushed those items
+out. Each of the session's last ``MAX_RECENT`` known items adds ``repeat`` x its share
+(decay^steps back, normalised to sum 1) on top of the blend: score = (1 - w) * softmax + w *
+table + repeat * own share. ``repeat`` and the decay are tuned on validation after ``recent``
+and ``w`` (``model/blend_weight.py``); 0 turns it off.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ __all__ = [
     "last_known_rows",
     "merged_entries",
     "recent_weights",
+    "own_weights",
     "DEFAULT_CANDIDATES",
     "MAX_RECENT",
     "OLDER_NEIGHBOURS",
@@ -42,8 +51,9 @@ __all__ = [
 DEFAULT_CANDIDATES = 20
 # Neighbours kept per item: the blend gathers their vectors per answer, so its cost grows with it.
 DEFAULT_NEIGHBOURS = 30
-# The most recent known items a session's blend can use (encode_sequences keeps this many).
-MAX_RECENT = 5
+# The most recent known items a session's blend can use (encode_sequences keeps this many): the
+# table's rows of up to 5 of them, and the session's own items (``repeat``).
+MAX_RECENT = 10
 # Neighbours of each earlier item in the blend (the newest item contributes all of its row): the
 # blend's cost grows with the entries it gathers, and the tail of an older item's row, weighted
 # down twice, rarely reaches a top 20.
@@ -100,6 +110,8 @@ class ItemNeighbours:
         scores: np.ndarray,
         candidates: int = DEFAULT_CANDIDATES,
         recent: int = 1,
+        repeat: float = 0.0,
+        repeat_decay: float = 1.0,
     ) -> None:
         if rows.shape != scores.shape or rows.ndim != 2:
             raise ValueError(
@@ -114,10 +126,23 @@ class ItemNeighbours:
         if not 1 <= recent <= MAX_RECENT:
             raise ValueError(f"recent must be in [1, {MAX_RECENT}]; got {recent}")
         self.recent = int(recent)  # the session's last known items whose rows are blended
+        if repeat < 0 or not 0 < repeat_decay <= 1:
+            raise ValueError(
+                f"repeat must be >= 0 and repeat_decay in (0, 1]; got {repeat}, {repeat_decay}")
+        # The session's own last MAX_RECENT items, each occurrence decay^steps back, normalised
+        # to sum 1, weighted by ``repeat`` (0 = off): shoppers come back to what they saw.
+        self.repeat = float(repeat)
+        self.repeat_decay = float(repeat_decay)
 
     def with_recent(self, recent: int) -> ItemNeighbours:
         """The same table blending the session's last ``recent`` known items."""
-        return ItemNeighbours(self.rows, self.scores, self.candidates, recent)
+        return ItemNeighbours(self.rows, self.scores, self.candidates, recent, self.repeat,
+                              self.repeat_decay)
+
+    def with_repeat(self, repeat: float, decay: float | None = None) -> ItemNeighbours:
+        """The same table with the session's own items weighted ``repeat`` (decay per step back)."""
+        return ItemNeighbours(self.rows, self.scores, self.candidates, self.recent, repeat,
+                              self.repeat_decay if decay is None else decay)
 
     @property
     def n_items(self) -> int:
@@ -155,13 +180,17 @@ class ItemNeighbours:
                 scores=self.scores,
                 candidates=self.candidates,
                 recent=self.recent,
+                repeat=self.repeat,
+                repeat_decay=self.repeat_decay,
             )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ItemNeighbours:
         with np.load(path) as z:
             recent = int(z["recent"]) if "recent" in z.files else 1  # older tables: last item only
-            return cls(z["rows"], z["scores"], int(z["candidates"]), recent)
+            repeat = float(z["repeat"]) if "repeat" in z.files else 0.0  # older tables: none
+            decay = float(z["repeat_decay"]) if "repeat_decay" in z.files else 1.0
+            return cls(z["rows"], z["scores"], int(z["candidates"]), recent, repeat, decay)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -169,6 +198,8 @@ class ItemNeighbours:
             "neighbours": int(self.rows.shape[1]),
             "candidates": self.candidates,
             "recent": self.recent,
+            "repeat": self.repeat,
+            "repeat_decay": self.repeat_decay,
         }
 
 
@@ -190,20 +221,32 @@ def recent_weights(last_rows: np.ndarray) -> np.ndarray:
     return w / np.where(total > 0, total, 1.0)
 
 
-def merged_entries(rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's repeated items summed into one entry (the others become row 0, score 0); the
-    entries come out in item order. One sort of (item, column) packed keys: cheaper than argsort."""
+def own_weights(last_rows: np.ndarray, decay: float) -> np.ndarray:
+    """(B, m) float32 weights of each session's own recent items: decay^i where there is an
+    item (i steps back, newest first), normalised to sum 1 per session (all 0 without any)."""
+    w = np.where(last_rows > 0, decay ** np.arange(last_rows.shape[1], dtype=np.float64), 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    return (w / np.where(total > 0, total, 1.0)).astype(np.float32)
+
+
+def merged_entries(rows: np.ndarray, *scores: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Each row's repeated items summed into one entry (the others become row 0, score 0), in
+    each of the ``scores`` arrays; the entries come out in item order. One sort of (item,
+    column) packed keys: cheaper than argsort."""
     k = rows.shape[1]
     shift = max(int(k).bit_length(), 1)
     key = np.sort((rows << shift) + np.arange(k), axis=1)
     r, col = key >> shift, key & ((1 << shift) - 1)
-    sc = np.take_along_axis(scores, col, axis=1)
     first = np.ones(r.shape, bool)
     first[:, 1:] = r[:, 1:] != r[:, :-1]
     starts = np.flatnonzero(first.ravel())
-    summed = np.zeros(sc.size, sc.dtype)
-    summed[starts] = np.add.reduceat(sc.ravel(), starts)
-    return np.where(first, r, 0), summed.reshape(sc.shape)
+    out = []
+    for score in scores:
+        sc = np.take_along_axis(score, col, axis=1)
+        summed = np.zeros(sc.size, sc.dtype)
+        summed[starts] = np.add.reduceat(sc.ravel(), starts)
+        out.append(summed.reshape(sc.shape))
+    return (np.where(first, r, 0), *out)
 
 
 def item_blended_search(
@@ -257,6 +300,15 @@ def item_blended_search(
             axis=1,
         )
         nb_rows, nb_scores = merged_entries(nb_rows, nb_scores)
+    own_scores: np.ndarray | float = 0.0
+    if table.repeat > 0:  # the session's own items: each occurrence decay^steps back
+        own = last_rows.reshape(len(last_rows), -1)
+        zeros = np.zeros(nb_scores.shape, np.float32)
+        nb_rows, nb_scores, own_scores = merged_entries(
+            np.concatenate([nb_rows, own], axis=1),
+            np.concatenate([nb_scores, np.zeros(own.shape, np.float32)], axis=1),
+            np.concatenate([zeros, table.repeat * own_weights(own, table.repeat_decay)], axis=1),
+        )
     if exclude is not None:
         for b, ex in enumerate(exclude):
             if ex is not None and len(ex):
@@ -264,7 +316,7 @@ def item_blended_search(
     nb_valid = nb_rows > 0
     nb_cos = np.matmul(item_vectors[nb_rows], queries[:, :, None])[..., 0]  # (B, N); einsum: 2x
     nb_p = np.exp(scale * (nb_cos - top))  # <= e^(2 scale): cosines are in [-1, 1]
-    blended = (1.0 - weight) * nb_p / z + weight * nb_scores
+    blended = (1.0 - weight) * nb_p / z + weight * nb_scores + own_scores
     index_part = (1.0 - weight) * p / z
     # An index candidate that is also a neighbour: its neighbour entry holds the larger score.
     dup = (rows[:, :, None] == np.where(nb_valid, nb_rows, -1)[:, None, :]).any(axis=2)  # (B, C)

@@ -31,9 +31,10 @@ class AdaptiveFetchWait:
 
     def __init__(
         self, consumer: Any, short_ms: float, long_ms: float = 500, decay_s: float = 30.0,
-        clock: Any = time.monotonic,
+        clock: Any = time.monotonic, topics: frozenset[str] | None = None,
     ) -> None:
         self.consumer = consumer
+        self.topics = topics  # the lag counts these topics only (None: every assigned partition)
         self.short_ms = max(1, int(short_ms))
         self.long_ms = max(self.short_ms, int(long_ms))
         self.decay_s = decay_s
@@ -60,6 +61,8 @@ class AdaptiveFetchWait:
             return 0
         total = 0
         for tp in assignment.tps:
+            if self.topics is not None and getattr(tp, "topic", None) not in self.topics:
+                continue
             state = assignment.state_value(tp)
             if state is not None and state.has_valid_position and state.highwater is not None:
                 total += max(0, state.highwater - state.position)

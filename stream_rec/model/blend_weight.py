@@ -10,6 +10,7 @@ table built from every training session.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,10 +19,16 @@ from ..core.item_neighbours import ItemNeighbours, item_blended_search
 from ..runtime.index import ExactIndex
 from .validation import K, selection_score
 
-__all__ = ["BLEND_WEIGHTS", "BLEND_RECENT", "choose_blend", "blend_metrics", "blended_ranker"]
+__all__ = [
+    "BLEND_WEIGHTS", "BLEND_RECENT", "BLEND_REPEAT", "BLEND_REPEAT_DECAY", "BlendChoice",
+    "choose_blend", "blend_metrics", "blended_ranker",
+]
 
 BLEND_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 BLEND_RECENT = (1, 3, 5)  # the session's last known items whose neighbours are blended
+# The session's own items (ItemNeighbours.repeat) and their decay per step back.
+BLEND_REPEAT = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+BLEND_REPEAT_DECAY = (1.0, 0.8, 0.5)
 _CHUNK = 2048  # validation queries blended at once (the duplicate check is chunk x 100 x 100)
 
 
@@ -76,6 +83,28 @@ def blend_metrics(
     ]
 
 
+@dataclass(frozen=True)
+class BlendChoice:
+    """The blend chosen on validation, and every configuration tried with its figures."""
+
+    recent: int = 1
+    weight: float = 0.0
+    repeat: float = 0.0
+    repeat_decay: float = 1.0
+    tried: list[dict[str, float]] = field(default_factory=list)
+
+    def table(self, table: ItemNeighbours) -> ItemNeighbours:
+        """``table`` shaped as chosen (its recent items and repeat)."""
+        return table.with_recent(self.recent).with_repeat(self.repeat, self.repeat_decay)
+
+
+def _best(tried: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Best HR@20 + MRR@20; ties go to the cheaper and smaller: fewer items, no repeat, less
+    weight."""
+    return max(tried, key=lambda t: (selection_score(t["hr@20"], t["mrr@20"]), -t["recent"],
+                                     -t["repeat"], t["repeat_decay"], -t["weight"]))
+
+
 def choose_blend(
     queries: np.ndarray,
     targets: np.ndarray,
@@ -85,23 +114,40 @@ def choose_blend(
     scale: float,
     weights: Sequence[float] = BLEND_WEIGHTS,
     recents: Sequence[int] = BLEND_RECENT,
-) -> tuple[int, float, list[dict[str, float]]]:
-    """(recent, weight, every pair's figures): the number of the session's last items blended and
-    the weight with the best HR@20 + MRR@20 (ties: fewer items, then the smaller weight; they cost
-    less). ``last_rows``: (N, >= max(recents)) from :func:`last_known_rows`."""
-    tried: list[dict[str, float]] = []
+    repeats: Sequence[float] = BLEND_REPEAT,
+    decays: Sequence[float] = BLEND_REPEAT_DECAY,
+) -> BlendChoice:
+    """The blend with the best HR@20 + MRR@20, by coordinate ascent: the number of the
+    session's last items blended and the weight (no repeat); then the session's own items'
+    ``repeat`` and decay at that pair; then the weight again at that repeat. ``last_rows``:
+    (N, MAX_RECENT) from :func:`last_known_rows`; ``tried`` holds every configuration."""
     if len(queries) == 0:
-        return 1, 0.0, tried
+        return BlendChoice()
+    tried: list[dict[str, float]] = []
+
+    def measure(shaped: ItemNeighbours, ws: Sequence[float]) -> None:
+        tried.extend(
+            {"recent": shaped.recent, "repeat": shaped.repeat,
+             "repeat_decay": shaped.repeat_decay, **t}
+            for t in blend_metrics(queries, targets, last_rows, shaped, item_vectors, scale, ws)
+        )
+
+    plain = table.with_repeat(0.0, 1.0)
     for m in recents:
-        rows = table.with_recent(m)
-        tried += [
-            {"recent": m, **t}
-            for t in blend_metrics(queries, targets, last_rows, rows, item_vectors, scale, weights)
-        ]
-    best = max(
-        tried, key=lambda t: (selection_score(t["hr@20"], t["mrr@20"]), -t["recent"], -t["weight"])
-    )
-    return int(best["recent"]), float(best["weight"]), tried
+        measure(plain.with_recent(m), weights)
+    best = _best(tried)
+    recent, weight = int(best["recent"]), float(best["weight"])
+    if any(r > 0 for r in repeats):
+        for r in (r for r in repeats if r > 0):
+            for d in decays:
+                measure(plain.with_recent(recent).with_repeat(r, d), (weight,))
+        best = _best(tried)
+        if best["repeat"] > 0:
+            measure(plain.with_recent(recent).with_repeat(best["repeat"], best["repeat_decay"]),
+                    [w for w in weights if w != weight])
+            best = _best(tried)
+    return BlendChoice(int(best["recent"]), float(best["weight"]), float(best["repeat"]),
+                       float(best["repeat_decay"]), tried)
 
 
 def blended_ranker(

@@ -108,26 +108,30 @@ def add_item_neighbours(
     tuning = ItemNeighbours.build(rows[: len(rows) - n_valid], n_items)
     scale = logit_scale(bundle)
     table_vectors = bundle.item_vectors if item_vectors is None else item_vectors
-    recent, weight, tried = choose_blend(vectors, targets, last, tuning, table_vectors, scale)
+    choice = choose_blend(vectors, targets, last, tuning, table_vectors, scale)
+    weight = choice.weight
     say(
         "item-neighbour blend on validation ("
         + ", ".join(
-            f"{t['recent']:g} items w {t['weight']:g}: {t['hr@20']:.2f} / {t['mrr@20']:.2f}"
-            for t in tried
+            f"{t['recent']:g} items w {t['weight']:g} repeat {t['repeat']:g}/"
+            f"{t['repeat_decay']:g}: {t['hr@20']:.2f} / {t['mrr@20']:.2f}"
+            for t in choice.tried
         )
-        + f"): the last {recent} items, weight {weight:g} ({time.perf_counter() - t0:.0f}s)"
+        + f"): the last {choice.recent} items, weight {weight:g}, the session's own items "
+        f"{choice.repeat:g} (decay {choice.repeat_decay:g}) ({time.perf_counter() - t0:.0f}s)"
     )
-    if weight <= 0:
+    if weight <= 0 and choice.repeat <= 0:
         return None
-    table = ItemNeighbours.build(rows, n_items).with_recent(recent)
+    table = choice.table(ItemNeighbours.build(rows, n_items))
     selection = {
         "rule": "best validation HR@20 + MRR@20 through the serving blend over exact search "
-        "(the number of the session's last items and the weight), table of the sessions before "
-        "the validation slice",
+        "(the number of the session's last items and the weight, then the session's own items' "
+        "repeat and decay, then the weight again), table of the sessions before the validation "
+        "slice",
         "cases": len(targets),
-        "tried": tried,
+        "tried": choice.tried,
     }
-    hnsw = served_hnsw(bundle, served, targets, last, tuning.with_recent(recent), weight, say)
+    hnsw = served_hnsw(bundle, served, targets, last, choice.table(tuning), weight, say)
     path = with_item_neighbours(
         bundle,
         bundles_dir,
@@ -216,7 +220,8 @@ def rechoose_ef(
     tuning = ItemNeighbours.build(rows[: len(rows) - n_valid], len(bundle.vocab))
     weight = bundle.item_neighbours_weight
     hnsw = served_hnsw(
-        bundle, vectors, targets, last, tuning.with_recent(table.recent), weight, say
+        bundle, vectors, targets, last,
+        tuning.with_recent(table.recent).with_repeat(table.repeat, table.repeat_decay), weight, say,
     )
     entry = bundle.manifest["item_neighbours"]
     path = with_item_neighbours(

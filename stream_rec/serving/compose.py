@@ -64,8 +64,14 @@ def _blend_choice(bundle: ModelBundle, settings: Settings) -> tuple[str | None, 
     kind = next((k for k in ("item_neighbours", "cooccurrence") if bundle.manifest.get(k)), None)
     table = kind == "item_neighbours"
     tuned = bundle.item_neighbours_weight if table else bundle.cooccurrence_weight
-    weight = settings.cooccurrence_weight if settings.cooccurrence_weight >= 0 else tuned
-    return (kind, weight) if kind is not None and weight > 0 else (None, 0.0)
+    if settings.cooccurrence_weight >= 0:  # set: 0 is the model alone
+        weight = settings.cooccurrence_weight
+        on = weight > 0
+    else:  # the bundle's: a table may blend the session's own items at weight 0
+        weight = tuned
+        repeat = float(bundle.manifest["item_neighbours"].get("repeat", 0)) if table else 0.0
+        on = weight > 0 or repeat > 0
+    return (kind, weight) if kind is not None and on else (None, 0.0)
 
 
 def blend_args(bundle: ModelBundle, settings: Settings) -> dict[str, Any]:

@@ -79,3 +79,42 @@ def test_a_raised_wait_decays_when_it_is_no_longer_needed():
 def test_a_consumer_without_the_private_attribute_is_left_alone():
     fw = AdaptiveFetchWait(SimpleNamespace(), short_ms=5)
     assert fw.update(0) is None and fw.wait_ms is None and fw.lag() == 0
+
+
+def test_the_lag_counts_only_the_given_topics():
+    from collections import namedtuple
+
+    tp = namedtuple("TP", "topic partition")
+    def state(position, highwater):
+        return SimpleNamespace(has_valid_position=True, position=position, highwater=highwater)
+
+    states = {tp("events", 0): state(5, 5), tp("changelog", 0): state(0, 900)}
+    assignment = SimpleNamespace(tps=list(states), state_value=states.get)
+    consumer = SimpleNamespace(
+        _fetcher=SimpleNamespace(_fetch_max_wait_ms=5),
+        _subscription=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment)),
+    )
+    assert AdaptiveFetchWait(consumer, short_ms=5).lag() == 900
+    clock = _Clock()
+    fw = AdaptiveFetchWait(consumer, short_ms=5, clock=clock, topics=frozenset({"events"}))
+    assert fw.lag() == 0
+    for _ in range(20):  # an idle events topic: the changelog's stale watermark raises nothing
+        clock.t += 0.2
+        assert fw.update(0) == 5
+
+
+def test_the_faust_tuner_sets_the_batch_wait_once_the_consumer_exists_and_feeds_it_the_events():
+    from stream_rec.settings import Settings
+    from topologies.faust_fetch import FetchWaitTuner
+
+    consumer, _ = _consumer(position=100, highwater=100, wait_ms=1500)  # faust's fixed wait
+    app = SimpleNamespace(consumer=SimpleNamespace(_thread=SimpleNamespace(_consumer=None)))
+    events = [0]
+    tuner = FetchWaitTuner(app, Settings(batch_wait_ms=5), lambda: events[0])
+    assert tuner.tick() is None and tuner.wait_ms is None  # the consumer is not started yet
+    app.consumer._thread._consumer = consumer
+    assert tuner.tick() == 5 and consumer._fetcher._fetch_max_wait_ms == 5
+    events[0] = 40
+    assert tuner.tick() == 5 and tuner.adaptive is not None
+    assert tuner._seen == 40  # the events since the last tick went to the adaptive wait
+    assert tuner.raises == 0

@@ -10,6 +10,7 @@ import pytest
 
 from stream_rec.core.features import ItemVocab
 from stream_rec.core.item_neighbours import (
+    MAX_RECENT,
     OLDER_NEIGHBOURS,
     ItemNeighbours,
     item_blended_search,
@@ -52,8 +53,19 @@ def test_the_table_is_the_item_knn_baseline_normalised(corpus):
     assert not table.rows[0].any()
 
 
-def _reference(q, cand, cos, nb_rows, nb_scores, vectors, scale, weight, k, exclude):
-    """One session, plainly: softmax over the index's candidates, neighbours added by weight."""
+def own(last, repeat, decay):
+    """A session's own recent items (newest first): repeat x decay^i, normalised, per item."""
+    present = [(int(r), decay**i) for i, r in enumerate(last.tolist()) if r]
+    total = sum(w for _, w in present)
+    out: dict[int, float] = {}
+    for r, w in present:
+        out[r] = out.get(r, 0.0) + repeat * w / total
+    return out
+
+
+def _reference(q, cand, cos, nb_rows, nb_scores, vectors, scale, weight, k, exclude, own_items):
+    """One session, plainly: softmax over the index's candidates, neighbours added by weight,
+    the session's own items by their repeat share."""
     keep = cand > 0
     cand, cos = cand[keep], cos[keep].astype(np.float64)
     top = cos.max() if len(cos) else 0.0
@@ -64,24 +76,32 @@ def _reference(q, cand, cos, nb_rows, nb_scores, vectors, scale, weight, k, excl
             continue
         base = score.get(r, (1 - weight) * np.exp(scale * (float(vectors[r] @ q) - top)) / z)
         score[r] = base + weight * s
+    for r, s in own_items.items():
+        if r in exclude:
+            continue
+        if r not in score:
+            score[r] = (1 - weight) * np.exp(scale * (float(vectors[r] @ q) - top)) / z
+        score[r] += s
     ranked = sorted(score.items(), key=lambda kv: -kv[1])[:k]
     return [r for r, _ in ranked], [s for _, s in ranked]
 
 
+@pytest.mark.parametrize("repeat", [0.0, 0.2])
 @pytest.mark.parametrize("recent", [1, 3])
 @pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
-def test_batch_blend_equals_the_per_session_reference(corpus, weight, recent):
+def test_batch_blend_equals_the_per_session_reference(corpus, weight, recent, repeat):
     train, vocab, _ = corpus
     rows = [np.array([vocab.row(i) for i in s]) for s in train]
     # wider than OLDER_NEIGHBOURS, so the earlier items' rows are cut
-    table = ItemNeighbours.build(rows, len(vocab), n_neighbors=15).with_recent(recent)
+    table = ItemNeighbours.build(rows, len(vocab), n_neighbors=15)
+    table = table.with_recent(recent).with_repeat(repeat, 0.8)
     vectors = _vectors(len(vocab))
     rng = np.random.default_rng(5)
     queries = _vectors(12, seed=7)[1:]
     sessions = [rng.integers(0, len(vocab) + 1, size=int(rng.integers(1, 5))) for _ in range(12)]
     sessions[0][:] = 0  # no known item: the index alone
     exclude = [np.array([], np.int64)] * 6 + [s[s > 0] for s in sessions[6:]]
-    last = last_known_rows(sessions, recent)
+    last = last_known_rows(sessions, MAX_RECENT)
     index = ExactIndex(vectors)
     rows, scores = item_blended_search(
         index, queries, last, 10, table, vectors, 16.0, weight, 30, exclude
@@ -89,8 +109,8 @@ def test_batch_blend_equals_the_per_session_reference(corpus, weight, recent):
     cand, cos = index.search(queries, 30, exclude)
     for b in range(len(queries)):
         mixed: dict[int, float] = {}  # the recent items' neighbours, weighted 1, 0.9, ...
-        shares = recent_weights(last[b : b + 1])[0]
-        for j, (r, share) in enumerate(zip(last[b].tolist(), shares.tolist())):
+        shares = recent_weights(last[b : b + 1, :recent])[0]
+        for j, (r, share) in enumerate(zip(last[b, :recent].tolist(), shares.tolist())):
             width = None if j == 0 else OLDER_NEIGHBOURS  # earlier items: their best few
             for nr, ns in zip(table.rows[r][:width].tolist(), table.scores[r][:width].tolist()):
                 if r and nr:
@@ -106,11 +126,12 @@ def test_batch_blend_equals_the_per_session_reference(corpus, weight, recent):
             weight,
             10,
             set(exclude[b].tolist()),
+            own(last[b], repeat, 0.8),
         )
         assert len(set(rows[b][rows[b] > 0].tolist())) == int((rows[b] > 0).sum())  # no duplicates
         np.testing.assert_allclose(scores[b][: len(want_scores)], want_scores, rtol=1e-5, atol=1e-7)
         assert not set(rows[b].tolist()) & set(exclude[b].tolist())
-        if weight == 0.0:
+        if weight == 0.0 and repeat == 0.0:
             np.testing.assert_array_equal(rows[b], cand[b][:10])
 
 
@@ -137,7 +158,7 @@ def test_encoding_keeps_the_last_known_items_newest_first():
     from stream_rec.core.features import MAX_QUERY_TOKENS, item_hash
 
     seqs = []
-    for items in (["i1", "x", "i2", "i3"], ["x"], [f"i{n}" for n in range(8)]):
+    for items in (["i1", "x", "i2", "i3"], ["x"], [f"i{n % 10}" for n in range(MAX_RECENT + 3)]):
         hashes = np.array([item_hash(i) for i in items], np.int64)
         seqs.append(
             (
@@ -148,9 +169,10 @@ def test_encoding_keeps_the_last_known_items_newest_first():
         )
     enc = encode_sequences(Zeros(), vocab, seqs, max_len=50, query_buckets=64, max_batch=2)
     assert enc.last_rows.shape == (3, MAX_RECENT)
-    assert enc.last_rows.tolist()[0] == [4, 3, 2, 0, 0]  # rows of i3, i2, i1
+    assert enc.last_rows.tolist()[0] == [4, 3, 2] + [0] * (MAX_RECENT - 3)  # rows of i3, i2, i1
     assert enc.last_rows.tolist()[1] == [0] * MAX_RECENT
-    assert enc.last_rows.tolist()[2] == [8, 7, 6, 5, 4]
+    last = [vocab.row(f"i{n % 10}") for n in range(MAX_RECENT + 3)][::-1][:MAX_RECENT]
+    assert enc.last_rows.tolist()[2] == last  # the newest MAX_RECENT, newest first
 
 
 def test_save_load_round_trip(corpus, tmp_path):
@@ -162,6 +184,11 @@ def test_save_load_round_trip(corpus, tmp_path):
     assert (
         back.recent == 1 and ItemNeighbours.load(_saved(table.with_recent(3), tmp_path)).recent == 3
     )
+    assert (back.repeat, back.repeat_decay) == (0.0, 1.0)
+    again = ItemNeighbours.load(_saved(table.with_repeat(0.2, 0.8), tmp_path))
+    assert (again.repeat, again.repeat_decay) == pytest.approx((0.2, 0.8))
+    with pytest.raises(ValueError, match="repeat must be"):
+        table.with_repeat(-0.1)
     with pytest.raises(ValueError, match="must both be"):
         ItemNeighbours(table.rows, table.scores[:, :3])
 
@@ -197,13 +224,17 @@ def test_training_writes_a_tuned_blend_bundle_that_serves_it(tmp_path, capsys):
     bundle = ModelBundle.load(served)
     info = bundle.manifest["item_neighbours"]
     assert bundle.manifest["derived_from"] == model_only.name
-    tried = {t["weight"]: t for t in info["selection"]["tried"]}
-    best = max(tried.values(), key=lambda t: t["hr@20"] + t["mrr@20"])
-    assert info["weight"] == best["weight"] > 0 and info["selection"]["cases"] > 0
-    # Weight 0 is the selected model alone: the validation figures training selected it on.
+    tried = info["selection"]["tried"]
+    best = max(tried, key=lambda t: t["hr@20"] + t["mrr@20"])
+    assert info["selection"]["cases"] > 0 and (info["weight"] > 0 or info["repeat"] > 0)
+    assert best["hr@20"] + best["mrr@20"] == max(t["hr@20"] + t["mrr@20"] for t in tried
+                                                 if t["weight"] == info["weight"]
+                                                 and t["repeat"] == info["repeat"])
+    # Weight 0 without repeat is the selected model alone: the figures training selected it on.
+    alone = next(t for t in tried if t["weight"] == 0 and t["repeat"] == 0)
     metrics = bundle.manifest["metrics"]
-    assert tried[0.0]["hr@20"] == pytest.approx(100 * metrics["valid_hr@20"], abs=0.05)
-    assert tried[0.0]["mrr@20"] == pytest.approx(100 * metrics["valid_mrr@20"], abs=0.05)
+    assert alone["hr@20"] == pytest.approx(100 * metrics["valid_hr@20"], abs=0.05)
+    assert alone["mrr@20"] == pytest.approx(100 * metrics["valid_mrr@20"], abs=0.05)
     blend = blend_args(bundle, Settings(bundles_dir=str(bundles)))
     assert (
         isinstance(blend["neighbours"], ItemNeighbours) and blend["blend_weight"] == info["weight"]
@@ -274,8 +305,56 @@ def test_choose_blend_tries_every_recent_count_and_weight(corpus):
     targets = np.array([table.rows[s[-1], 0] - 1 for s in sessions])  # the top neighbour's column
     queries = _vectors(200, seed=9)[1:]
     last = last_known_rows(sessions, 5)
-    recent, weight, tried = choose_blend(queries, targets, last, table, vectors, 16.0)
-    assert len(tried) == 3 * len(BLEND_WEIGHTS)
-    assert {t["recent"] for t in tried} == {1, 3, 5}
-    assert recent == 1 and weight > 0  # the target is the last item's neighbour: one item suffices
-    assert choose_blend(queries[:0], targets[:0], last[:0], table, vectors, 16.0) == (1, 0.0, [])
+    choice = choose_blend(queries, targets, last, table, vectors, 16.0, repeats=(0.0,))
+    assert len(choice.tried) == 3 * len(BLEND_WEIGHTS)
+    assert {t["recent"] for t in choice.tried} == {1, 3, 5}
+    # the target is the last item's neighbour: one item suffices, and no repeat
+    assert choice.recent == 1 and choice.weight > 0 and choice.repeat == 0
+    empty = choose_blend(queries[:0], targets[:0], last[:0], table, vectors, 16.0)
+    assert (empty.recent, empty.weight, empty.repeat, empty.tried) == (1, 0.0, 0.0, [])
+
+
+def test_choose_blend_gives_the_sessions_own_items_a_weight_when_shoppers_come_back(corpus):
+    from stream_rec.model.blend_weight import (
+        BLEND_RECENT,
+        BLEND_REPEAT,
+        BLEND_REPEAT_DECAY,
+        BLEND_WEIGHTS,
+        choose_blend,
+    )
+
+    _, vocab, table = corpus
+    vectors = _vectors(len(vocab))
+    rng = np.random.default_rng(8)
+    sessions = [rng.integers(1, len(vocab) + 1, size=4) for _ in range(200)]
+    targets = np.array([s[-3] - 1 for s in sessions])  # back to the item two steps before the last
+    queries = _vectors(200, seed=9)[1:]
+    last = last_known_rows(sessions, MAX_RECENT)
+    choice = choose_blend(queries, targets, last, table, vectors, 16.0)
+    repeats = [r for r in BLEND_REPEAT if r > 0]
+    # (recent, weight) grid, then repeat x decay at that pair, then the weight again
+    assert len(choice.tried) == (len(BLEND_RECENT) * len(BLEND_WEIGHTS)
+                                 + len(repeats) * len(BLEND_REPEAT_DECAY) + len(BLEND_WEIGHTS) - 1)
+    assert choice.repeat > 0
+    best = max(choice.tried, key=lambda t: t["hr@20"] + t["mrr@20"])
+    assert best["hr@20"] == 100.0  # the session's own item is always in the top 20
+    shaped = choice.table(table)
+    assert (shaped.recent, shaped.repeat, shaped.repeat_decay) == (choice.recent, choice.repeat,
+                                                                   choice.repeat_decay)
+
+
+def test_a_table_with_the_sessions_own_items_blends_even_at_weight_zero():
+    from types import SimpleNamespace
+
+    from stream_rec.serving.compose import _blend_choice
+    from stream_rec.settings import Settings
+
+    def bundle(weight, repeat):
+        return SimpleNamespace(manifest={"item_neighbours": {"weight": weight, "repeat": repeat}},
+                               item_neighbours_weight=weight, cooccurrence_weight=0.0)
+
+    assert _blend_choice(bundle(0.0, 0.2), Settings()) == ("item_neighbours", 0.0)
+    assert _blend_choice(bundle(0.0, 0.0), Settings()) == (None, 0.0)
+    assert _blend_choice(bundle(0.3, 0.0), Settings()) == ("item_neighbours", 0.3)
+    # --cooccurrence-weight 0 is the model alone, whatever the table holds
+    assert _blend_choice(bundle(0.0, 0.2), Settings(cooccurrence_weight=0.0)) == (None, 0.0)
