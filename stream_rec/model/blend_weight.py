@@ -21,7 +21,7 @@ from .validation import K, selection_score
 
 __all__ = [
     "BLEND_WEIGHTS", "BLEND_RECENT", "BLEND_REPEAT", "BLEND_REPEAT_DECAY", "BlendChoice",
-    "choose_blend", "blend_metrics", "blended_ranker",
+    "choose_blend", "blend_metrics", "configs_metrics", "blended_ranker",
 ]
 
 BLEND_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -54,23 +54,36 @@ def blend_metrics(
     weights: Sequence[float] = BLEND_WEIGHTS,
 ) -> list[dict[str, float]]:
     """HR@20 and MRR@20 (%) of the blend at each weight on validation queries (exact search)."""
+    return configs_metrics(queries, targets, last_rows, [(table, w) for w in weights],
+                           item_vectors, scale)
+
+
+def configs_metrics(
+    queries: np.ndarray,
+    targets: np.ndarray,
+    last_rows: np.ndarray,
+    configs: Sequence[tuple[ItemNeighbours, float]],
+    item_vectors: np.ndarray,
+    scale: float,
+) -> list[dict[str, float]]:
+    """HR@20 and MRR@20 (%) of each (table, weight) blend on validation queries: one exact
+    search per chunk of queries, re-ranked by every configuration."""
     exact = ExactIndex(item_vectors)
-    hits = np.zeros(len(weights))
-    rr = np.zeros(len(weights))
+    hits = np.zeros(len(configs))
+    rr = np.zeros(len(configs))
     ranks = np.arange(1, K + 1)
+    candidates = max((t.candidates for t, _ in configs), default=K)
     for lo in range(0, len(queries), _CHUNK):
         q, want = queries[lo : lo + _CHUNK], targets[lo : lo + _CHUNK] + 1  # columns -> rows
-        searched = _Searched(*exact.search(q, max(K, table.candidates)))
-        for i, w in enumerate(weights):
+        searched = _Searched(*exact.search(q, max(K, candidates)))
+        for i, (table, w) in enumerate(configs):
+            if table.candidates != candidates:  # fewer candidates: the search's first ones
+                searched_i = _Searched(searched.rows[:, : max(K, table.candidates)],
+                                       searched.scores[:, : max(K, table.candidates)])
+            else:
+                searched_i = searched
             rows, _ = item_blended_search(
-                searched,
-                q,
-                last_rows[lo : lo + _CHUNK],
-                K,
-                table,
-                item_vectors,
-                scale,
-                w,
+                searched_i, q, last_rows[lo : lo + _CHUNK], K, table, item_vectors, scale, w,
                 table.candidates,
             )
             hit = rows == want[:, None]
@@ -79,7 +92,7 @@ def blend_metrics(
     n = max(len(queries), 1)
     return [
         {"weight": w, "hr@20": round(100 * h / n, 4), "mrr@20": round(100 * r / n, 4)}
-        for w, h, r in zip(weights, hits, rr)
+        for (_, w), h, r in zip(configs, hits, rr)
     ]
 
 
@@ -125,27 +138,25 @@ def choose_blend(
         return BlendChoice()
     tried: list[dict[str, float]] = []
 
-    def measure(shaped: ItemNeighbours, ws: Sequence[float]) -> None:
+    def measure(configs: list[tuple[ItemNeighbours, float]]) -> dict[str, float]:
+        """Score a stage's configurations (one search) and return the best so far."""
+        got = configs_metrics(queries, targets, last_rows, configs, item_vectors, scale)
         tried.extend(
-            {"recent": shaped.recent, "repeat": shaped.repeat,
-             "repeat_decay": shaped.repeat_decay, **t}
-            for t in blend_metrics(queries, targets, last_rows, shaped, item_vectors, scale, ws)
+            {"recent": t.recent, "repeat": t.repeat, "repeat_decay": t.repeat_decay, **m}
+            for (t, _), m in zip(configs, got)
         )
+        return _best(tried)
 
     plain = table.with_repeat(0.0, 1.0)
-    for m in recents:
-        measure(plain.with_recent(m), weights)
-    best = _best(tried)
+    best = measure([(plain.with_recent(m), w) for m in recents for w in weights])
     recent, weight = int(best["recent"]), float(best["weight"])
-    if any(r > 0 for r in repeats):
-        for r in (r for r in repeats if r > 0):
-            for d in decays:
-                measure(plain.with_recent(recent).with_repeat(r, d), (weight,))
-        best = _best(tried)
+    at = plain.with_recent(recent)
+    shares = [(at.with_repeat(r, d), weight) for r in repeats if r > 0 for d in decays]
+    if shares:
+        best = measure(shares)
         if best["repeat"] > 0:
-            measure(plain.with_recent(recent).with_repeat(best["repeat"], best["repeat_decay"]),
-                    [w for w in weights if w != weight])
-            best = _best(tried)
+            chosen = at.with_repeat(best["repeat"], best["repeat_decay"])
+            best = measure([(chosen, w) for w in weights if w != weight])
     return BlendChoice(int(best["recent"]), float(best["weight"]), float(best["repeat"]),
                        float(best["repeat_decay"]), tried)
 
