@@ -10,6 +10,9 @@ wait while the events topic is behind and nothing comes (Tansu's empty answers o
 The lag counts the events topic only: faust's changelog partitions are assigned to the same
 consumer but not read after recovery, so their stale high watermarks would look like lag.
 
+While faust recovers its tables (``app.in_recovery``) the consumer keeps faust's own wait, as
+before: a short wait on a long changelog meets the embedded broker's empty answers.
+
 The consumer runs in faust's consumer thread; the wait is one integer attribute its fetcher
 reads when it builds the next request, so setting it from the app's loop is safe.
 """
@@ -36,6 +39,9 @@ class FetchWaitTuner:
         self.events = events  # () -> events taken so far (the worker's stats counter)
         self.adaptive: AdaptiveFetchWait | None = None
         self._seen = 0
+        self.recovery_wait_ms = 1500  # faust's fixed wait, kept while tables recover
+        self._recovering = False
+        self._events_wait_ms = 0
 
     def consumer(self) -> Any:
         thread = getattr(getattr(self.app, "consumer", None), "_thread", None)
@@ -47,10 +53,24 @@ class FetchWaitTuner:
             fetcher: Any = getattr(consumer, "_fetcher", None)
             if not hasattr(fetcher, "_fetch_max_wait_ms"):
                 return None  # not started yet
+            self.recovery_wait_ms = int(fetcher._fetch_max_wait_ms)  # faust's own
             fetcher._fetch_max_wait_ms = max(1, int(self.settings.batch_wait_ms))
             self.adaptive = AdaptiveFetchWait(
                 consumer, short_ms=self.settings.batch_wait_ms,
                 topics=frozenset({self.settings.events_topic}))
+        fetcher = self.adaptive._fetcher()
+        if getattr(self.app, "in_recovery", False):
+            # Reading the changelogs: faust's wait, as before (a short wait on a long changelog
+            # meets the embedded broker's empty answers); the events wait resumes after.
+            if fetcher is not None:
+                if not self._recovering:
+                    self._events_wait_ms = int(fetcher._fetch_max_wait_ms)
+                fetcher._fetch_max_wait_ms = self.recovery_wait_ms
+            self._recovering = True
+            return None
+        if self._recovering and fetcher is not None:
+            fetcher._fetch_max_wait_ms = self._events_wait_ms
+        self._recovering = False
         events = self.events()
         taken, self._seen = events - self._seen, events
         return self.adaptive.update(taken)

@@ -118,3 +118,19 @@ def test_the_faust_tuner_sets_the_batch_wait_once_the_consumer_exists_and_feeds_
     assert tuner.tick() == 5 and tuner.adaptive is not None
     assert tuner._seen == 40  # the events since the last tick went to the adaptive wait
     assert tuner.raises == 0
+
+
+def test_the_faust_tuner_keeps_fausts_wait_while_the_tables_recover():
+    from stream_rec.settings import Settings
+    from topologies.faust_fetch import FetchWaitTuner
+
+    consumer, _ = _consumer(position=100, highwater=100, wait_ms=1500)
+    app = SimpleNamespace(consumer=SimpleNamespace(_thread=SimpleNamespace(_consumer=consumer)),
+                          in_recovery=False)
+    tuner = FetchWaitTuner(app, Settings(batch_wait_ms=5), lambda: 0)
+    assert tuner.tick() == 5
+    app.in_recovery = True  # a rebalance: faust reads the changelogs
+    assert tuner.tick() is None and consumer._fetcher._fetch_max_wait_ms == 1500
+    assert tuner.tick() is None and consumer._fetcher._fetch_max_wait_ms == 1500
+    app.in_recovery = False
+    assert tuner.tick() == 5 and consumer._fetcher._fetch_max_wait_ms == 5
