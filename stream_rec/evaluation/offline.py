@@ -342,6 +342,7 @@ def run_evaluation(
         "prefixes": off.report["prefixes"],
         "serving_index": "hnsw",
         "ef": served_ef(bundle, answering_every_event(settings)),
+        "blend": {"weight": off.report["cooccurrence_weight"], "repeat": off.report["repeat"]},
         f"hr@{k}_by_length": serving[f"hr@{k}_by_length"],
         "index": off.report["index"],
         "hnsw_cost": {m: _points(exact[m], serving[m]) for m in (f"hr@{k}", f"mrr@{k}", f"ndcg@{k}")},
