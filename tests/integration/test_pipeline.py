@@ -54,6 +54,11 @@ def test_every_valid_event_is_answered_and_invalid_ones_go_to_the_dlq(pipeline):
     for which in ("live", "ready"):  # both engines' status servers
         with urllib.request.urlopen(f"{base}/{which}", timeout=10) as answer:
             assert orjson.loads(answer.read()) == {"status": "ok", "problems": []}
+    stats_url = f"http://127.0.0.1:{pipeline.settings.worker_port}/stats"
+    with urllib.request.urlopen(stats_url, timeout=10) as answer:
+        stats = orjson.loads(answer.read())
+    # Both engines fetch with the batch wait (adaptive): faust's own would be 1,500 ms.
+    assert stats["fetch_wait_ms"] is not None and stats["fetch_wait_ms"] < 1500, stats
     answered = {r.source_event_id for r in recs}
     missing = [u for u, e in last.items() if e not in answered]
     assert not missing, f"{len(missing)} users' last events unanswered\n{pipeline.log_tail()}"
