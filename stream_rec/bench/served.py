@@ -73,22 +73,42 @@ def _renamed(event: Event, round_: int) -> Event:
 
 def interleaved(sessions: Sequence[Sequence[Event]], open_sessions: int) -> Iterator[Event]:
     """Every session's events in order, ``open_sessions`` sessions taking turns (one event each
-    per turn); a session that ends gives its place to the next one."""
+    per turn); a session that ends gives its place to the next one. A user's sessions never
+    overlap: on a live site a shopper's next visit follows the last, so a session whose user
+    still has one open waits for it to end (and then takes its place)."""
     waiting = (events for events in sessions if events)
     turns: deque[tuple[Sequence[Event], int]] = deque()
-    for events in waiting:
-        turns.append((events, 0))
-        if len(turns) >= open_sessions:
-            break
+    open_users: set[str] = set()
+    later: dict[str, deque[Sequence[Event]]] = {}  # each open user's next sessions, in order
+
+    def admit() -> None:
+        while len(turns) < open_sessions:
+            events = next(waiting, None)
+            if events is None:
+                return
+            user = events[0].user_id
+            if user in open_users:
+                later.setdefault(user, deque()).append(events)
+                continue
+            open_users.add(user)
+            turns.append((events, 0))
+
+    admit()
     while turns:
         events, i = turns.popleft()
         yield events[i]
         if i + 1 < len(events):
             turns.append((events, i + 1))
+            continue
+        user = events[0].user_id
+        queued = later.get(user)
+        if queued:
+            turns.append((queued.popleft(), 0))
+            if not queued:
+                del later[user]
         else:
-            following = next(waiting, None)
-            if following is not None:
-                turns.append((following, 0))
+            open_users.discard(user)
+            admit()
 
 
 class ServedWorkload:

@@ -53,6 +53,20 @@ def test_interleaving_keeps_each_sessions_order_and_opens_the_next_when_one_ends
     assert sorted(ids) == sorted(e.event_id for e in interleaved(sessions, 1000))
 
 
+def test_a_users_sessions_never_overlap():
+    # a's second visit waits for its first to end, and the others take turns meanwhile
+    sessions = [[Event(f"{name}{j}", user, "click", j, "i") for j in range(n)]
+                for name, user, n in (("a", "a", 3), ("A", "a", 2), ("b", "b", 2), ("c", "c", 1))]
+    ids = [e.event_id for e in interleaved(sessions, 2)]
+    assert ids == ["a0", "b0", "a1", "b1", "a2", "c0", "A0", "A1"]
+    assert sorted(ids) == sorted(e.event_id for s in sessions for e in s)
+    users_open: dict[str, str] = {}
+    for e in interleaved(sessions, 1000):
+        session = e.event_id[0]
+        assert users_open.setdefault(e.user_id, session) == session or e.event_id.endswith("0")
+        users_open[e.user_id] = session
+
+
 def test_quality_ranks_each_prefix_in_the_answer_to_its_last_event():
     w = workload()  # prefixes: a1 -> i2, a2 -> i3, b1 -> i5
     answers = [answer("a1", "i9", "i2"), answer("a1", "i2"),  # a redelivery: the first counts
