@@ -148,8 +148,9 @@ def _add_cooccurrence(sub: argparse._SubParsersAction[CliParser]) -> None:
 
 def _add_neighbours(sub: argparse._SubParsersAction[CliParser]) -> None:
     p = sub.add_parser("neighbours", help="a new bundle version that blends an item-neighbour table (each "
-                       "item's co-occurring items, looked up per answer) into the model's scores, its weight "
-                       "chosen on the bundle's validation slice")
+                       "item's co-occurring items, looked up per answer) and a share for the session's own "
+                       "items into the model's scores, the weight and the share chosen on the bundle's "
+                       "validation slice")
     p.add_argument("--bundle", required=True, help="the bundle whose model to keep")
     p.add_argument("--dataset", choices=("generated", *_SPLITS, "events"), default="diginetica",
                    help="the bundle's training data, with the same data options as its training (default diginetica)")
