@@ -342,7 +342,7 @@ def _summary(
         "flat_out": pipe.flat_out,
         "baseline": {"runs": relays, "method": "aiokafka relay, same records, partitions and batch size"},
         "rss": pipe.rss,
-        "encoder_cache": pipe.encoder_cache,
+        "encoder_cache": pipe.encoder_cache, "fetch_wait": pipe.fetch_wait,  # each worker's, at the end
         "state": state,
         "rocksdb": rocks,
         "micro": local["micro"],

@@ -120,6 +120,7 @@ class PipelineResult:
     answers: list[bytes] = field(default_factory=list)  # the saturation phase's, with keep_answers
     learner: dict[str, Any] | None = None  # --with-learner: its update count beside the workers
     encoder_cache: list[Any] | None = None  # each worker's incremental-encoder cache at the end
+    fetch_wait: list[Any] | None = None  # each worker's fetch wait at the end (ms, raises)
 
 
 async def run_pipeline(
@@ -165,12 +166,12 @@ async def run_pipeline(
                                           fetch_probe=fetch_probe)
             rss = _rss_summary(mon.samples, sat.first.t, sat.end.t, later.fixed_end.t)
             notes.extend(mon.stalls)
-            version, caches = await _model_version(fleet)
+            version, caches, waits = await _model_version(fleet)
     finally:
         await answers.stop()
         fleet.stop()
     return PipelineResult(sat.summary, later.fixed, later.flat_out, rss, sat.profile, settings.engine, version,
-                          n + later.sent, notes, kept, encoder_cache=caches)
+                          n + later.sent, notes, kept, encoder_cache=caches, fetch_wait=waits)
 
 
 @dataclass
@@ -315,10 +316,12 @@ async def _flat_phase(
     return out
 
 
-async def _model_version(fleet: Fleet) -> tuple[str, list[Any]]:
-    """The model version worker 0 serves, and each worker's incremental-encoder cache figures."""
+async def _model_version(fleet: Fleet) -> tuple[str, list[Any], list[Any]]:
+    """The model version worker 0 serves, each worker's incremental-encoder cache figures, and
+    each worker's fetch wait at the end (ms, times the adaptive wait was raised)."""
     import aiohttp
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as http:
-        stats = [await fleet.stats_of(http, w.settings.worker_port) for w in fleet.workers]
-    return str((stats[0] or {}).get("model_version", "")), [(s or {}).get("encoder_cache") for s in stats]
+        stats = [await fleet.stats_of(http, w.settings.worker_port) or {} for w in fleet.workers]
+    waits = [{"ms": s.get("fetch_wait_ms"), "raises": s.get("fetch_wait_raises")} for s in stats]
+    return str(stats[0].get("model_version", "")), [s.get("encoder_cache") for s in stats], waits

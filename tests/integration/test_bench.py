@@ -55,6 +55,8 @@ def test_tiny_bench_prints_the_summary_as_its_last_line(broker, tiny_bundle, tmp
         "events": 3000, "workers": 1, "partitions": 2, "engine": engine}
     assert all(k in config for k in CONFIG)
     assert summary["machine"]["cores"] >= 1 and summary["machine"]["python"]
+    # each worker's consumer fetch wait at the end: the batch wait or its back-off, not faust's 1,500
+    assert [w["ms"] is not None and w["ms"] < 1500 for w in summary["fetch_wait"]] == [True]
     assert "[bench]" in proc.stderr  # progress goes to stderr, the summary alone to stdout
     if engine == "direct":
         assert summary["learner"]["every_events"] == 1000 and summary["learner"]["updates"] >= 0
