@@ -10,6 +10,7 @@ worker's status page.
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shlex
@@ -65,7 +66,7 @@ def _wait_for_stats(port: int, proc: subprocess.Popen[bytes], log: Path, timeout
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=2) as r:
                 if r.status == 200:
                     return
-        except OSError:
+        except (OSError, http.client.HTTPException):  # not up yet (a self-connect reads back junk)
             pass
         time.sleep(0.5)
     raise AssertionError(f"the worker's /stats did not answer after {timeout:.0f}s")

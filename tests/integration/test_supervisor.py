@@ -4,6 +4,7 @@ state; both get partitions and answer, a killed one is restarted, SIGTERM stops 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import signal
 import subprocess
@@ -20,10 +21,13 @@ pytestmark = [pytest.mark.integration]
 
 
 def _stats(port: int) -> dict | None:
+    """The worker's /stats, or None while nothing answers there. Polling a port in the
+    ephemeral range that no one listens on can connect the client to itself (TCP
+    simultaneous open) and read its own request back: a BadStatusLine, also "not up yet"."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=2) as answer:
             return orjson.loads(answer.read())
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return None
 
 
