@@ -166,7 +166,7 @@ async def run_pipeline(
                                           fetch_probe=fetch_probe)
             rss = _rss_summary(mon.samples, sat.first.t, sat.end.t, later.fixed_end.t)
             notes.extend(mon.stalls)
-            version, caches, waits = await _model_version(fleet)
+            version, caches, waits = await _worker_stats(fleet)
     finally:
         await answers.stop()
         fleet.stop()
@@ -316,7 +316,7 @@ async def _flat_phase(
     return out
 
 
-async def _model_version(fleet: Fleet) -> tuple[str, list[Any], list[Any]]:
+async def _worker_stats(fleet: Fleet) -> tuple[str, list[Any], list[Any]]:
     """The model version worker 0 serves, each worker's incremental-encoder cache figures, and
     each worker's fetch wait at the end (ms, times the adaptive wait was raised)."""
     import aiohttp

@@ -139,6 +139,11 @@ class ItemNeighbours:
         return ItemNeighbours(self.rows, self.scores, self.candidates, recent, self.repeat,
                               self.repeat_decay)
 
+    def shaped_like(self, other: ItemNeighbours) -> ItemNeighbours:
+        """The same table blended as ``other`` is: its recent items, repeat and decay."""
+        return ItemNeighbours(self.rows, self.scores, self.candidates, other.recent, other.repeat,
+                              other.repeat_decay)
+
     def with_repeat(self, repeat: float, decay: float | None = None) -> ItemNeighbours:
         """The same table with the session's own items weighted ``repeat`` (decay per step back)."""
         return ItemNeighbours(self.rows, self.scores, self.candidates, self.recent, repeat,
@@ -299,7 +304,8 @@ def item_blended_search(
             ],
             axis=1,
         )
-        nb_rows, nb_scores = merged_entries(nb_rows, nb_scores)
+        if table.repeat <= 0:  # else merged once below, with the session's own items
+            nb_rows, nb_scores = merged_entries(nb_rows, nb_scores)
     own_scores: np.ndarray | float = 0.0
     if table.repeat > 0:  # the session's own items: each occurrence decay^steps back
         own = last_rows.reshape(len(last_rows), -1)

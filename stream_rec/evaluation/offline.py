@@ -216,10 +216,11 @@ def evaluate_bundle(
     args = blend_args(bundle, settings)
     blend = Blend(args["neighbours"], args["blend_weight"]) if args else None
     sessions_rows = None
+    # the item-neighbour blend's share for the session's own items (0: none)
+    own = float(getattr(blend.neighbours, "repeat", 0.0)) if blend is not None else 0.0
     if blend is not None:
         if isinstance(blend.neighbours, SessionNeighbours):  # V-SKNN reads each session's items
             sessions_rows = [bundle.vocab.rows_for_hashes(s.seen_item_hashes()) for s in states]
-        own = float(getattr(blend.neighbours, "repeat", 0.0))
         say(f"blending co-occurrence into the scores (weight {blend.weight}"
             + (f", the session's own items {own:g})" if own else ")"))
     results: dict[str, Any] = {}
@@ -246,8 +247,7 @@ def evaluate_bundle(
         "k": k,
         "ef": served_ef(bundle, served),
         "cooccurrence_weight": blend.weight if blend is not None else 0.0,
-        # the item-neighbour blend's share for the session's own items (0: none)
-        "repeat": float(getattr(blend.neighbours, "repeat", 0.0)) if blend is not None else 0.0,
+        "repeat": own,
         "index": results,
         "encode_seconds": round(encode_s, 2),
         "seconds": round(time.perf_counter() - t0, 2),

@@ -44,7 +44,7 @@ def updated_table(
     width = int(old.rows.shape[1])
     fresh = ItemNeighbours.build(
         rows, len(vocab), n_neighbors=width, candidates=old.candidates
-    ).with_recent(old.recent).with_repeat(old.repeat, old.repeat_decay)
+    ).shaped_like(old)
     n_old = old.rows.shape[0]
     share = len(rows) / max(len(rows) + old_sessions, 1)  # the window's weight
     mixed_rows = np.concatenate([old.rows, fresh.rows[:n_old]], axis=1)

@@ -77,14 +77,10 @@ def configs_metrics(
         q, want = queries[lo : lo + _CHUNK], targets[lo : lo + _CHUNK] + 1  # columns -> rows
         searched = _Searched(*exact.search(q, max(K, candidates)))
         for i, (table, w) in enumerate(configs):
-            if table.candidates != candidates:  # fewer candidates: the search's first ones
-                searched_i = _Searched(searched.rows[:, : max(K, table.candidates)],
-                                       searched.scores[:, : max(K, table.candidates)])
-            else:
-                searched_i = searched
+            c = max(K, table.candidates)  # the exact search's first c (views)
             rows, _ = item_blended_search(
-                searched_i, q, last_rows[lo : lo + _CHUNK], K, table, item_vectors, scale, w,
-                table.candidates,
+                _Searched(searched.rows[:, :c], searched.scores[:, :c]), q,
+                last_rows[lo : lo + _CHUNK], K, table, item_vectors, scale, w, table.candidates,
             )
             hit = rows == want[:, None]
             hits[i] += hit.any(axis=1).sum()

@@ -219,10 +219,7 @@ def rechoose_ef(
     rows = [bundle.vocab.rows_for_hashes(np.asarray(s[0], np.int64)) for s in sessions]
     tuning = ItemNeighbours.build(rows[: len(rows) - n_valid], len(bundle.vocab))
     weight = bundle.item_neighbours_weight
-    hnsw = served_hnsw(
-        bundle, vectors, targets, last,
-        tuning.with_recent(table.recent).with_repeat(table.repeat, table.repeat_decay), weight, say,
-    )
+    hnsw = served_hnsw(bundle, vectors, targets, last, tuning.shaped_like(table), weight, say)
     entry = bundle.manifest["item_neighbours"]
     path = with_item_neighbours(
         bundle,
