@@ -127,6 +127,9 @@ def _add_generate(sub: argparse._SubParsersAction[CliParser]) -> None:
                    help="new items launched per simulated day (default 0: a fixed catalogue)")
     p.add_argument("--trend-days", type=_positive_float, default=2.0,
                    help="days a launched item's popularity takes to peak; retired after 6x (default 2)")
+    p.add_argument("--backtrack-rate", type=_fraction, default=0.04,
+                   help="share of clicks that go back to an item clicked earlier in the session "
+                   "(default 0.04; at most 0.37)")
     _add_generator_args(p, users=2000, items=3000)
 
 

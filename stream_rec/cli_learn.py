@@ -65,6 +65,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             seed=args.seed,
             launches_per_day=args.launches_per_day,
             trend_days=args.trend_days,
+            backtrack_rate=args.backtrack_rate,
         )
     )
     n = write_jsonl(gen.events(args.count), args.out)

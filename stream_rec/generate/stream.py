@@ -29,7 +29,7 @@ import numpy as np
 from ..core.events import Event, encode_event
 from ..errors import ConfigError
 from .catalogue import Catalogue
-from .config import GeneratorConfig
+from .config import BROWSE_SHARE, GeneratorConfig
 from .drift import Drift
 from .invalid import INVALID_KINDS, invalid_record
 
@@ -248,6 +248,7 @@ class EventGenerator:
             out.append((ts, "click", ids[last], None))
             clicked.append(last)
         bought = False
+        pick_below = BROWSE_SHARE - cfg.backtrack_rate
         while len(out) < length:
             r = rng.random()
             if out:  # the session's first event is at its start; then ~15 s between actions
@@ -266,9 +267,9 @@ class EventGenerator:
                 continue
             if last is not None and r < cfg.follow_related:
                 item = self._related[last][int(rng.random() * cfg.related_per_item)]
-            elif r < 0.93:
+            elif r < pick_below:
                 item = self._pick_item(rng, intent)
-            elif r < 0.97 and clicked:
+            elif r < BROWSE_SHARE and clicked:
                 item = clicked[int(rng.random() * len(clicked))]  # back to an item seen earlier
             else:
                 intent = self._pick_category(rng)  # wanders off to another category

@@ -225,6 +225,32 @@ def test_config_is_validated():
         invalid_record(next(EventGenerator(SMALL).events(1)), "nope")
     with pytest.raises(ConfigError, match="invalid_rate"):
         next(EventGenerator(SMALL).records(10, invalid_rate=2.0))
+    with pytest.raises(ConfigError, match=r"backtrack_rate must be in \[0, 0.37\]"):
+        GeneratorConfig(backtrack_rate=0.5)
+
+
+def _repeat_share(events: list[Event]) -> float:
+    """The share of clicks (after a session's first) on an item clicked earlier in the session."""
+    seen: dict[str, set[str]] = {}
+    n = repeats = 0
+    for e in events:
+        if e.type != "click" or e.item_id is None:
+            continue
+        items = seen.setdefault(e.session_id or "", set())
+        if items:
+            n += 1
+            repeats += e.item_id in items
+        items.add(e.item_id)
+    return repeats / n
+
+
+def test_backtrack_rate_sets_how_often_a_session_returns_to_its_items(stream):
+    """The default stream is the one before the knob; a log like those where shoppers go back
+    to items (nearly half of some shops' next clicks) is one setting away."""
+    assert list(EventGenerator(SMALL).events(3000)) == stream[:3000]
+    heavy = GeneratorConfig(n_users=500, n_items=800, n_categories=12, seed=3, backtrack_rate=0.37)
+    base, more = _repeat_share(stream), _repeat_share(list(EventGenerator(heavy).events(30_000)))
+    assert 0.08 < base < 0.25 and more > 0.35 and more > base + 0.2
 
 
 

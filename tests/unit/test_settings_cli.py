@@ -71,6 +71,13 @@ def test_generate_writes_a_drifting_stream(tmp_path, capsys):
     assert sum(1 for _ in read_jsonl(out)) == 5000
 
 
+def test_generate_refuses_a_backtrack_rate_out_of_range_in_one_line(tmp_path, capsys):
+    assert main(["generate", "--out", str(tmp_path / "x.jsonl"), "--backtrack-rate", "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "backtrack_rate must be in [0, 0.37]" in err
+    assert not (tmp_path / "x.jsonl").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["generate", "--out", "x", "--trend-days", "0"], "--trend-days: expected a number > 0; got '0'"),
     (["evaluate", "--incremental", "--update-lr", "-1"], "--update-lr: expected a number > 0"),
