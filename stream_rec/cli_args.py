@@ -130,6 +130,8 @@ def _add_generate(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--backtrack-rate", type=_fraction, default=0.04,
                    help="share of clicks that go back to an item clicked earlier in the session "
                    "(default 0.04; at most 0.37)")
+    p.add_argument("--session-length", type=_positive_float, default=8.0,
+                   help="mean events per visit (default 8; at most 60)")
     _add_generator_args(p, users=2000, items=3000)
 
 
