@@ -1,6 +1,8 @@
 import subprocess
 import sys
+from collections import Counter
 
+import orjson
 import pytest
 
 from stream_rec.cli import main
@@ -69,6 +71,19 @@ def test_generate_writes_a_drifting_stream(tmp_path, capsys):
                  "--items", "200", "--launches-per-day", "30"]) == 0
     assert "5,000 events written" in capsys.readouterr().err
     assert sum(1 for _ in read_jsonl(out)) == 5000
+
+
+def test_generate_takes_the_visit_length_and_backtrack_rate(tmp_path):
+    from stream_rec.generate.jsonl import read_jsonl
+
+    lengths = {}
+    for length in ("4", "20"):
+        out = tmp_path / f"s{length}.jsonl"
+        assert main(["generate", "--out", str(out), "--count", "4000", "--users", "300",
+                     "--session-length", length, "--backtrack-rate", "0.3"]) == 0
+        sessions = Counter(orjson.loads(line)["session_id"] for line in read_jsonl(out))
+        lengths[length] = 4000 / len(sessions)
+    assert lengths["20"] > 2 * lengths["4"]
 
 
 def test_generate_refuses_a_backtrack_rate_out_of_range_in_one_line(tmp_path, capsys):
