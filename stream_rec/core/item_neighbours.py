@@ -19,10 +19,13 @@ before it existed): the session's last few items are GraphFine's "item view".
 The session's own items (``repeat``, 0 for bundles written before it existed): shoppers come
 back to what they saw (a fifth of Diginetica's test targets are in their prefix; 45% in a
 kept-back shop log), and a table row never holds its own item, so the blend pushed those items
-out. Each of the session's last ``MAX_RECENT`` known items adds ``repeat`` x its share
+out. Each of the session's last ``own_window`` known items adds ``repeat`` x its share
 (decay^steps back, normalised to sum 1) on top of the blend: score = (1 - w) * softmax + w *
 table + repeat * own share. ``repeat`` and the decay are tuned on validation after ``recent``
-and ``w`` (``model/blend_weight.py``); 0 turns it off.
+and ``w`` (``model/blend_weight.py``); 0 turns it off. The window is the last ``MAX_RECENT``
+items, or the whole encoded session (``MAX_OWN``) where validation says so: on logs whose
+shoppers go back to items seen long before in a long visit (SKNN, which weighs a session's
+items alike, leads V-SKNN there), at the cost of a larger merge per answer.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ __all__ = [
     "recent_weights",
     "own_weights",
     "DEFAULT_CANDIDATES",
+    "MAX_OWN",
     "MAX_RECENT",
     "OLDER_NEIGHBOURS",
 ]
@@ -54,6 +58,9 @@ DEFAULT_NEIGHBOURS = 30
 # The most recent known items a session's blend can use (encode_sequences keeps this many): the
 # table's rows of up to 5 of them, and the session's own items (``repeat``).
 MAX_RECENT = 10
+# The widest window of the session's own items: the positions the encoder reads (its max_len),
+# which is also what encode_sequences keeps of each session's known items.
+MAX_OWN = 50
 # Neighbours of each earlier item in the blend (the newest item contributes all of its row): the
 # blend's cost grows with the entries it gathers, and the tail of an older item's row, weighted
 # down twice, rarely reaches a top 20.
@@ -112,6 +119,7 @@ class ItemNeighbours:
         recent: int = 1,
         repeat: float = 0.0,
         repeat_decay: float = 1.0,
+        own_window: int = MAX_RECENT,
     ) -> None:
         if rows.shape != scores.shape or rows.ndim != 2:
             raise ValueError(
@@ -133,21 +141,28 @@ class ItemNeighbours:
         # to sum 1, weighted by ``repeat`` (0 = off): shoppers come back to what they saw.
         self.repeat = float(repeat)
         self.repeat_decay = float(repeat_decay)
+        if not 1 <= own_window <= MAX_OWN:
+            raise ValueError(f"own_window must be in [1, {MAX_OWN}]; got {own_window}")
+        self.own_window = int(own_window)  # the session's last known items the share covers
 
     def with_recent(self, recent: int) -> ItemNeighbours:
         """The same table blending the session's last ``recent`` known items."""
         return ItemNeighbours(self.rows, self.scores, self.candidates, recent, self.repeat,
-                              self.repeat_decay)
+                              self.repeat_decay, self.own_window)
 
     def shaped_like(self, other: ItemNeighbours) -> ItemNeighbours:
-        """The same table blended as ``other`` is: its recent items, repeat and decay."""
+        """The same table blended as ``other`` is: its recent items, repeat, decay and window."""
         return ItemNeighbours(self.rows, self.scores, self.candidates, other.recent, other.repeat,
-                              other.repeat_decay)
+                              other.repeat_decay, other.own_window)
 
-    def with_repeat(self, repeat: float, decay: float | None = None) -> ItemNeighbours:
-        """The same table with the session's own items weighted ``repeat`` (decay per step back)."""
+    def with_repeat(
+        self, repeat: float, decay: float | None = None, window: int | None = None
+    ) -> ItemNeighbours:
+        """The same table with the session's own items weighted ``repeat`` (decay per step back),
+        over its last ``window`` known items."""
         return ItemNeighbours(self.rows, self.scores, self.candidates, self.recent, repeat,
-                              self.repeat_decay if decay is None else decay)
+                              self.repeat_decay if decay is None else decay,
+                              self.own_window if window is None else window)
 
     @property
     def n_items(self) -> int:
@@ -187,6 +202,7 @@ class ItemNeighbours:
                 recent=self.recent,
                 repeat=self.repeat,
                 repeat_decay=self.repeat_decay,
+                own_window=self.own_window,
             )
 
     @classmethod
@@ -195,7 +211,9 @@ class ItemNeighbours:
             recent = int(z["recent"]) if "recent" in z.files else 1  # older tables: last item only
             repeat = float(z["repeat"]) if "repeat" in z.files else 0.0  # older tables: none
             decay = float(z["repeat_decay"]) if "repeat_decay" in z.files else 1.0
-            return cls(z["rows"], z["scores"], int(z["candidates"]), recent, repeat, decay)
+            window = int(z["own_window"]) if "own_window" in z.files else MAX_RECENT
+            return cls(z["rows"], z["scores"], int(z["candidates"]), recent, repeat, decay,
+                       window)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -205,6 +223,7 @@ class ItemNeighbours:
             "recent": self.recent,
             "repeat": self.repeat,
             "repeat_decay": self.repeat_decay,
+            "own_window": self.own_window,
         }
 
 
@@ -308,7 +327,10 @@ def item_blended_search(
             nb_rows, nb_scores = merged_entries(nb_rows, nb_scores)
     own_scores: np.ndarray | float = 0.0
     if table.repeat > 0:  # the session's own items: each occurrence decay^steps back
-        own = last_rows.reshape(len(last_rows), -1)
+        own = last_rows.reshape(len(last_rows), -1)[:, : table.own_window]
+        # Newest first, so the columns any session fills are a prefix: merge no more than those.
+        filled = np.flatnonzero((own > 0).any(axis=0))
+        own = own[:, : int(filled[-1]) + 1 if filled.size else 1]
         zeros = np.zeros(nb_scores.shape, np.float32)
         nb_rows, nb_scores, own_scores = merged_entries(
             np.concatenate([nb_rows, own], axis=1),

@@ -15,7 +15,7 @@ import numpy as np
 
 from .cooccurrence import SessionNeighbours, blended_search
 from .features import ItemVocab, ModelInputs, featurize
-from .item_neighbours import MAX_RECENT, ItemNeighbours, item_blended_search
+from .item_neighbours import MAX_OWN, ItemNeighbours, item_blended_search
 from .repeat import rerank, session_bonuses
 from .seams import CandidateIndex, KeyedEncoder, RepeatEncoder, SessionEncoder
 
@@ -32,7 +32,7 @@ class EncodedSessions:
     vectors: np.ndarray
     known: np.ndarray
     bonuses: list[tuple[np.ndarray, np.ndarray]] | None = None
-    # (N, MAX_RECENT) each session's last known item rows, newest first (0 = none)
+    # (N, MAX_OWN) each session's last known item rows, newest first (0 = none)
     last_rows: np.ndarray | None = None
 
 
@@ -76,7 +76,7 @@ def encode_sequences(
     order = np.argsort(lengths, kind="stable")
     vectors = np.empty((n, encoder.dim), np.float32)
     known = np.empty(n, bool)
-    last_rows = np.zeros((n, MAX_RECENT), np.int64)
+    last_rows = np.zeros((n, MAX_OWN), np.int64)
     repeat = has_repeat_head(encoder)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
     bonus_of: list[tuple[np.ndarray, np.ndarray]] = [empty] * n if repeat else []
@@ -96,12 +96,12 @@ def encode_sequences(
 
 
 def _known_and_recent(inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray]:
-    """(B,) whether each session has an item the model knows; (B, MAX_RECENT) its last known
+    """(B,) whether each session has an item the model knows; (B, MAX_OWN) its last known
     item rows, newest first (0 = none)."""
     has_item = inputs.items > 0  # (B, L)
-    last_rows = np.zeros((len(inputs), MAX_RECENT), np.int64)
+    last_rows = np.zeros((len(inputs), MAX_OWN), np.int64)
     from_end = np.cumsum(has_item[:, ::-1], axis=1)[:, ::-1]  # known items at or after each
-    at_b, at_pos = np.nonzero(has_item & (from_end <= MAX_RECENT))
+    at_b, at_pos = np.nonzero(has_item & (from_end <= MAX_OWN))
     last_rows[at_b, from_end[at_b, at_pos] - 1] = inputs.items[at_b, at_pos]
     return np.asarray(has_item.any(axis=1)), last_rows
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..core.cooccurrence import SessionNeighbours
-from ..core.item_neighbours import MAX_RECENT
+from ..core.item_neighbours import MAX_OWN
 from ..core.scoring import Blend, EncodedSessions, encode_sequences, search_sessions
 from ..core.session import SessionState
 from ..datasets.eventlog import ProtocolOptions, SessionSplit
@@ -120,7 +120,7 @@ def encode_states(
             progress(f"encoded {lo + len(chunk):,}/{len(states):,} prefixes ({time.perf_counter() - t0:.0f}s)")
     if not parts:
         return EncodedSessions(np.zeros((0, encoder.dim), np.float32), np.zeros(0, bool),
-                               last_rows=np.zeros((0, MAX_RECENT), np.int64))
+                               last_rows=np.zeros((0, MAX_OWN), np.int64))
     bonuses = None if parts[0].bonuses is None else [b for p in parts for b in p.bonuses or []]
     return EncodedSessions(np.concatenate([p.vectors for p in parts]),
                            np.concatenate([p.known for p in parts]), bonuses,

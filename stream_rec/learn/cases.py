@@ -12,7 +12,7 @@ import torch
 
 from ..core.features import ItemVocab
 from ..core.item_neighbours import (
-    MAX_RECENT,
+    MAX_OWN,
     ItemNeighbours,
     item_blended_search,
     last_known_rows,
@@ -101,7 +101,7 @@ def ranks(
                 top = (q @ items_t[1:].T).topk(k, dim=1).indices.numpy() + 1  # rows
             else:
                 assert exact is not None
-                last = last_known_rows([cases.prefixes[i][0] for i in part], MAX_RECENT)
+                last = last_known_rows([cases.prefixes[i][0] for i in part], MAX_OWN)
                 t = blend.table
                 top, _ = item_blended_search(
                     exact,

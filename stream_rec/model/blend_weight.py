@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from ..core.item_neighbours import ItemNeighbours, item_blended_search
+from ..core.item_neighbours import MAX_OWN, MAX_RECENT, ItemNeighbours, item_blended_search
 from ..runtime.index import ExactIndex
 from .validation import K, selection_score
 
 __all__ = [
-    "BLEND_WEIGHTS", "BLEND_RECENT", "BLEND_REPEAT", "BLEND_REPEAT_DECAY", "BlendChoice",
+    "BLEND_WEIGHTS", "BLEND_RECENT", "BLEND_REPEAT", "BLEND_REPEAT_DECAY", "BLEND_OWN_WINDOWS",
+    "BlendChoice",
     "choose_blend", "blend_metrics", "configs_metrics", "blended_ranker",
 ]
 
@@ -29,6 +30,11 @@ BLEND_RECENT = (1, 3, 5)  # the session's last known items whose neighbours are 
 # The session's own items (ItemNeighbours.repeat) and their decay per step back.
 BLEND_REPEAT = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 BLEND_REPEAT_DECAY = (1.0, 0.8, 0.5)
+# The session's own items: its last MAX_RECENT, or its whole encoded window (a larger merge per
+# answer, so kept only where validation gains by more than BLEND_WIDE_GAIN).
+BLEND_OWN_WINDOWS = (MAX_RECENT, MAX_OWN)
+BLEND_WIDE_DECAY = (1.0, 0.9, 0.8)  # far items matter only at a slow decay
+BLEND_WIDE_GAIN = 0.1  # HR@20 + MRR@20 points on validation
 _CHUNK = 2048  # validation queries blended at once (the duplicate check is chunk x 100 x 100)
 
 
@@ -100,18 +106,21 @@ class BlendChoice:
     weight: float = 0.0
     repeat: float = 0.0
     repeat_decay: float = 1.0
+    own_window: int = MAX_RECENT
     tried: list[dict[str, float]] = field(default_factory=list)
 
     def table(self, table: ItemNeighbours) -> ItemNeighbours:
-        """``table`` shaped as chosen (its recent items and repeat)."""
-        return table.with_recent(self.recent).with_repeat(self.repeat, self.repeat_decay)
+        """``table`` shaped as chosen (its recent items, repeat and own items' window)."""
+        return table.with_recent(self.recent).with_repeat(self.repeat, self.repeat_decay,
+                                                          self.own_window)
 
 
 def _best(tried: Sequence[dict[str, float]]) -> dict[str, float]:
     """Best HR@20 + MRR@20; ties go to the cheaper and smaller: fewer items, no repeat, less
     weight."""
     return max(tried, key=lambda t: (selection_score(t["hr@20"], t["mrr@20"]), -t["recent"],
-                                     -t["repeat"], t["repeat_decay"], -t["weight"]))
+                                     -t.get("own_window", MAX_RECENT), -t["repeat"],
+                                     t["repeat_decay"], -t["weight"]))
 
 
 def choose_blend(
@@ -128,20 +137,23 @@ def choose_blend(
 ) -> BlendChoice:
     """The blend with the best HR@20 + MRR@20, by coordinate ascent: the number of the
     session's last items blended and the weight (no repeat); then the session's own items'
-    ``repeat`` and decay at that pair; then the weight again at that repeat. ``last_rows``:
-    (N, MAX_RECENT) from :func:`last_known_rows`; ``tried`` holds every configuration."""
+    ``repeat`` and decay at that pair (and over the whole window, :func:`_wider`); then the
+    weight again at that repeat. ``last_rows``: (N, MAX_OWN) from :func:`last_known_rows`;
+    ``tried`` holds every configuration."""
     if len(queries) == 0:
         return BlendChoice()
     tried: list[dict[str, float]] = []
+    windows = {MAX_RECENT}  # the own items' windows a choice may use
 
     def measure(configs: list[tuple[ItemNeighbours, float]]) -> dict[str, float]:
         """Score a stage's configurations (one search) and return the best so far."""
         got = configs_metrics(queries, targets, last_rows, configs, item_vectors, scale)
         tried.extend(
-            {"recent": t.recent, "repeat": t.repeat, "repeat_decay": t.repeat_decay, **m}
+            {"recent": t.recent, "repeat": t.repeat, "repeat_decay": t.repeat_decay,
+             "own_window": t.own_window, **m}
             for (t, _), m in zip(configs, got)
         )
-        return _best(tried)
+        return _best([t for t in tried if t["own_window"] in windows])
 
     plain = table.with_repeat(0.0, 1.0)
     best = measure([(plain.with_recent(m), w) for m in recents for w in weights])
@@ -150,11 +162,39 @@ def choose_blend(
     shares = [(at.with_repeat(r, d), weight) for r in repeats if r > 0 for d in decays]
     if shares:
         best = measure(shares)
+        if best["repeat"] > 0 and _longer_than_recent(last_rows):
+            wide = _wider(best, at, weight, measure, tried)
+            if wide is not None:
+                windows, best = {MAX_RECENT, MAX_OWN}, wide
         if best["repeat"] > 0:
-            chosen = at.with_repeat(best["repeat"], best["repeat_decay"])
+            chosen = at.with_repeat(best["repeat"], best["repeat_decay"], int(best["own_window"]))
             best = measure([(chosen, w) for w in weights if w != weight])
     return BlendChoice(int(best["recent"]), float(best["weight"]), float(best["repeat"]),
-                       float(best["repeat_decay"]), tried)
+                       float(best["repeat_decay"]), int(best["own_window"]), tried)
+
+
+def _longer_than_recent(last_rows: np.ndarray) -> bool:
+    """Whether any validation session has more than MAX_RECENT known items."""
+    return last_rows.shape[1] > MAX_RECENT and bool((last_rows[:, MAX_RECENT:] > 0).any())
+
+
+def _wider(
+    narrow: dict[str, float],
+    at: ItemNeighbours,
+    weight: float,
+    measure: Callable[[list[tuple[ItemNeighbours, float]]], dict[str, float]],
+    tried: list[dict[str, float]],
+) -> dict[str, float] | None:
+    """The best of the own items over the whole encoded window (MAX_OWN), at the chosen share
+    and its neighbours in BLEND_REPEAT x BLEND_WIDE_DECAY, if it gains more than
+    BLEND_WIDE_GAIN on validation (it costs a larger merge per answer); else None."""
+    share = narrow["repeat"]
+    shares = sorted({share, *(r for r in BLEND_REPEAT if r > 0 and 0.5 <= r / share <= 2)})
+    measure([(at.with_repeat(r, d, MAX_OWN), weight) for r in shares for d in BLEND_WIDE_DECAY])
+    top = _best([t for t in tried if t["own_window"] == MAX_OWN])
+    gain = selection_score(top["hr@20"], top["mrr@20"]) - selection_score(
+        narrow["hr@20"], narrow["mrr@20"])
+    return top if gain > BLEND_WIDE_GAIN else None
 
 
 def blended_ranker(

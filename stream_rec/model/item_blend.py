@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..core.features import ModelInputs
-from ..core.item_neighbours import MAX_RECENT, ItemNeighbours, last_known_rows
+from ..core.item_neighbours import MAX_OWN, MAX_RECENT, ItemNeighbours, last_known_rows
 from ..errors import ConfigError
 from ..serving.bundle import ModelBundle
 from ..serving.compose import logit_scale
@@ -57,7 +57,7 @@ def validation_blend_inputs(
         ]
         items, types, queries, _ = (t.numpy() for t in pad_examples(batch))
         vectors[part] = encoder.encode(ModelInputs(items, types, queries))
-    return vectors, targets, last_known_rows([p[0] for p in prefixes], MAX_RECENT)
+    return vectors, targets, last_known_rows([p[0] for p in prefixes], MAX_OWN)
 
 
 def add_item_neighbours(
@@ -114,11 +114,13 @@ def add_item_neighbours(
         "item-neighbour blend on validation ("
         + ", ".join(
             f"{t['recent']:g} items w {t['weight']:g} repeat {t['repeat']:g}/"
-            f"{t['repeat_decay']:g}: {t['hr@20']:.2f} / {t['mrr@20']:.2f}"
+            f"{t['repeat_decay']:g}{'' if t['own_window'] == MAX_RECENT else ' all'}: "
+            f"{t['hr@20']:.2f} / {t['mrr@20']:.2f}"
             for t in choice.tried
         )
         + f"): the last {choice.recent} items, weight {weight:g}, the session's own items "
-        f"{choice.repeat:g} (decay {choice.repeat_decay:g}) ({time.perf_counter() - t0:.0f}s)"
+        f"{choice.repeat:g} (decay {choice.repeat_decay:g}, the last {choice.own_window}) "
+        f"({time.perf_counter() - t0:.0f}s)"
     )
     if weight <= 0 and choice.repeat <= 0:
         return None
@@ -126,8 +128,8 @@ def add_item_neighbours(
     selection = {
         "rule": "best validation HR@20 + MRR@20 through the serving blend over exact search "
         "(the number of the session's last items and the weight, then the session's own items' "
-        "repeat and decay, then the weight again), table of the sessions before the validation "
-        "slice",
+        "repeat, decay and window, then the weight again), table of the sessions before the "
+        "validation slice",
         "cases": len(targets),
         "tried": choice.tried,
     }

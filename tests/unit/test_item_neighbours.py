@@ -10,6 +10,7 @@ import pytest
 
 from stream_rec.core.features import ItemVocab
 from stream_rec.core.item_neighbours import (
+    MAX_OWN,
     MAX_RECENT,
     OLDER_NEIGHBOURS,
     ItemNeighbours,
@@ -135,6 +136,40 @@ def test_batch_blend_equals_the_per_session_reference(corpus, weight, recent, re
             np.testing.assert_array_equal(rows[b], cand[b][:10])
 
 
+@pytest.mark.parametrize("window", [MAX_RECENT, MAX_OWN])
+def test_the_own_items_window_covers_the_sessions_last_items_it_names(corpus, window):
+    """Long sessions: the share goes to the last ``window`` known items only, exactly as the
+    per-session reference says; the batch trims the columns no session fills."""
+    train, vocab, _ = corpus
+    rows = [np.array([vocab.row(i) for i in s]) for s in train]
+    table = ItemNeighbours.build(rows, len(vocab), n_neighbors=15).with_repeat(0.3, 0.9, window)
+    vectors = _vectors(len(vocab))
+    rng = np.random.default_rng(11)
+    queries = _vectors(10, seed=3)[1:]
+    sessions = [rng.integers(0, len(vocab) + 1, size=int(rng.integers(2, 45))) for _ in range(10)]
+    last = last_known_rows(sessions, MAX_OWN)
+    index = ExactIndex(vectors)
+    got_rows, got_scores = item_blended_search(index, queries, last, 10, table, vectors, 16.0,
+                                               0.2, 30)
+    cand, cos = index.search(queries, 30)
+    for b in range(len(queries)):
+        r = int(last[b, 0])
+        want_rows, want_scores = _reference(
+            queries[b], cand[b], cos[b], table.rows[r] if r else np.zeros(0, np.int64),
+            table.scores[r] if r else np.zeros(0), vectors, 16.0, 0.2, 10, set(),
+            own(last[b, :window], 0.3, 0.9))
+        np.testing.assert_allclose(got_scores[b][: len(want_scores)], want_scores, rtol=1e-5,
+                                   atol=1e-7)
+    # short sessions only: the same answers from (B, MAX_RECENT) and (B, MAX_OWN) rows
+    short = [s[:6] for s in sessions]
+    a = item_blended_search(index, queries, last_known_rows(short, MAX_RECENT), 10, table,
+                            vectors, 16.0, 0.2, 30)
+    w = item_blended_search(index, queries, last_known_rows(short, MAX_OWN), 10, table,
+                            vectors, 16.0, 0.2, 30)
+    np.testing.assert_array_equal(a[0], w[0])
+    np.testing.assert_allclose(a[1], w[1])
+
+
 def test_last_known_rows_skips_unknown_items_newest_first():
     sessions = [np.array([3, 7, 0]), np.array([0, 0]), np.array([], np.int64)]
     assert last_known_rows(sessions).tolist() == [[7], [0], [0]]
@@ -145,7 +180,6 @@ def test_last_known_rows_skips_unknown_items_newest_first():
 
 
 def test_encoding_keeps_the_last_known_items_newest_first():
-    from stream_rec.core.item_neighbours import MAX_RECENT
     from stream_rec.core.scoring import encode_sequences
 
     class Zeros:
@@ -158,7 +192,7 @@ def test_encoding_keeps_the_last_known_items_newest_first():
     from stream_rec.core.features import MAX_QUERY_TOKENS, item_hash
 
     seqs = []
-    for items in (["i1", "x", "i2", "i3"], ["x"], [f"i{n % 10}" for n in range(MAX_RECENT + 3)]):
+    for items in (["i1", "x", "i2", "i3"], ["x"], [f"i{n % 10}" for n in range(MAX_OWN + 3)]):
         hashes = np.array([item_hash(i) for i in items], np.int64)
         seqs.append(
             (
@@ -168,11 +202,11 @@ def test_encoding_keeps_the_last_known_items_newest_first():
             )
         )
     enc = encode_sequences(Zeros(), vocab, seqs, max_len=50, query_buckets=64, max_batch=2)
-    assert enc.last_rows.shape == (3, MAX_RECENT)
-    assert enc.last_rows.tolist()[0] == [4, 3, 2] + [0] * (MAX_RECENT - 3)  # rows of i3, i2, i1
-    assert enc.last_rows.tolist()[1] == [0] * MAX_RECENT
-    last = [vocab.row(f"i{n % 10}") for n in range(MAX_RECENT + 3)][::-1][:MAX_RECENT]
-    assert enc.last_rows.tolist()[2] == last  # the newest MAX_RECENT, newest first
+    assert enc.last_rows.shape == (3, MAX_OWN)
+    assert enc.last_rows.tolist()[0] == [4, 3, 2] + [0] * (MAX_OWN - 3)  # rows of i3, i2, i1
+    assert enc.last_rows.tolist()[1] == [0] * MAX_OWN
+    last = [vocab.row(f"i{n % 10}") for n in range(MAX_OWN + 3)][::-1][:MAX_OWN]
+    assert enc.last_rows.tolist()[2] == last  # the newest MAX_OWN (the encoder's window)
 
 
 def test_save_load_round_trip(corpus, tmp_path):
@@ -187,6 +221,15 @@ def test_save_load_round_trip(corpus, tmp_path):
     assert (back.repeat, back.repeat_decay) == (0.0, 1.0)
     again = ItemNeighbours.load(_saved(table.with_repeat(0.2, 0.8), tmp_path))
     assert (again.repeat, again.repeat_decay) == pytest.approx((0.2, 0.8))
+    assert back.own_window == MAX_RECENT
+    wide = ItemNeighbours.load(_saved(table.with_repeat(0.2, 0.8, MAX_OWN), tmp_path))
+    assert wide.own_window == MAX_OWN
+    older = dict(np.load(_saved(table, tmp_path)))  # a table written before the window existed
+    del older["own_window"]
+    np.savez(tmp_path / "old.npz", **older)
+    assert ItemNeighbours.load(tmp_path / "old.npz").own_window == MAX_RECENT
+    with pytest.raises(ValueError, match="own_window must be in"):
+        table.with_repeat(0.2, 0.8, MAX_OWN + 1)
     with pytest.raises(ValueError, match="repeat must be"):
         table.with_repeat(-0.1)
     with pytest.raises(ValueError, match="must both be"):
@@ -341,6 +384,27 @@ def test_choose_blend_gives_the_sessions_own_items_a_weight_when_shoppers_come_b
     shaped = choice.table(table)
     assert (shaped.recent, shaped.repeat, shaped.repeat_decay) == (choice.recent, choice.repeat,
                                                                    choice.repeat_decay)
+
+
+def test_choose_blend_widens_the_own_items_to_the_whole_window_only_where_it_pays(corpus):
+    from stream_rec.model.blend_weight import choose_blend
+
+    _, vocab, table = corpus
+    vectors = _vectors(len(vocab))
+    rng = np.random.default_rng(8)
+    # Long visits going back to an item 20 steps before the last: beyond the last MAX_RECENT.
+    sessions = [rng.integers(1, len(vocab) + 1, size=30) for _ in range(200)]
+    queries = _vectors(200, seed=9)[1:]
+    last = last_known_rows(sessions, MAX_OWN)
+    far = choose_blend(queries, np.array([s[-21] - 1 for s in sessions]), last, table, vectors,
+                       16.0)
+    assert far.repeat > 0 and far.own_window == MAX_OWN
+    assert far.table(table).own_window == MAX_OWN
+    assert {t["own_window"] for t in far.tried} == {MAX_RECENT, MAX_OWN}
+    # Going back two steps: the narrow window does as well, and costs less.
+    near = choose_blend(queries, np.array([s[-3] - 1 for s in sessions]), last, table, vectors,
+                        16.0)
+    assert near.repeat > 0 and near.own_window == MAX_RECENT
 
 
 def test_a_table_with_the_sessions_own_items_blends_even_at_weight_zero():
