@@ -218,11 +218,12 @@ def evaluate_bundle(
     sessions_rows = None
     # the item-neighbour blend's share for the session's own items (0: none)
     own = float(getattr(blend.neighbours, "repeat", 0.0)) if blend is not None else 0.0
+    window = int(getattr(blend.neighbours, "own_window", 0)) if own else 0
     if blend is not None:
         if isinstance(blend.neighbours, SessionNeighbours):  # V-SKNN reads each session's items
             sessions_rows = [bundle.vocab.rows_for_hashes(s.seen_item_hashes()) for s in states]
         say(f"blending co-occurrence into the scores (weight {blend.weight}"
-            + (f", the session's own items {own:g})" if own else ")"))
+            + (f", the session's last {window} own items {own:g})" if own else ")"))
     results: dict[str, Any] = {}
     ranks: dict[str, np.ndarray] = {}
     lists: dict[str, list[list[str]]] = {}
@@ -248,6 +249,7 @@ def evaluate_bundle(
         "ef": served_ef(bundle, served),
         "cooccurrence_weight": blend.weight if blend is not None else 0.0,
         "repeat": own,
+        "own_window": window,
         "index": results,
         "encode_seconds": round(encode_s, 2),
         "seconds": round(time.perf_counter() - t0, 2),
@@ -342,7 +344,8 @@ def run_evaluation(
         "prefixes": off.report["prefixes"],
         "serving_index": "hnsw",
         "ef": served_ef(bundle, answering_every_event(settings)),
-        "blend": {"weight": off.report["cooccurrence_weight"], "repeat": off.report["repeat"]},
+        "blend": {"weight": off.report["cooccurrence_weight"], "repeat": off.report["repeat"],
+                  "own_window": off.report["own_window"]},
         f"hr@{k}_by_length": serving[f"hr@{k}_by_length"],
         "index": off.report["index"],
         "hnsw_cost": {m: _points(exact[m], serving[m]) for m in (f"hr@{k}", f"mrr@{k}", f"ndcg@{k}")},
