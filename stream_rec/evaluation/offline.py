@@ -218,7 +218,7 @@ def evaluate_bundle(
     sessions_rows = None
     # the item-neighbour blend's share for the session's own items (0: none)
     own = float(getattr(blend.neighbours, "repeat", 0.0)) if blend is not None else 0.0
-    window = int(getattr(blend.neighbours, "own_window", 0)) if own else 0
+    window = int(getattr(blend.neighbours, "own_window", 0)) if blend is not None and own else 0
     if blend is not None:
         if isinstance(blend.neighbours, SessionNeighbours):  # V-SKNN reads each session's items
             sessions_rows = [bundle.vocab.rows_for_hashes(s.seen_item_hashes()) for s in states]
