@@ -68,6 +68,10 @@ class SASRecConfig:
     # neighbours (this many, fixed at training time from the training sessions); scoring keeps
     # the plain table. 0 = off. Exported bundles bake the mixed table in (global_items.py).
     global_neighbours: int = 0
+    # core readout: plus a learned linear map of the read position's output (zero at the
+    # start, so training begins as CORE): the session vector can move from its own items
+    # toward their successors, the first-order transitions a weighted sum of them misses.
+    transition: bool = False
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
@@ -159,6 +163,9 @@ class SessionTransformer(nn.Module):
             if config.attend:
                 self.weight_query = nn.Linear(d, d, bias=False)
                 self.weight_key = nn.Linear(d, d, bias=False)
+            if config.transition:
+                self.transition = nn.Linear(d, d, bias=False)
+                nn.init.zeros_(self.transition.weight)
         if config.global_neighbours:
             k = config.global_neighbours
             self.register_buffer("neighbour_rows", torch.zeros(config.n_items + 1, k, dtype=torch.long))
@@ -257,6 +264,8 @@ class SessionTransformer(nn.Module):
         weights = torch.softmax(scores, dim=-1) * allowed  # rows with no item: all zero
         summed = weights @ self.item_dropout(self.item_repr(items))  # (B, Lq, D)
         any_item = allowed.any(dim=-1, keepdim=True)  # (B, Lq, 1)
+        if self.config.transition:
+            summed = summed + self.transition(h[:, q_idx])
         return torch.where(any_item, summed, h[:, q_idx])  # no item yet: the output itself
 
     def position_vectors(
