@@ -255,7 +255,7 @@ def check_incremental_parity(
     from a cache miss; raises :class:`BundleError` above ``atol``."""
     from ..core.features import ModelInputs
     from ..runtime.incremental import IncrementalEncoder
-    from .sasrec import TorchEncoder
+    from .torch_encoder import TorchEncoder
 
     enc = IncrementalEncoder(
         Path(directory) / STEP_FILE,

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.features import MAX_QUERY_TOKENS, PAD, TYPE_CODES, ModelInputs
+from ..core.features import PAD, TYPE_CODES
 from .loss import session_cross_entropy
 
-__all__ = ["SASRecConfig", "SessionTransformer", "TorchEncoder", "READOUTS", "POSITIONS"]
+__all__ = ["SASRecConfig", "SessionTransformer", "READOUTS", "POSITIONS"]
 
 READOUTS = ("last", "core")
 POSITIONS = ("reverse", "forward")
@@ -68,9 +67,8 @@ class SASRecConfig:
     # neighbours (this many, fixed at training time from the training sessions); scoring keeps
     # the plain table. 0 = off. Exported bundles bake the mixed table in (global_items.py).
     global_neighbours: int = 0
-    # core readout: plus a learned linear map of the read position's output (zero at the
-    # start, so training begins as CORE): the session vector can move from its own items
-    # toward their successors, the first-order transitions a weighted sum of them misses.
+    # core readout: + a learned linear map of the read position's output (zero at the start:
+    # CORE), so the vector can move from the session's items toward their successors.
     transition: bool = False
 
     def __post_init__(self) -> None:
@@ -361,48 +359,3 @@ class SessionTransformer(nn.Module):
         """(N, D) session vectors -> (N, n_items) logits over rows 1..n_items (column c = row c+1)."""
         scores = session @ self.item_vectors()[1:].T  # (N, n_items)
         return scores * self.config.scale if self.config.normalize else scores
-
-
-def _as_tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
-
-
-class TorchEncoder:
-    """The PyTorch reference :class:`~stream_rec.encoder.SessionEncoder` (eval mode, no grad)."""
-
-    def __init__(self, model: SessionTransformer):
-        self.model = model
-
-    @property
-    def dim(self) -> int:
-        return self.model.config.dim
-
-    @property
-    def repeat(self) -> bool:
-        return self.model.config.repeat
-
-    def encode(self, inputs: ModelInputs) -> np.ndarray:
-        return self.encode_sessions(inputs)[0]
-
-    def encode_sessions(self, inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray | None]:
-        """(B, D) session vectors and, with a repeat head, the (B, L) repeat bonuses."""
-        if inputs.queries.shape[-1] != MAX_QUERY_TOKENS:
-            raise ValueError(
-                f"queries must be (B, L, {MAX_QUERY_TOKENS}); got {tuple(inputs.queries.shape)}"
-            )
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                out = self.model(
-                    _as_tensor(inputs.items), _as_tensor(inputs.types), _as_tensor(inputs.queries)
-                )
-        finally:
-            self.model.train(was_training)
-        if isinstance(out, tuple):
-            return _as_float(out[0]), _as_float(out[1])
-        return _as_float(out), None
-
-
-def _as_float(t: torch.Tensor) -> np.ndarray:
-    return t.numpy().astype(np.float32, copy=False)
