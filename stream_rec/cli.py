@@ -116,7 +116,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         max_minutes=args.max_minutes, max_sessions=args.max_sessions, negatives=args.negatives,
         repeat=args.repeat, patience=args.patience, lr_decay_every=args.lr_decay_every,
         distill=args.distill, readout=args.readout, positions=args.positions,
-        item_dropout=args.item_dropout, recency=args.recency, attend=args.attend,
+        item_dropout=args.item_dropout, recency=args.recency, transition=args.transition, attend=args.attend,
         item_neighbours=args.item_neighbours, refit_soup=args.refit_soup,
         global_neighbours=args.global_neighbours, order=args.order, refit_rates=args.refit_rates,
         refit_tail=args.refit_tail,

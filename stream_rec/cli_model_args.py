@@ -90,6 +90,9 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--recency", action=argparse.BooleanOptionalAction, default=None,
                    help="core readout: a learned weight bias by each item's distance from the newest event "
                    "(default: per data set)")
+    p.add_argument("--transition", action=argparse.BooleanOptionalAction, default=None,
+                   help="core readout: add a learned linear map of the newest event's output to the "
+                   "weighted sum (first-order transitions; default: per data set)")
     p.add_argument("--attend", action=argparse.BooleanOptionalAction, default=None,
                    help="core readout: the newest event's output also queries the weights of the "
                    "session's items (default: per data set)")

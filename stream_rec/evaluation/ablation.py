@@ -57,7 +57,8 @@ def run_ablation(
 ) -> list[dict[str, object]]:
     import torch
 
-    from ..model.sasrec import SASRecConfig, TorchEncoder
+    from ..model.sasrec import SASRecConfig
+    from ..model.torch_encoder import TorchEncoder
     from ..model.train import TrainConfig, build_vocab, item_popularity, train_model
 
     n_test = int(len(sessions) * options.test_fraction)

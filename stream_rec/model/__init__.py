@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .export import check_onnx_parity, export_onnx
-    from .sasrec import SASRecConfig, SessionTransformer, TorchEncoder
+    from .sasrec import SASRecConfig, SessionTransformer
+    from .torch_encoder import TorchEncoder
     from .train import TrainConfig, TrainMetrics, build_vocab, item_popularity, train_model
 
 _HOME = {
     "SASRecConfig": "sasrec",
     "SessionTransformer": "sasrec",
-    "TorchEncoder": "sasrec",
+    "TorchEncoder": "torch_encoder",
     "TrainConfig": "train",
     "TrainMetrics": "train",
     "build_vocab": "train",

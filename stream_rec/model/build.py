@@ -200,7 +200,7 @@ def train_sessions_to_bundle(
                 "max_minutes": recipe.max_minutes, "max_len": opts.max_len,
                 "negatives": recipe.negatives, "repeat": recipe.repeat, "patience": recipe.patience,
                 "distill": recipe.distill, "readout": recipe.readout, "positions": recipe.positions,
-                "item_dropout": recipe.item_dropout, "recency": recipe.recency,
+                "item_dropout": recipe.item_dropout, "recency": recipe.recency, "transition": recipe.transition,
                 "attend": recipe.attend, "item_neighbours": recipe.item_neighbours,
                 "valid_fraction": recipe.valid_fraction, "refit_soup": recipe.refit_soup,
                 "global_neighbours": recipe.global_neighbours, "order": recipe.order,

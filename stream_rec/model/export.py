@@ -26,7 +26,8 @@ import torch
 
 from ..core.features import MAX_QUERY_TOKENS, PURCHASE, SEARCH, ModelInputs
 from ..errors import BundleError
-from .sasrec import SessionTransformer, TorchEncoder
+from .sasrec import SessionTransformer
+from .torch_encoder import TorchEncoder
 
 __all__ = [
     "INPUT_NAMES",

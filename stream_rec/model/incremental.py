@@ -73,7 +73,10 @@ def _session(
 ) -> torch.Tensor:
     # torch.where(any_item, summed, h) as arithmetic (summed is 0 without an item): ONNX
     # Runtime's broadcasting Where costs more than one block's matmuls here.
-    session = summed + h * (1.0 - any_item.to(h.dtype))  # no item yet: the output itself
+    has = any_item.to(h.dtype)
+    if model.config.transition:
+        summed = summed + model.transition(h) * has
+    session = summed + h * (1.0 - has)  # no item yet: the output itself
     return F.normalize(session, dim=-1) if model.config.normalize else session
 
 
@@ -252,7 +255,7 @@ def check_incremental_parity(
     from a cache miss; raises :class:`BundleError` above ``atol``."""
     from ..core.features import ModelInputs
     from ..runtime.incremental import IncrementalEncoder
-    from .sasrec import TorchEncoder
+    from .torch_encoder import TorchEncoder
 
     enc = IncrementalEncoder(
         Path(directory) / STEP_FILE,

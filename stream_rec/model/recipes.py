@@ -64,6 +64,7 @@ class Recipe:
     positions: str = "forward"
     item_dropout: float = 0.2  # core readout: dropout on the summed item embeddings and table
     recency: bool = False  # core readout: a learned weight bias by distance from the read position
+    transition: bool = False  # core readout: + a learned map of the read position's output
     # The item-neighbour blend (core/item_neighbours.py): a table of each item's co-occurring
     # items looked up per answer, its weight chosen on validation; a second bundle version.
     item_neighbours: bool = True
@@ -157,6 +158,7 @@ class TrainOptions:
     positions: str | None = None
     item_dropout: float | None = None
     recency: bool | None = None
+    transition: bool | None = None
     attend: bool | None = None
     item_neighbours: bool | None = None
     refit_soup: int | None = None
@@ -197,6 +199,7 @@ class TrainOptions:
                 "positions",
                 "item_dropout",
                 "recency",
+                "transition",
                 "attend",
                 "item_neighbours",
                 "refit_soup",
@@ -248,4 +251,5 @@ def model_config_for(opts: TrainOptions, n_items: int) -> SASRecConfig:
         emb_dropout=recipe.emb_dropout, scale=recipe.scale, repeat=recipe.repeat,
         readout=recipe.readout, positions=recipe.positions, item_dropout=recipe.item_dropout,
         recency=recipe.recency, attend=recipe.attend, global_neighbours=recipe.global_neighbours,
+        transition=recipe.transition,
     )

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.features import MAX_QUERY_TOKENS, PAD, TYPE_CODES, ModelInputs
+from ..core.features import PAD, TYPE_CODES
 from .loss import session_cross_entropy
 
-__all__ = ["SASRecConfig", "SessionTransformer", "TorchEncoder", "READOUTS", "POSITIONS"]
+__all__ = ["SASRecConfig", "SessionTransformer", "READOUTS", "POSITIONS"]
 
 READOUTS = ("last", "core")
 POSITIONS = ("reverse", "forward")
@@ -68,6 +67,9 @@ class SASRecConfig:
     # neighbours (this many, fixed at training time from the training sessions); scoring keeps
     # the plain table. 0 = off. Exported bundles bake the mixed table in (global_items.py).
     global_neighbours: int = 0
+    # core readout: + a learned linear map of the read position's output (zero at the start:
+    # CORE), so the vector can move from the session's items toward their successors.
+    transition: bool = False
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS:
@@ -159,6 +161,9 @@ class SessionTransformer(nn.Module):
             if config.attend:
                 self.weight_query = nn.Linear(d, d, bias=False)
                 self.weight_key = nn.Linear(d, d, bias=False)
+            if config.transition:
+                self.transition = nn.Linear(d, d, bias=False)
+                nn.init.zeros_(self.transition.weight)
         if config.global_neighbours:
             k = config.global_neighbours
             self.register_buffer("neighbour_rows", torch.zeros(config.n_items + 1, k, dtype=torch.long))
@@ -257,6 +262,8 @@ class SessionTransformer(nn.Module):
         weights = torch.softmax(scores, dim=-1) * allowed  # rows with no item: all zero
         summed = weights @ self.item_dropout(self.item_repr(items))  # (B, Lq, D)
         any_item = allowed.any(dim=-1, keepdim=True)  # (B, Lq, 1)
+        if self.config.transition:
+            summed = summed + self.transition(h[:, q_idx])
         return torch.where(any_item, summed, h[:, q_idx])  # no item yet: the output itself
 
     def position_vectors(
@@ -352,48 +359,3 @@ class SessionTransformer(nn.Module):
         """(N, D) session vectors -> (N, n_items) logits over rows 1..n_items (column c = row c+1)."""
         scores = session @ self.item_vectors()[1:].T  # (N, n_items)
         return scores * self.config.scale if self.config.normalize else scores
-
-
-def _as_tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
-
-
-class TorchEncoder:
-    """The PyTorch reference :class:`~stream_rec.encoder.SessionEncoder` (eval mode, no grad)."""
-
-    def __init__(self, model: SessionTransformer):
-        self.model = model
-
-    @property
-    def dim(self) -> int:
-        return self.model.config.dim
-
-    @property
-    def repeat(self) -> bool:
-        return self.model.config.repeat
-
-    def encode(self, inputs: ModelInputs) -> np.ndarray:
-        return self.encode_sessions(inputs)[0]
-
-    def encode_sessions(self, inputs: ModelInputs) -> tuple[np.ndarray, np.ndarray | None]:
-        """(B, D) session vectors and, with a repeat head, the (B, L) repeat bonuses."""
-        if inputs.queries.shape[-1] != MAX_QUERY_TOKENS:
-            raise ValueError(
-                f"queries must be (B, L, {MAX_QUERY_TOKENS}); got {tuple(inputs.queries.shape)}"
-            )
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                out = self.model(
-                    _as_tensor(inputs.items), _as_tensor(inputs.types), _as_tensor(inputs.queries)
-                )
-        finally:
-            self.model.train(was_training)
-        if isinstance(out, tuple):
-            return _as_float(out[0]), _as_float(out[1])
-        return _as_float(out), None
-
-
-def _as_float(t: torch.Tensor) -> np.ndarray:
-    return t.numpy().astype(np.float32, copy=False)

@@ -41,7 +41,8 @@ def _model(seed: int = 0, **extra) -> SessionTransformer:
     return spread(model)  # untrained weights spread, so attention and the readout matter
 
 
-@pytest.fixture(scope="module", params=[{}, {"attend": False}], ids=["attend", "no-attend"])
+@pytest.fixture(scope="module", params=[{}, {"attend": False}, {"transition": True}],
+                ids=["attend", "no-attend", "transition"])
 def exported(request, tmp_path_factory):
     model = _model(**request.param)
     directory = tmp_path_factory.mktemp("inc")

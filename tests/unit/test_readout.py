@@ -22,6 +22,7 @@ RECENCY_ATTEND = {"recency": True, "attend": True}
 VARIANTS = [
     ("core", "forward", RECENCY_ATTEND),
     ("core", "forward", {"attend": False}),
+    ("core", "forward", {"transition": True}),
     ("core", "reverse", {}),
     ("last", "forward", {}),
 ]
@@ -42,7 +43,9 @@ def _tensors(batch: int, length: int, seed: int) -> tuple[torch.Tensor, ...]:
 
 
 @pytest.mark.parametrize(
-    ("readout", "extra"), [("core", RECENCY_ATTEND), ("core", {"attend": False}), ("last", {})]
+    ("readout", "extra"),
+    [("core", RECENCY_ATTEND), ("core", {"attend": False}), ("core", {"transition": True}),
+     ("last", {})],
 )
 def test_forward_positions_train_every_prefix_as_it_is_served(readout, extra):
     model = _model(readout, "forward", **extra)
