@@ -327,10 +327,9 @@ def item_blended_search(
             nb_rows, nb_scores = merged_entries(nb_rows, nb_scores)
     own_scores: np.ndarray | float = 0.0
     if table.repeat > 0:  # the session's own items: each occurrence decay^steps back
+        # Always the window's columns, whatever the batch: an entry's place in the merge (which
+        # breaks exact ties) must not depend on which sessions share its micro-batch.
         own = last_rows.reshape(len(last_rows), -1)[:, : table.own_window]
-        # Newest first, so the columns any session fills are a prefix: merge no more than those.
-        filled = np.flatnonzero((own > 0).any(axis=0))
-        own = own[:, : int(filled[-1]) + 1 if filled.size else 1]
         zeros = np.zeros(nb_scores.shape, np.float32)
         nb_rows, nb_scores, own_scores = merged_entries(
             np.concatenate([nb_rows, own], axis=1),

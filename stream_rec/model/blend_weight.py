@@ -20,8 +20,7 @@ from ..runtime.index import ExactIndex
 from .validation import K, selection_score
 
 __all__ = [
-    "BLEND_WEIGHTS", "BLEND_RECENT", "BLEND_REPEAT", "BLEND_REPEAT_DECAY", "BLEND_OWN_WINDOWS",
-    "BlendChoice",
+    "BLEND_WEIGHTS", "BLEND_RECENT", "BLEND_REPEAT", "BLEND_REPEAT_DECAY", "BlendChoice",
     "choose_blend", "blend_metrics", "configs_metrics", "blended_ranker",
 ]
 
@@ -32,7 +31,6 @@ BLEND_REPEAT = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 BLEND_REPEAT_DECAY = (1.0, 0.8, 0.5)
 # The session's own items: its last MAX_RECENT, or its whole encoded window (a larger merge per
 # answer, so kept only where validation gains by more than BLEND_WIDE_GAIN).
-BLEND_OWN_WINDOWS = (MAX_RECENT, MAX_OWN)
 BLEND_WIDE_DECAY = (1.0, 0.9, 0.8)  # far items matter only at a slow decay
 BLEND_WIDE_GAIN = 0.1  # HR@20 + MRR@20 points on validation
 _CHUNK = 2048  # validation queries blended at once (the duplicate check is chunk x 100 x 100)

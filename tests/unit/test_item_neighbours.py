@@ -139,7 +139,7 @@ def test_batch_blend_equals_the_per_session_reference(corpus, weight, recent, re
 @pytest.mark.parametrize("window", [MAX_RECENT, MAX_OWN])
 def test_the_own_items_window_covers_the_sessions_last_items_it_names(corpus, window):
     """Long sessions: the share goes to the last ``window`` known items only, exactly as the
-    per-session reference says; the batch trims the columns no session fills."""
+    per-session reference says."""
     train, vocab, _ = corpus
     rows = [np.array([vocab.row(i) for i in s]) for s in train]
     table = ItemNeighbours.build(rows, len(vocab), n_neighbors=15).with_repeat(0.3, 0.9, window)
