@@ -55,8 +55,8 @@ __all__ = [
 DEFAULT_CANDIDATES = 20
 # Neighbours kept per item: the blend gathers their vectors per answer, so its cost grows with it.
 DEFAULT_NEIGHBOURS = 30
-# The most recent known items a session's blend can use (encode_sequences keeps this many): the
-# table's rows of up to 5 of them, and the session's own items (``repeat``).
+# The most recent known items whose table rows the blend can use (up to 5 of them), and the
+# session's own items' default window (``own_window``).
 MAX_RECENT = 10
 # The widest window of the session's own items: the positions the encoder reads (its max_len),
 # which is also what encode_sequences keeps of each session's known items.
