@@ -62,7 +62,8 @@ class GeneratorConfig:
         if not 0.0 <= self.backtrack_rate <= BROWSE_SHARE - self.follow_related:
             raise ConfigError(
                 f"backtrack_rate must be in [0, {BROWSE_SHARE - self.follow_related:.2f}] "
-                f"(0.97 less follow_related, {self.follow_related}); got {self.backtrack_rate}"
+                f"({BROWSE_SHARE} less follow_related, {self.follow_related}); "
+                f"got {self.backtrack_rate}"
             )
         if self.launches_per_day < 0 or self.trend_days <= 0 or not 0 <= self.trend_share <= 1:
             raise ConfigError(

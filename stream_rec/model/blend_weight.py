@@ -117,7 +117,7 @@ def _best(tried: Sequence[dict[str, float]]) -> dict[str, float]:
     """Best HR@20 + MRR@20; ties go to the cheaper and smaller: fewer items, no repeat, less
     weight."""
     return max(tried, key=lambda t: (selection_score(t["hr@20"], t["mrr@20"]), -t["recent"],
-                                     -t.get("own_window", MAX_RECENT), -t["repeat"],
+                                     -t["own_window"], -t["repeat"],
                                      t["repeat_decay"], -t["weight"]))
 
 
