@@ -81,6 +81,10 @@ def add_item_neighbours(
 
     say = progress or log.info
     bundle = ModelBundle.load(bundle_path)
+    if bundle.manifest.get("architecture", {}).get("repeat"):
+        say("item-neighbour blend: the model has a repeat head, and the blend and the head do "
+            "not combine yet; the bundle stays the model alone")
+        return None
     n_valid = _valid_sessions(bundle, sessions, bundle_path)
     rows = [bundle.vocab.rows_for_hashes(np.asarray(s[0], np.int64)) for s in sessions]
     n_items = len(bundle.vocab)

@@ -309,7 +309,9 @@ class SessionTransformer(nn.Module):
         live = (idx.view(1, 1, -1) <= q_idx.view(1, -1, 1)) & (next_same.unsqueeze(1) > q_idx.view(1, -1, 1))
         live = live & (items > 0).unsqueeze(1)  # (B, Lq, L)
         recency = (q_idx.view(-1, 1) - idx.view(1, -1)).clamp(0, self.config.max_len - 1)  # (Lq, L)
-        keys = self.repeat_key(F.normalize(self.item_emb(items), dim=-1))  # (B, L, D)
+        # The items as the encoder reads them (with a global graph, the mixed rows): the exported
+        # graph bakes that table in (global_items.encoder_view), so the keys match there too.
+        keys = self.repeat_key(F.normalize(self.item_repr(items), dim=-1))  # (B, L, D)
         match = self.repeat_query(h) @ keys.transpose(1, 2) / self.config.dim**0.5  # (B, Lq, L)
         bonus = (
             match

@@ -127,3 +127,14 @@ def test_serving_ranks_as_the_training_scores_do(repeat_bundle):
                                                       torch.zeros(*rows.shape, 3, dtype=torch.long)))
             changed += want != [vocab.item_id(int(c) + 1) for c in plain[0].topk(20).indices]
     assert changed > 0  # the bonuses reorder some answers
+
+
+def test_the_blend_step_leaves_a_repeat_head_bundle_as_the_model_alone(repeat_bundle, tmp_path):
+    # The item-neighbour blend cannot serve beside the head yet (search_sessions refuses), so
+    # the train step's blend must not write a bundle that would fail at its first answer.
+    from stream_rec.model.item_blend import add_item_neighbours
+
+    _, bundle, _ = repeat_bundle
+    lines: list[str] = []
+    assert add_item_neighbours(bundle.path, tmp_path, [], lines.append) is None
+    assert any("repeat head" in line for line in lines)
