@@ -101,12 +101,15 @@ def _cmd_forget(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .model.build import TrainOptions, resume_bundle, train_bundle
+    from .settings import env_name
 
     settings = settings_from(args)
     if args.resume:
         print(resume_bundle(settings, args.resume, threads=args.threads, max_minutes=args.max_minutes,
                             refit_rates=args.refit_rates, refit_soup=args.refit_soup,
-                            refit_tail=args.refit_tail))
+                            refit_tail=args.refit_tail,
+                            bundles_dir_given=args.bundles_dir is not None
+                            or env_name("bundles_dir") in os.environ))
         return 0
     opts = TrainOptions(
         dataset=args.dataset, events=args.events, users=args.users, items=args.items,

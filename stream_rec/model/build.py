@@ -81,6 +81,8 @@ def train_bundle(settings: Settings, opts: TrainOptions) -> Path:
     one under ``<bundles_dir>/.runs/``, removed once the bundle is written); a run directory
     that holds a checkpoint is resumed (:func:`resume_bundle`)."""
     opts.recipe()  # validates the data set name before anything is written
+    if opts.bundles_dir is None:
+        opts = replace(opts, bundles_dir=str(Path(settings.bundles_dir).resolve()))
     auto = opts.checkpoint_dir is None
     if auto:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -99,14 +101,18 @@ def train_bundle(settings: Settings, opts: TrainOptions) -> Path:
 
 def resume_bundle(settings: Settings, run_dir: str, threads: int | None = None,
                   max_minutes: float | None = None, refit_rates: tuple[float, ...] | None = None,
-                  refit_soup: int | None = None, refit_tail: float | None = None) -> Path:
+                  refit_soup: int | None = None, refit_tail: float | None = None,
+                  bundles_dir_given: bool = True) -> Path:
     """Continue the run in ``run_dir`` from its last completed epoch, with the options it was
     started with (``threads`` and ``max_minutes`` may be given anew); writes its bundle.
 
     ``refit_rates``, ``refit_soup`` and ``refit_tail`` change only what follows training (a
     finished run goes straight to its refit): given, they are the run's options from now on
-    (``options.json``)."""
+    (``options.json``). Without ``bundles_dir_given`` the bundle goes where the run started
+    writing (``TrainOptions.bundles_dir``; runs started before it was recorded: ``settings``')."""
     opts = load_options(run_dir)
+    if not bundles_dir_given and opts.bundles_dir:  # where the run was writing when it started
+        settings = replace(settings, bundles_dir=opts.bundles_dir)
     if refit_rates is not None or refit_soup is not None or refit_tail is not None:
         opts = replace(opts, refit_rates=refit_rates if refit_rates is not None else opts.refit_rates,
                        refit_soup=refit_soup if refit_soup is not None else opts.refit_soup,

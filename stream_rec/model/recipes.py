@@ -178,6 +178,8 @@ class TrainOptions:
     test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
     version: str | None = None  # bundle version name (default: data tag + time)
     checkpoint_dir: str | None = None  # run directory: options and per-epoch checkpoints
+    # Where the run writes its bundle (absolute): a resume given no --bundles-dir writes there too.
+    bundles_dir: str | None = None
 
     def recipe(self) -> Recipe:
         if self.dataset not in RECIPES:

@@ -4,6 +4,7 @@ a run that was never stopped; `stream-rec train --resume DIR` does it from the c
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -83,10 +84,13 @@ def test_a_checkpoint_of_other_data_is_refused(corpus, tmp_path):
         train_tiny(*corpus, checkpoint_dir=str(run), **RUN)
 
 
-def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsys):
+def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsys, monkeypatch):
     from stream_rec.cli import main
 
-    run, bundles = tmp_path / "run", tmp_path / "bundles"
+    monkeypatch.delenv("STREAM_REC_BUNDLES_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # a resume that ignored the run's --bundles-dir would write here
+
+    run, bundles = tmp_path / "run", tmp_path / "out"
     args = [
         "train",
         "--events",
@@ -109,14 +113,17 @@ def test_cli_resume_continues_a_stopped_run_and_records_its_time(tmp_path, capsy
     options = json.loads((run / "options.json").read_text())
     chosen = (options["epochs"], options["order"], options["refit_rates"])
     assert chosen == (2, "chronological", None)
-    # the finished run refits again with another candidate rate, which is its option from now on
-    again = ["--bundles-dir", str(bundles), "--threads", "1", "--refit-rates", "5e-3"]
+    assert options["bundles_dir"] == str(bundles.resolve())
+    # the finished run refits again with another candidate rate, which is its option from now on;
+    # without --bundles-dir its bundle goes where the run started writing
+    again = ["--threads", "1", "--refit-rates", "5e-3"]
     assert main(["train", "--resume", str(run), *again, "--refit-tail", "1"]) == 0
     options = json.loads((run / "options.json").read_text())
     assert (options["refit_rates"], options["refit_tail"]) == ([5e-3], 1.0)
     second = capsys.readouterr().out.strip().splitlines()[-1]
+    assert Path(second).parent == bundles and not (tmp_path / "bundles").exists()
     manifests = [
-        json.loads((tmp_path / "bundles" / p / "manifest.json").read_text())
+        json.loads((bundles / p / "manifest.json").read_text())
         for p in (first, second)
     ]
     training = [m["training"] for m in manifests]
