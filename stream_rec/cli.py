@@ -120,6 +120,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         repeat=args.repeat, patience=args.patience, lr_decay_every=args.lr_decay_every,
         distill=args.distill, readout=args.readout, positions=args.positions,
         item_dropout=args.item_dropout, recency=args.recency, transition=args.transition, attend=args.attend,
+        mixed_scoring=args.mixed_scoring,
         item_neighbours=args.item_neighbours, refit_soup=args.refit_soup,
         global_neighbours=args.global_neighbours, order=args.order, refit_rates=args.refit_rates,
         refit_tail=args.refit_tail,

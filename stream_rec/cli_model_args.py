@@ -93,6 +93,10 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     p.add_argument("--transition", action=argparse.BooleanOptionalAction, default=None,
                    help="core readout: add a learned linear map of the newest event's output to the "
                    "weighted sum (first-order transitions; default: per data set)")
+    p.add_argument("--mixed-scoring", action=argparse.BooleanOptionalAction, default=None,
+                   help="with --global-neighbours: score items as the encoder reads them (their row "
+                   "plus the gated mean of their neighbours), so rare items borrow their neighbours' "
+                   "place (default: per data set)")
     p.add_argument("--attend", action=argparse.BooleanOptionalAction, default=None,
                    help="core readout: the newest event's output also queries the weights of the "
                    "session's items (default: per data set)")

@@ -207,6 +207,7 @@ def train_sessions_to_bundle(
                 "negatives": recipe.negatives, "repeat": recipe.repeat, "patience": recipe.patience,
                 "distill": recipe.distill, "readout": recipe.readout, "positions": recipe.positions,
                 "item_dropout": recipe.item_dropout, "recency": recipe.recency, "transition": recipe.transition,
+                "mixed_scoring": recipe.mixed_scoring,
                 "attend": recipe.attend, "item_neighbours": recipe.item_neighbours,
                 "valid_fraction": recipe.valid_fraction, "refit_soup": recipe.refit_soup,
                 "global_neighbours": recipe.global_neighbours, "order": recipe.order,

@@ -168,6 +168,7 @@ def write_bundle(
                 "dropout": cfg.dropout,
                 "emb_dropout": cfg.emb_dropout,
                 "global_neighbours": cfg.global_neighbours,  # baked into the encoder's table
+                "mixed_scoring": cfg.mixed_scoring,  # the item vectors are the mixed table
             },
             "encoder": {
                 "file": ENCODER,

@@ -8,7 +8,9 @@ across all sessions. Here the graph is Item-KNN's similarity
 training sessions (never the validation slice; the refit's graph adds the slice it trains on).
 The encoder reads ``E[i] + g * sum_j w_ij E[j]`` (``g`` a learned per-dimension gate starting
 at 0: an untrained gate is the plain model) for each item entering the Transformer and the
-core sum; items are still scored against the plain table ``E``.
+core sum; items are still scored against the plain table ``E``, unless ``mixed_scoring``
+scores them as the encoder reads them too (a rarely clicked item then borrows its neighbours'
+place).
 
 Serving pays nothing for it: :func:`encoder_view` bakes the mixed table into a copy of the model
 whose encoder is a plain lookup again; that copy is what gets exported to ONNX (the full and the

@@ -65,6 +65,7 @@ class Recipe:
     item_dropout: float = 0.2  # core readout: dropout on the summed item embeddings and table
     recency: bool = False  # core readout: a learned weight bias by distance from the read position
     transition: bool = False  # core readout: + a learned map of the read position's output
+    mixed_scoring: bool = False  # with the global graph: items scored as the encoder reads them
     # The item-neighbour blend (core/item_neighbours.py): a table of each item's co-occurring
     # items looked up per answer, its weight chosen on validation; a second bundle version.
     item_neighbours: bool = True
@@ -163,6 +164,7 @@ class TrainOptions:
     item_dropout: float | None = None
     recency: bool | None = None
     transition: bool | None = None
+    mixed_scoring: bool | None = None
     attend: bool | None = None
     item_neighbours: bool | None = None
     refit_soup: int | None = None
@@ -206,6 +208,7 @@ class TrainOptions:
                 "item_dropout",
                 "recency",
                 "transition",
+                "mixed_scoring",
                 "attend",
                 "item_neighbours",
                 "refit_soup",
@@ -258,4 +261,5 @@ def model_config_for(opts: TrainOptions, n_items: int) -> SASRecConfig:
         readout=recipe.readout, positions=recipe.positions, item_dropout=recipe.item_dropout,
         recency=recipe.recency, attend=recipe.attend, global_neighbours=recipe.global_neighbours,
         transition=recipe.transition,
+        mixed_scoring=recipe.mixed_scoring,
     )

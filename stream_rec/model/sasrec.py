@@ -65,8 +65,13 @@ class SASRecConfig:
     # GCE-GNN's global item graph inside the encoder: each item entering the Transformer and the
     # core sum adds a learned share (per dimension) of the mean embedding of its Item-KNN
     # neighbours (this many, fixed at training time from the training sessions); scoring keeps
-    # the plain table. 0 = off. Exported bundles bake the mixed table in (global_items.py).
+    # the plain table unless ``mixed_scoring``. 0 = off. Exported bundles bake the mixed table in
+    # (global_items.py).
     global_neighbours: int = 0
+    # With the global graph: items are also scored as the encoder reads them (the mixed table),
+    # so a rarely clicked item borrows its neighbours' place; the bundle's item vectors are then
+    # the mixed table, which serving reads like any other (no cost).
+    mixed_scoring: bool = False
     # core readout: + a learned linear map of the read position's output (zero at the start:
     # CORE), so the vector can move from the session's items toward their successors.
     transition: bool = False
@@ -322,9 +327,16 @@ class SessionTransformer(nn.Module):
         cols = torch.where(live, items.unsqueeze(1) - 1, -1)
         return cols, bonus
 
+    def scoring_table(self) -> torch.Tensor:
+        """(n_items + 1, D) the raw table items are scored against: the embeddings, or with
+        ``mixed_scoring`` (and a global graph) every row as the encoder reads it."""
+        if self.config.mixed_scoring and self.config.global_neighbours:
+            return self.item_repr(torch.arange(self.config.n_items + 1, device=self.item_emb.weight.device))
+        return self.item_emb.weight
+
     def item_vectors(self) -> torch.Tensor:
         """(n_items + 1, D) item vectors used for scoring; row 0 ("no item") is zeros."""
-        w = self.item_emb.weight
+        w = self.scoring_table()
         w = F.normalize(w, dim=-1) if self.config.normalize else w
         return torch.cat((torch.zeros_like(w[:1]), w[1:]), dim=0)
 
@@ -345,7 +357,7 @@ class SessionTransformer(nn.Module):
         Full softmax (fused, see :mod:`.loss`) unless ``negatives`` (sorted distinct columns)
         are given; ``extra_cols`` / ``extra_bias`` (N, M) are repeat-head bonuses.
         """
-        w = self.item_emb.weight[1:]  # (n_items, D)
+        w = self.scoring_table()[1:]  # (n_items, D)
         if self.config.readout == "core":
             w = self.item_dropout(w)  # CORE's robust distance (training only: identity in eval mode)
         items = F.normalize(w, dim=-1) if self.config.normalize else w
