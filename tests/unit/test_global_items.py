@@ -130,7 +130,8 @@ def test_a_repeat_head_over_the_graph_exports_what_it_trains(tmp_path):
 
 def test_mixed_scoring_scores_items_as_the_encoder_reads_them():
     torch.manual_seed(0)
-    model = SessionTransformer(tiny_config(N_ITEMS, n_layers=2, global_neighbours=K, mixed_scoring=True))
+    config = tiny_config(N_ITEMS, n_layers=2, global_neighbours=K, mixed_scoring=True)
+    model = SessionTransformer(config)
     set_neighbours(model, _graph_sessions())
     model = spread_weights(model)
     plain = torch.nn.functional.normalize(model.item_emb.weight[1:], dim=-1)
@@ -139,7 +140,8 @@ def test_mixed_scoring_scores_items_as_the_encoder_reads_them():
         torch.testing.assert_close(model.item_vectors()[1:], mixed, atol=1e-6, rtol=0)
         assert (model.item_vectors()[1:] - plain).abs().max() > 1e-2
         # the exported view's table is the scoring table too (the bundle's item vectors)
-        torch.testing.assert_close(encoder_view(model).item_vectors(), model.item_vectors(), atol=1e-6, rtol=0)
+        view = encoder_view(model).item_vectors()
+        torch.testing.assert_close(view, model.item_vectors(), atol=1e-6, rtol=0)
     # training reaches the gate through the scores as well: a loss on the session vectors alone
     # (no item entering the encoder) still moves it
     model.train()
