@@ -219,7 +219,13 @@ class TrainOptions:
             )
             if getattr(self, name) is not None
         }
-        return replace(base, **overrides)
+        recipe = replace(base, **overrides)
+        if recipe.mixed_scoring and not recipe.global_neighbours:
+            raise ConfigError(
+                "--mixed-scoring scores items through the global item graph; give it "
+                "--global-neighbours K (K > 0), or leave it off"
+            )
+        return recipe
 
 
 def save_options(directory: str | Path, opts: TrainOptions) -> Path:

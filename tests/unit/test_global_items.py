@@ -224,3 +224,11 @@ def test_a_grown_vocabulary_gives_new_items_no_neighbours(trained):
     torch.testing.assert_close(
         torch.from_numpy(TorchEncoder(grown).encode(x)), torch.from_numpy(want), atol=1e-6, rtol=0
     )
+
+
+def test_mixed_scoring_without_the_graph_is_refused_in_one_line(capsys):
+    from stream_rec.cli import main
+
+    assert main(["train", "--dataset", "diginetica", "--mixed-scoring"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--global-neighbours" in err[0]
