@@ -1,6 +1,7 @@
 """The direct engine's per-partition RocksDB tables: atomic writes, changelog offsets, one memory budget."""
 
 import os
+import time
 
 import pytest
 
@@ -25,7 +26,9 @@ def test_write_is_read_back_with_its_changelog_offset_and_survives_reopening(tmp
 
 def test_every_partition_shares_one_bounded_memory_budget(tmp_path):
     """RocksDB's defaults grow with the data (memtables per database, a cache each); here
-    40 MB written across four partitions stay inside the 8 MB budget."""
+    40 MB written across four partitions stay inside the 8 MB budget. Memtables being flushed
+    stay charged until their flush ends, so on a loaded machine the usage has to settle inside
+    it (9.5 MB right after the writes with two trainings running beside the tests)."""
     budget = 8 << 20
     db = PartitionedSessionDB(tmp_path, memory_bytes=budget)
     value = os.urandom(1000)
@@ -33,6 +36,9 @@ def test_every_partition_shares_one_bounded_memory_budget(tmp_path):
         for p in range(4):
             db.write(p, [(b"u%d-%d" % (round_, i), value) for i in range(1000)])
             db.get_many(p, [b"u%d-%d" % (round_, i) for i in range(0, 1000, 7)])
+    deadline = time.monotonic() + 10.0
+    while db.memory_usage() > budget * 1.1 and time.monotonic() < deadline:
+        time.sleep(0.05)  # background flushes release what they still hold
     assert 0 < db.memory_usage() <= budget * 1.1
     db.close_all()
 
