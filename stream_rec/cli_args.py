@@ -129,7 +129,11 @@ def _add_generate(sub: argparse._SubParsersAction[CliParser]) -> None:
                    help="days a launched item's popularity takes to peak; retired after 6x (default 2)")
     p.add_argument("--backtrack-rate", type=_fraction, default=0.04,
                    help="share of clicks that go back to an item clicked earlier in the session "
-                   "(default 0.04; at most 0.37)")
+                   "(default 0.04; at most 0.97 less --follow-related)")
+    p.add_argument("--follow-related", type=_fraction, default=0.6,
+                   help="share of clicks that follow one of the last click's related items, the "
+                   "rest picked in the visit's category (default 0.6; lower: the visit's topic "
+                   "matters more than its last click)")
     p.add_argument("--session-length", type=_positive_float, default=8.0,
                    help="mean events per visit (default 8; at most 60)")
     _add_generator_args(p, users=2000, items=3000)

@@ -66,6 +66,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             launches_per_day=args.launches_per_day,
             trend_days=args.trend_days,
             backtrack_rate=args.backtrack_rate,
+            follow_related=args.follow_related,
             mean_session_len=args.session_length,
         )
     )

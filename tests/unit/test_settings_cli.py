@@ -142,3 +142,30 @@ def test_repartition_names_are_versioned_both_ways():
         "events.p8", "stream-rec.p8", "stream-rec.p8-sessions-changelog")
     down = plan(s.with_(events_topic="events.p8", app_id="stream-rec.p8"), 2)
     assert (down.new_events, down.new_app_id) == ("events.p2", "stream-rec.p2")
+
+
+def test_generate_takes_how_often_a_click_follows_the_last_ones_related_items(tmp_path):
+    from stream_rec.generate import EventGenerator, GeneratorConfig
+    from stream_rec.generate.jsonl import read_jsonl
+
+    gen = EventGenerator(GeneratorConfig(n_users=300, n_items=3000))  # the CLI's catalogue
+    related = {gen._ids[i]: {gen._ids[j] for j in gen._related[i]} for i in range(len(gen._ids))}
+    shares = {}
+    for follow in ("0.1", "0.6"):
+        out = tmp_path / f"f{follow}.jsonl"
+        # A lower --follow-related leaves room for more backtracking (0.97 less it).
+        assert main(["generate", "--out", str(out), "--count", "6000", "--users", "300",
+                     "--follow-related", follow, "--backtrack-rate", "0.3"]) == 0
+        last: dict[str, str] = {}
+        pairs = follows = 0
+        for line in read_jsonl(out):
+            event = orjson.loads(line)
+            if event["type"] != "click":
+                continue
+            before = last.get(event["session_id"])
+            if before is not None and before != event["item_id"]:
+                pairs += 1
+                follows += event["item_id"] in related[before]
+            last[event["session_id"]] = event["item_id"]
+        shares[follow] = follows / pairs
+    assert shares["0.1"] < shares["0.6"] / 2
