@@ -24,11 +24,12 @@ logit of that column (masked entries have column -1).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-__all__ = ["softmax_cross_entropy", "logsumexp_rows", "session_cross_entropy"]
+__all__ = ["softmax_cross_entropy", "logsumexp_rows", "session_cross_entropy", "used_columns"]
 
 _MAX_BOUND = 40.0
 
@@ -100,6 +101,7 @@ def session_cross_entropy(
     soft_cols: torch.Tensor | None = None,
     soft_probs: torch.Tensor | None = None,
     soft_weight: float = 0.0,
+    catalogue: int | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy with logits ``session @ items.T`` (+ ``extra_bias`` on ``extra_cols``).
 
@@ -108,7 +110,8 @@ def session_cross_entropy(
     With ``soft_cols`` / ``soft_probs`` (N, C; a teacher's distribution, -1 / 0 = unused) the
     target is ``(1 - soft_weight)`` the one-hot next item plus ``soft_weight`` the teacher's
     distribution (rows without a teacher keep the one-hot); sampled, the teacher's columns join
-    the normaliser exactly.
+    the normaliser exactly. Sampled, ``items`` may hold only the columns read (every index
+    remapped to its rows) when ``catalogue`` gives the catalogue's size.
     """
     if session.shape[0] == 0:
         raise ValueError("session_cross_entropy needs at least one row")
@@ -120,7 +123,9 @@ def session_cross_entropy(
         has_soft = used_soft.any(dim=1)
         if negatives is not None and extra_cols is None:  # count the teacher's columns exactly
             extra_cols, extra_bias = soft_cols, torch.zeros_like(soft_probs)
-    lse, target_logit = _lse_and_target(session, items, targets, bound, negatives, extra_cols, extra_bias)
+    lse, target_logit = _lse_and_target(
+        session, items, targets, bound, negatives, extra_cols, extra_bias, catalogue
+    )
     if soft_term is not None and has_soft is not None:
         weight = soft_weight * has_soft.to(session.dtype)  # (N,)
         target_logit = (1.0 - weight) * target_logit + weight * soft_term
@@ -135,6 +140,7 @@ def _lse_and_target(
     negatives: torch.Tensor | None,
     extra_cols: torch.Tensor | None,
     extra_bias: torch.Tensor | None,
+    catalogue: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N,) normaliser (log-sum-exp over the catalogue, exact or sampled) and target logits."""
     target_logit = (session * items[targets]).sum(dim=1)  # (N,)
@@ -155,7 +161,7 @@ def _lse_and_target(
         share = torch.exp(extra_logit - lse.unsqueeze(1)) * torch.expm1(extra_bias)
         return lse + torch.log1p((share * used).sum(dim=1).clamp(min=-1 + 1e-6)), target_logit
     # Sampled: the target and the extra columns exactly, the negatives for everything else.
-    v, k = items.shape[0], negatives.shape[0]
+    v, k = catalogue or items.shape[0], negatives.shape[0]
     neg_logits = session @ items[negatives].T + math.log((v - 1) / k)  # (N, K)
     hits = torch.zeros(neg_logits.shape, dtype=torch.int64)
     for c, use in ((targets.unsqueeze(1), torch.ones_like(targets.unsqueeze(1), dtype=torch.bool)),
@@ -167,3 +173,18 @@ def _lse_and_target(
     extra = (extra_logit + extra_bias).masked_fill(~used | on_target, -math.inf)
     lse = torch.logsumexp(torch.cat((target_logit.unsqueeze(1), extra, neg_logits), dim=1), dim=1)
     return lse, target_logit
+
+
+def used_columns(
+    cols: Sequence[torch.Tensor | None],
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """The distinct columns ``cols`` read (sorted; -1 = unused, None = absent) and each of
+    ``cols`` remapped to their rows, in column order (sorted negatives stay sorted): a sampled
+    loss then needs a table of those rows only (``catalogue`` = the catalogue's size)."""
+    present = [c for c in cols if c is not None]
+    used = torch.unique(torch.cat([c[c >= 0].reshape(-1) for c in present]))
+    mapped = [
+        None if c is None else torch.where(c >= 0, torch.searchsorted(used, c.clamp(min=0)), -1)
+        for c in cols
+    ]
+    return used, mapped

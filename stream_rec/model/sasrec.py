@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.features import PAD, TYPE_CODES
-from .loss import session_cross_entropy
+from .loss import session_cross_entropy, used_columns
 
 __all__ = ["SASRecConfig", "SessionTransformer", "READOUTS", "POSITIONS"]
 
@@ -357,16 +357,29 @@ class SessionTransformer(nn.Module):
         Full softmax (fused, see :mod:`.loss`) unless ``negatives`` (sorted distinct columns)
         are given; ``extra_cols`` / ``extra_bias`` (N, M) are repeat-head bonuses.
         """
-        w = self.scoring_table()[1:]  # (n_items, D)
-        if self.config.readout == "core":
-            w = self.item_dropout(w)  # CORE's robust distance (training only: identity in eval mode)
+        catalogue = None
+        if negatives is not None and self.config.mixed_scoring and self.config.global_neighbours:
+            # Mix only the columns read (a batch's ~9k, not 43k items x 10 neighbours), the
+            # dropout mask drawn for the whole table as nn.Dropout on it would (loss.used_columns).
+            catalogue, p = self.config.n_items, self.item_dropout.p
+            used, (mapped, negatives, extra_cols, soft_cols) = used_columns(
+                [targets, negatives, extra_cols, None if soft is None else soft[0]]
+            )
+            targets, w = mapped if mapped is not None else targets, self.item_repr(used + 1)
+            if self.config.readout == "core" and self.training and p > 0:
+                w = w * torch.empty((catalogue, w.shape[1])).bernoulli_(1 - p).div_(1 - p)[used]
+            soft = None if soft is None or soft_cols is None else (soft_cols, soft[1], soft[2])
+        else:
+            w = self.scoring_table()[1:]  # (n_items, D)
+            if self.config.readout == "core":
+                w = self.item_dropout(w)  # CORE's robust distance (training only)
         items = F.normalize(w, dim=-1) if self.config.normalize else w
         scaled = session * self.config.scale if self.config.normalize else session
         return session_cross_entropy(
             scaled, items, targets, bound=self.config.scale if self.config.normalize else None,
             negatives=negatives, extra_cols=extra_cols, extra_bias=extra_bias,
             soft_cols=None if soft is None else soft[0], soft_probs=None if soft is None else soft[1],
-            soft_weight=0.0 if soft is None else soft[2],
+            soft_weight=0.0 if soft is None else soft[2], catalogue=catalogue,
         )
 
     def logits(self, session: torch.Tensor) -> torch.Tensor:

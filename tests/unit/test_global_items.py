@@ -232,3 +232,39 @@ def test_mixed_scoring_without_the_graph_is_refused_in_one_line(capsys):
     assert main(["train", "--dataset", "diginetica", "--mixed-scoring"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--global-neighbours" in err[0]
+
+
+def test_the_sampled_mixed_loss_reads_only_its_columns_and_equals_the_whole_tables():
+    # With negatives, mixed scoring mixes only the columns the loss reads (the targets, the
+    # negatives, the teacher's); the value and every gradient are the whole table's, with the
+    # same dropout mask drawn from the same random stream.
+    from stream_rec.model.loss import session_cross_entropy
+
+    torch.manual_seed(0)
+    config = tiny_config(N_ITEMS, n_layers=2, global_neighbours=K, mixed_scoring=True)
+    model = SessionTransformer(config)
+    set_neighbours(model, _graph_sessions())
+    model = spread_weights(model).train()
+    session = torch.nn.functional.normalize(torch.randn(6, config.dim), dim=-1)
+    targets = torch.tensor([0, 5, 9, 20, 33, 5])
+    negatives = torch.tensor([1, 2, 5, 11, 40, 41, 59])
+    soft_cols = torch.tensor([[3, 7, -1]] * 6)
+    soft_probs = torch.tensor([[0.6, 0.4, 0.0]] * 6)
+
+    def grads(loss: torch.Tensor) -> list[torch.Tensor]:
+        model.zero_grad()
+        loss.backward()
+        return [model.item_emb.weight.grad.clone(), model.global_gate.grad.clone()]
+
+    torch.manual_seed(3)
+    compact = model.loss(session, targets, negatives=negatives, soft=(soft_cols, soft_probs, 0.3))
+    compact_grads = grads(compact)
+    torch.manual_seed(3)
+    w = torch.nn.functional.normalize(model.item_dropout(model.scoring_table()[1:]), dim=-1)
+    whole = session_cross_entropy(
+        session * config.scale, w, targets, bound=config.scale, negatives=negatives,
+        soft_cols=soft_cols, soft_probs=soft_probs, soft_weight=0.3,
+    )
+    torch.testing.assert_close(compact, whole, atol=1e-6, rtol=0)
+    for got, want in zip(compact_grads, grads(whole), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
