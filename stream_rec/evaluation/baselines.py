@@ -224,7 +224,8 @@ def evaluate(
     acc = RankingAccumulator(k, catalogue_size)
     t0 = time.perf_counter()
     for prefix, target in zip(prefixes, targets, strict=True):
-        acc.add([item for item, _ in model.recommend(prefix, k)], target, len(prefix))
+        acc.add([item for item, _ in model.recommend(prefix, k)], target, len(prefix),
+                repeat=target in prefix)
     out = acc.summary(percent=percent)
     out["seconds"] = time.perf_counter() - t0
     return out

@@ -25,6 +25,7 @@ class EvalCase:
     target: str  # item id of the next item event
     prefix_length: int  # item events in the prefix (SR-GNN's prefix length)
     session: int  # index of the test session
+    repeat: bool = False  # the target is one of the prefix's items (the shopper goes back to it)
 
 
 def split_test_events(split: SessionSplit) -> list[tuple[Event, ...]]:
@@ -49,13 +50,15 @@ def prefix_states(
     states: list[SessionState] = []
     for s, events in enumerate(sessions):
         state = SessionState.empty()
-        items_seen = 0
+        items_seen, seen = 0, set[str]()
         for j, event in enumerate(events):
             if event.type in item_types and event.item_id is not None:
-                if items_seen:
-                    cases.append(EvalCase(events[j - 1].event_id, event.item_id, items_seen, s))
+                if seen:
+                    cases.append(EvalCase(events[j - 1].event_id, event.item_id, items_seen, s,
+                                          event.item_id in seen))
                     states.append(state)
                 items_seen += 1
+                seen.add(event.item_id)
             state = apply_event(state, event, policy)
     return cases, states
 

@@ -34,7 +34,7 @@ from ..errors import ConfigError, DataError
 from ..serving.compose import blend_args, logit_scale, served_ef, serving_index, session_policy
 from .baselines import ItemKNN, Popularity, SessionKNN, evaluate
 from .cases import EvalCase, answering_every_event, prefix_states, split_test_events
-from .metrics import RankingAccumulator
+from .metrics import RankingAccumulator, by_target_note
 
 if TYPE_CHECKING:
     from ..core.features import ItemVocab
@@ -158,7 +158,7 @@ def rank_cases(
         )
         for n, (case, r) in enumerate(zip(cases[part], rows.tolist())):
             items = [ids[row - 1] for row in r if row > 0]
-            ranks[lo + n] = acc.add(items, case.target, case.prefix_length)
+            ranks[lo + n] = acc.add(items, case.target, case.prefix_length, repeat=case.repeat)
             lists.append(items)
     return acc, ranks, lists
 
@@ -238,8 +238,8 @@ def evaluate_bundle(
         if kind == "hnsw":
             summary["ef"] = served_ef(bundle, served)
         results[kind] = summary
-        say(f"{kind}: hr@{k} {summary[f'hr@{k}']:.2f} mrr@{k} {summary[f'mrr@{k}']:.2f} "
-            f"({summary['search_seconds']:.1f}s)")
+        say(f"{kind}: hr@{k} {summary[f'hr@{k}']:.2f} mrr@{k} {summary[f'mrr@{k}']:.2f}"
+            f"{by_target_note(summary, k)} ({summary['search_seconds']:.1f}s)")
     report = {
         "model_version": bundle.version,
         "bundle": str(bundle.path),
@@ -281,8 +281,8 @@ def evaluate_baselines(
         summary = evaluate(model, prefixes, targets, k, catalogue_size=len(split.items), percent=True)
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         out[name] = summary
-        say(f"{name}: hr@{k} {summary[f'hr@{k}']:.2f} mrr@{k} {summary[f'mrr@{k}']:.2f} "
-            f"({summary['seconds']:.0f}s)")
+        say(f"{name}: hr@{k} {summary[f'hr@{k}']:.2f} mrr@{k} {summary[f'mrr@{k}']:.2f}"
+            f"{by_target_note(summary, k)} ({summary['seconds']:.0f}s)")
     return out
 
 

@@ -224,7 +224,7 @@ def score_answers(
         rec = recs.get(case.event_id)
         items = [] if rec is None else [i.item_id for i in rec.items]
         lists[case.event_id] = items
-        ranks[case.event_id] = acc.add(items, case.target, case.prefix_length)
+        ranks[case.event_id] = acc.add(items, case.target, case.prefix_length, repeat=case.repeat)
     report = {**acc.summary(percent=True),
               "unanswered_prefixes": sum(c.event_id not in recs for c in cases)}
     return StreamingResult(report, ranks, lists)

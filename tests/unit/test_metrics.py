@@ -9,6 +9,7 @@ import pytest
 
 from stream_rec.evaluation.metrics import (
     RankingAccumulator,
+    by_target_note,
     coverage_at_k,
     hit_rate_at_k,
     hit_rate_by_length,
@@ -127,3 +128,18 @@ def test_accumulator_cuts_at_k_and_handles_no_catalogue():
     assert s["hr@2"] == 0.0 and s["coverage@2"] is None and s["prefixes_by_length"]["1"] == 0
     empty = RankingAccumulator().summary()
     assert empty["prefixes"] == 0 and math.isnan(empty["hr@20"])
+
+
+def test_the_summary_splits_targets_already_in_their_prefix_from_the_others():
+    acc = RankingAccumulator(k=20)
+    for recommended, target, repeat in zip(RECOMMENDED, TARGETS, [True, True, False], strict=True):
+        acc.add(recommended, target, 2, repeat=repeat)
+    split = acc.summary(percent=True)["by_target"]
+    assert split["in_prefix"] == {"hr@20": 100.0, "mrr@20": pytest.approx(100 * (1 + 1 / 3) / 2),
+                                  "prefixes": 2}
+    assert split["new"] == {"hr@20": 0.0, "mrr@20": 0.0, "prefixes": 1}
+    assert by_target_note(acc.summary(percent=True)) == (
+        "; targets in their prefix (66.7%) 100.00 / 66.67, the others 0.00 / 0.00")
+    # without the flag on every prediction there is no split
+    acc.add(["a"], "a", 1)
+    assert "by_target" not in acc.summary() and by_target_note(acc.summary()) == ""

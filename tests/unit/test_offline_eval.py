@@ -59,6 +59,7 @@ def test_metrics_of_the_serving_path_match_a_hand_check():
     cases, states = prefix_states(sessions, SessionPolicy())
     # SR-GNN's pairs, in the same order: per session, every prefix (ours shortest first).
     assert [(c.target, c.prefix_length) for c in cases] == [("b", 1), ("c", 2), ("c", 1), ("a", 2)]
+    assert [c.repeat for c in cases] == [False, False, True, False]  # c -> c goes back to c
     assert cases[0].event_id == sessions[0][0].event_id  # the answer to the prefix's last event
     vocab = ItemVocab(ITEMS)
     vectors = encode_states(CycleEncoder(), vocab, states, max_len=50, query_buckets=16)
@@ -75,6 +76,8 @@ def test_metrics_of_the_serving_path_match_a_hand_check():
     by_length = s["hr@2_by_length"]
     assert (by_length["1"], by_length["2"]) == (100.0, 50.0)
     assert math.isnan(by_length["3-5"]) and math.isnan(by_length["6+"])
+    assert s["by_target"]["in_prefix"] == {"hr@2": 100.0, "mrr@2": 100.0, "prefixes": 1}
+    assert s["by_target"]["new"]["hr@2"] == pytest.approx(100 * 2 / 3)
 
 
 def test_prefix_states_fold_searches_and_purchases_like_serving():
