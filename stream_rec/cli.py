@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from .cli_args import CliParser, add_subcommands, settings_from
-from .cli_learn import cmd_generate, cmd_learn, cmd_publish
+from .cli_learn import cmd_evaluate, cmd_generate, cmd_learn, cmd_publish
 from .cli_ops import cmd_repartition
 from .errors import StreamRecError
 
@@ -187,41 +187,6 @@ def _cmd_incremental(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import orjson
-
-    from .evaluation.offline import EvaluateOptions, run_evaluation
-
-    opts = EvaluateOptions(
-        dataset=args.dataset, data_root=args.data_root, data_dir=args.data_dir,
-        events_file=args.events_file,
-        min_item_count=args.min_item_count, test_days=args.test_days, baselines=args.baselines,
-        streaming=args.streaming, max_sessions=args.max_sessions,
-    )
-    if args.incremental:
-        from .cli_learn import incremental
-
-        return incremental(args, opts)
-    report = run_evaluation(settings_from(args), opts)
-    if args.json:
-        print(orjson.dumps(report).decode())
-    else:
-        k = report["index"]["hnsw"]
-        rows = [(f"ours, {kind}" + (f" ef={report['ef']}" if kind == "hnsw" else ""), s)
-                for kind, s in report["index"].items()]
-        if "streaming" in report:
-            rows.append(("ours, streaming", report["streaming"]))
-        rows += list(report.get("baselines", {}).items())
-        print(f"{report['prefixes']:,} prefixes of {report['dataset']}; model {report['model_version']}")
-        print(f"{'':24} {'HR@20':>7} {'MRR@20':>7} {'NDCG@20':>8} {'cov@20':>7}")
-        for name, s in rows:
-            print(f"{name:24} {s['hr@20']:7.2f} {s['mrr@20']:7.2f} {s['ndcg@20']:8.2f} {s['coverage@20']:7.2f}")
-        print("HR@20 by prefix length (hnsw): "
-              + ", ".join(f"{b}: {v:.2f}" for b, v in k["hr@20_by_length"].items()))
-    unanswered = report.get("streaming", {}).get("replay", {}).get("unanswered", 0)
-    return 1 if unanswered else 0
-
-
 def _cmd_ablation(args: argparse.Namespace) -> int:
     import orjson
 
@@ -347,7 +312,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo, "broker": _cmd_broker, "worker": _cmd_worker, "produce": _cmd_produce,
     "generate": cmd_generate, "learn": cmd_learn, "publish": cmd_publish,
     "forget": _cmd_forget, "train": _cmd_train, "cooccurrence": _cmd_cooccurrence, "neighbours": _cmd_neighbours,
-    "incremental": _cmd_incremental, "evaluate": _cmd_evaluate,
+    "incremental": _cmd_incremental, "evaluate": cmd_evaluate,
     "ablation": _cmd_ablation, "tail": _cmd_tail, "bench": _cmd_bench, "replay": _cmd_replay,
     "topics": _cmd_topics, "gateway": _cmd_gateway, "repartition": cmd_repartition,
 }

@@ -161,6 +161,9 @@ def _add_evaluate(sub: argparse._SubParsersAction[CliParser]) -> None:
                    "default <data root>/<dataset>)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object (the last line)")
     p.add_argument("--baselines", action="store_true", help="also score POP, Item-KNN, SKNN and V-SKNN")
+    p.add_argument("--baselines-only", action="store_true",
+                   help="score only POP, Item-KNN, SKNN and V-SKNN (no bundle needed): what a model "
+                   "has to beat on this data")
     p.add_argument("--streaming", action="store_true",
                    help="also replay the test sessions through a broker and a worker process and score "
                    "the recommendations topic (embedded broker unless --bootstrap-servers)")

@@ -1,4 +1,5 @@
-"""The learning commands: `evaluate --incremental`, `generate` and `learn` (issue 23)."""
+"""The evaluation and learning commands: `evaluate` (offline, streaming, baselines,
+`--incremental`), `generate` and `learn` (issue 23)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,49 @@ from typing import Any
 from .cli_common import settings_from
 from .errors import StreamRecError
 
-__all__ = ["incremental", "cmd_generate", "cmd_learn", "cmd_publish"]
+__all__ = ["incremental", "cmd_evaluate", "cmd_generate", "cmd_learn", "cmd_publish"]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import orjson
+
+    from .evaluation.offline import EvaluateOptions, run_evaluation
+
+    opts = EvaluateOptions(
+        dataset=args.dataset, data_root=args.data_root, data_dir=args.data_dir,
+        events_file=args.events_file, min_item_count=args.min_item_count, test_days=args.test_days,
+        baselines=args.baselines or args.baselines_only, baselines_only=args.baselines_only,
+        streaming=args.streaming, max_sessions=args.max_sessions,
+    )
+    if args.baselines_only and (args.streaming or args.incremental):
+        raise StreamRecError(
+            "--baselines-only scores no bundle; drop --streaming and --incremental"
+        )
+    if args.incremental:
+        return incremental(args, opts)
+    report = run_evaluation(settings_from(args), opts)
+    if args.json:
+        print(orjson.dumps(report).decode())
+        return 1 if report.get("streaming", {}).get("replay", {}).get("unanswered", 0) else 0
+    rows = [(f"ours, {kind}" + (f" ef={report['ef']}" if kind == "hnsw" else ""), s)
+            for kind, s in report.get("index", {}).items()]
+    if "streaming" in report:
+        rows.append(("ours, streaming", report["streaming"]))
+    rows += list(report.get("baselines", {}).items())
+    print(f"{report['prefixes']:,} prefixes of {report['dataset']}"
+          + (f"; model {report['model_version']}" if "model_version" in report else ""))
+    print(f"{'':24} {'HR@20':>7} {'MRR@20':>7} {'NDCG@20':>8} {'cov@20':>7}"
+          "  HR@20: targets in / not in their prefix")
+    for name, s in rows:
+        split = s.get("by_target")
+        note = f"  {split['in_prefix']['hr@20']:.2f} / {split['new']['hr@20']:.2f}" if split else ""
+        print(f"{name:24} {s['hr@20']:7.2f} {s['mrr@20']:7.2f} {s['ndcg@20']:8.2f} "
+              f"{s['coverage@20']:7.2f}{note}")
+    if "index" in report:
+        by_length = report["index"]["hnsw"]["hr@20_by_length"]
+        print("HR@20 by prefix length (hnsw): "
+              + ", ".join(f"{b}: {v:.2f}" for b, v in by_length.items()))
+    return 1 if report.get("streaming", {}).get("replay", {}).get("unanswered", 0) else 0
 
 
 def incremental(args: argparse.Namespace, opts: Any) -> int:

@@ -298,6 +298,7 @@ class EvaluateOptions:
     min_item_count: int = 5  # --dataset events: the protocol's filter
     test_days: float = 7.0  # --dataset events: sessions of the last days are the test set
     baselines: bool = False  # also score POP, Item-KNN, SKNN and V-SKNN
+    baselines_only: bool = False  # score the baselines alone, no bundle
     streaming: bool = False  # also replay the test sessions through broker + worker
     max_sessions: int | None = None  # only the first n test sessions (quick runs)
     run_dir: str = "var/evaluate"
@@ -324,6 +325,12 @@ def run_evaluation(
         protocol=ProtocolOptions(min_item_count=opts.min_item_count, test_days=opts.test_days),
         progress=progress,
     )
+    if opts.baselines_only:  # what a model has to beat on this split, before there is one
+        baselines = evaluate_baselines(split, k=settings.top_k, max_sessions=opts.max_sessions,
+                                       progress=progress)
+        return {"dataset": opts.dataset, "prefixes": next(iter(baselines.values()))["prefixes"],
+                "data": split.stats().as_dict(), "percent": True, "baselines": baselines,
+                "seconds": round(time.perf_counter() - t0, 1)}
     path = resolve_bundle(settings.bundles_dir, settings.bundle or None, settings.model_version or None)
     bundle = ModelBundle.load(path)
     training = dict(bundle.manifest.get("training", {}))
@@ -347,6 +354,7 @@ def run_evaluation(
         "blend": {"weight": off.report["cooccurrence_weight"], "repeat": off.report["repeat"],
                   "own_window": off.report["own_window"]},
         f"hr@{k}_by_length": serving[f"hr@{k}_by_length"],
+        **({"by_target": serving["by_target"]} if "by_target" in serving else {}),
         "index": off.report["index"],
         "hnsw_cost": {m: _points(exact[m], serving[m]) for m in (f"hr@{k}", f"mrr@{k}", f"ndcg@{k}")},
         "percent": True,

@@ -192,6 +192,23 @@ def test_train_and_evaluate_an_event_log_from_the_cli(tmp_path, capsys):
     assert {"hr@10", "mrr@10"} <= set(report) and report["hr@10"] <= report["hr@20"]
     # Three items in the catalogue: every list holds all of them, every target is found.
     assert report["hr@20"] == 100.0 and report["baselines"]["POP"]["hr@20"] == 100.0
+    assert report["by_target"]["in_prefix"]["prefixes"] + report["by_target"]["new"]["prefixes"] == 3
+    assert main(["evaluate", *common, "--bundle", bundle]) == 0  # the table, with the split
+    table = capsys.readouterr().out
+    assert "3 prefixes of events; model" in table and "targets in / not in their prefix" in table
+
+
+def test_evaluate_scores_the_baselines_alone_without_a_bundle(tmp_path, capsys):
+    common = ["--dataset", "events", "--events-file", str(LOG), "--min-item-count", "2",
+              "--test-days", "1", "--bundles-dir", str(tmp_path / "none")]
+    assert main(["evaluate", *common, "--baselines-only", "--json"]) == 0
+    report = orjson.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(report["baselines"]) == {"POP", "Item-KNN", "SKNN", "V-SKNN"}
+    assert report["prefixes"] == 3 and "index" not in report and "model_version" not in report
+    assert main(["evaluate", *common, "--baselines-only"]) == 0
+    assert "V-SKNN" in capsys.readouterr().out
+    assert main(["evaluate", *common, "--baselines-only", "--streaming"]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
 
 
 def test_a_cooccurrence_bundle_blends_alike_in_serving_and_offline(synthetic, tmp_path):
