@@ -147,6 +147,7 @@ def refit(
     alike), in time order with them."""
     t0 = time.perf_counter()
     report = RefitReport(lr=lrs[0])
+    say = progress or (lambda _msg: None)  # long work says how far it got (Diginetica: ~30 min)
     max_len = model.config.max_len
     fresh = untouched_rows(train_f, model.config.n_items)
     candidates = list(dict.fromkeys(lrs))
@@ -174,6 +175,8 @@ def refit(
             def score(n: int, lr: float = lr, trial: SessionTransformer = trial) -> None:
                 hr, mrr = evaluate(trial, prefixes, targets)
                 report.half_scores[f"{lr:g} x{n}"] = (hr, mrr)
+                say(f"refit trial on the older half: lr {lr:g}, pass {n}: the newer half "
+                    f"{100 * hr:.2f} / {100 * mrr:.2f} ({time.perf_counter() - t0:.0f}s)")
                 if selection_score(hr, mrr) > best[0]:
                     best[0], report.lr, report.passes = selection_score(hr, mrr), lr, n
 
@@ -190,6 +193,8 @@ def refit(
             batch_size,
             negatives,
             weight_decay,
+            say,
+            "of the older half",
         )
         one = evaluate(members[0], prefixes, targets)
         start.load_state_dict(average_weights([m.state_dict() for m in members]))
@@ -210,6 +215,8 @@ def refit(
         batch_size,
         negatives,
         weight_decay,
+        say,
+        "of the whole slice",
     )
     if len(members) > 1:
         model.load_state_dict(average_weights([m.state_dict() for m in members]))
@@ -240,14 +247,20 @@ def _refits(
     batch_size: int,
     negatives: int,
     weight_decay: float,
+    say: Callable[[str], None] | None = None,
+    what: str = "",
 ) -> list[SessionTransformer]:
     """``count`` refits of ``start`` at the report's rate and passes (seeds ``seed``, ``seed`` + 1,
     ...; None: the generator as it stands, one refit); ``start`` itself becomes the first."""
     members = [start] + [copy.deepcopy(start) for _ in range(count - 1)]
+    t0 = time.perf_counter()
     for i, member in enumerate(members):
         if seed is not None:
             torch.manual_seed(seed + i)
         _passes(member, examples, report.lr, report.passes, batch_size, negatives, weight_decay)
+        if say is not None:
+            say(f"refit {what} {i + 1}/{count} (lr {report.lr:g} x {report.passes}, "
+                f"{len(examples):,} sessions) done ({time.perf_counter() - t0:.0f}s)")
     return members
 
 

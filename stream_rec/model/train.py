@@ -292,9 +292,7 @@ def _fit(
             state.stale += 1
         if out_of_time:
             break  # a partial epoch is never checkpointed: a resume repeats it
-        # A decayed learning rate gets `patience` epochs of its own before training stops.
-        at_this_rate = (epoch - 1) % tc.lr_decay_every + 1 if tc.lr_decay_every > 0 else epoch
-        early = tc.patience and state.stale >= tc.patience and at_this_rate >= tc.patience and epoch < tc.epochs
+        early = stops_early(tc, epoch, state.stale)
         if early and progress is not None:
             progress(f"early stop: no better validation HR@20 + MRR@20 for {state.stale} epochs "
                      f"(best: epoch {state.best_epoch})")
@@ -315,6 +313,19 @@ def _fit(
         metrics.best_epoch = metrics.epochs_run
         metrics.valid_hr20, metrics.valid_mrr20 = state.history[-1]["hr@20"], state.history[-1]["mrr@20"]
     return model
+
+
+def stops_early(tc: TrainConfig, epoch: int, stale: int) -> bool:
+    """Whether training stops after ``epoch``, ``stale`` epochs after its best: ``patience`` of
+    them, but a decayed learning rate gets ``patience`` epochs of its own, and training never
+    stops on the epoch before a decay (all of Diginetica with mixed scoring stopped at epoch 5
+    of 5 at 1e-3, best epoch 3; continued, the decayed rate's first epoch gained +0.25 HR@20)."""
+    if not tc.patience or stale < tc.patience or epoch >= tc.epochs:
+        return False
+    if tc.lr_decay_every <= 0:
+        return True
+    at_this_rate = (epoch - 1) % tc.lr_decay_every + 1
+    return tc.patience <= at_this_rate < tc.lr_decay_every
 
 
 def _train_epoch(

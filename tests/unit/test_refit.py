@@ -139,3 +139,15 @@ def test_a_refit_with_a_tail_learns_the_newest_training_sessions_first():
     # the halves' trials get their tail too, and a tail longer than training takes all of it
     report = refit(model(), train_f, SOUP_VALID, (1e-4, 1e-2), 4, 0, 0.0, max_passes=2, tail=3.0)
     assert report.tail_sessions == len(train_f) and len(report.half_scores) == 4
+
+
+def test_a_refit_says_how_far_it_got():
+    # Diginetica's refit runs for ~30 minutes: each trial pass and each member is a line.
+    lines: list[str] = []
+    refit(model(), SOUP_TRAIN, SOUP_VALID, (1e-4, 1e-2), 4, 0, 0.0, max_passes=2, soup=3, seed=1,
+          progress=lines.append)
+    trials = [x for x in lines if x.startswith("refit trial on the older half")]
+    assert len(trials) == 4 and "lr 0.0001, pass 1: the newer half" in trials[0]
+    assert sum(x.startswith("refit of the older half ") for x in lines) == 3
+    assert any(x.startswith("refit of the whole slice 1/") for x in lines)
+    assert lines[-1].startswith("refit: ")  # the summary comes last
