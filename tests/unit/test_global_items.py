@@ -229,9 +229,13 @@ def test_a_grown_vocabulary_gives_new_items_no_neighbours(trained):
 def test_mixed_scoring_without_the_graph_is_refused_in_one_line(capsys):
     from stream_rec.cli import main
 
-    assert main(["train", "--dataset", "diginetica", "--mixed-scoring"]) == 2
+    assert main(["train", "--dataset", "sessions", "--mixed-scoring"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--global-neighbours" in err[0]
+    # Diginetica's recipe has both: taking its graph away says how to turn the scoring off
+    assert main(["train", "--dataset", "diginetica", "--global-neighbours", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--no-mixed-scoring" in err[0]
 
 
 def test_the_sampled_mixed_loss_reads_only_its_columns_and_equals_the_whole_tables():
