@@ -186,7 +186,7 @@ def hit_rate_by_length(
 
 def by_target_note(summary: dict[str, Any], k: int = 20) -> str:
     """``summary``'s split by target for a progress line ("" without one): "; targets in their
-    prefix (20.5%) 90.1 / 57.0, the others 40.2 / 12.3"."""
+    prefix (20.5%) 90.10 / 57.00, the others 40.20 / 12.30"."""
     split = summary.get("by_target")
     if not split:
         return ""
