@@ -293,6 +293,9 @@ def _fit(
         if out_of_time:
             break  # a partial epoch is never checkpointed: a resume repeats it
         early = stops_early(tc, epoch, state.stale)
+        if not early and tc.patience and state.stale >= tc.patience and epoch < tc.epochs and progress:
+            progress(f"no better validation HR@20 + MRR@20 for {state.stale} epochs; going on: "
+                     "a lower learning rate gets its epochs first")
         if early and progress is not None:
             progress(f"early stop: no better validation HR@20 + MRR@20 for {state.stale} epochs "
                      f"(best: epoch {state.best_epoch})")

@@ -10,6 +10,8 @@ pytest.importorskip("torch")
 
 from stream_rec.model.train import TrainConfig, stops_early  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 DECAY_EVERY_5 = TrainConfig(epochs=20, lr_decay_every=5, patience=2)
 
 
@@ -35,3 +37,19 @@ def test_training_stops_early_except_before_a_decay_and_early_in_a_new_rate(epoc
 def test_without_decay_or_patience():
     assert stops_early(TrainConfig(epochs=20, lr_decay_every=0, patience=2), 5, 2)
     assert not stops_early(TrainConfig(epochs=20, lr_decay_every=0, patience=0), 5, 9)
+
+
+def test_a_run_that_learns_nothing_goes_on_through_a_decay_and_says_so():
+    from stream_rec.model import build_vocab
+
+    from .tiny_model import successor_corpus, train_tiny
+
+    sessions, ids = successor_corpus(60, 12)
+    lines: list[str] = []
+    # lr 0: every epoch scores the same, so from epoch 2 none is better than the first
+    _, metrics = train_tiny(sessions, build_vocab(ids), lines.append, epochs=8, lr=0.0,
+                            lr_decay_every=3, patience=2, refit=False)
+    assert metrics.epochs_run == 5  # 3 is before a decay, 4 the decayed rate's first: 5 stops
+    going_on = [x for x in lines if x.startswith("no better validation")]
+    assert len(going_on) == 2 and "a lower learning rate gets its epochs first" in going_on[0]
+    assert any(x.startswith("early stop: ") for x in lines)
