@@ -361,12 +361,13 @@ class SessionTransformer(nn.Module):
         if negatives is not None and self.config.mixed_scoring and self.config.global_neighbours:
             # Mix only the columns read (a batch's ~9k, not 43k items x 10 neighbours), the
             # dropout mask drawn for the whole table as nn.Dropout on it would (loss.used_columns).
-            catalogue, p = self.config.n_items, self.item_dropout.p
+            catalogue = self.config.n_items
             used, (mapped, negatives, extra_cols, soft_cols) = used_columns(
                 [targets, negatives, extra_cols, None if soft is None else soft[0]]
             )
             targets, w = mapped if mapped is not None else targets, self.item_repr(used + 1)
-            if self.config.readout == "core" and self.training and p > 0:
+            p = self.item_dropout.p if self.config.readout == "core" else 0.0  # "last": none
+            if self.training and p > 0:
                 w = w * torch.empty((catalogue, w.shape[1])).bernoulli_(1 - p).div_(1 - p)[used]
             soft = None if soft is None or soft_cols is None else (soft_cols, soft[1], soft[2])
         else:

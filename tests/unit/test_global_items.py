@@ -272,3 +272,23 @@ def test_the_sampled_mixed_loss_reads_only_its_columns_and_equals_the_whole_tabl
     torch.testing.assert_close(compact, whole, atol=1e-6, rtol=0)
     for got, want in zip(compact_grads, grads(whole), strict=True):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_the_sampled_mixed_loss_of_the_last_output_readout_has_no_item_dropout():
+    # The "last" readout has no item dropout: its compact table is the whole one's rows as they are.
+    from stream_rec.model.loss import session_cross_entropy
+
+    torch.manual_seed(0)
+    config = tiny_config(N_ITEMS, n_layers=2, global_neighbours=K, mixed_scoring=True,
+                         readout="last")
+    model = SessionTransformer(config)
+    set_neighbours(model, _graph_sessions())
+    model = spread_weights(model).train()
+    session = torch.nn.functional.normalize(torch.randn(4, config.dim), dim=-1)
+    targets, negatives = torch.tensor([0, 5, 9, 20]), torch.tensor([1, 2, 5, 11, 40])
+    whole = session_cross_entropy(
+        session * config.scale, torch.nn.functional.normalize(model.scoring_table()[1:], dim=-1),
+        targets, bound=config.scale, negatives=negatives,
+    )
+    torch.testing.assert_close(model.loss(session, targets, negatives=negatives), whole,
+                               atol=1e-6, rtol=0)
