@@ -31,9 +31,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.incremental:
         return incremental(args, opts)
     report = run_evaluation(settings_from(args), opts)
+    failed = 1 if report.get("streaming", {}).get("replay", {}).get("unanswered", 0) else 0
     if args.json:
         print(orjson.dumps(report).decode())
-        return 1 if report.get("streaming", {}).get("replay", {}).get("unanswered", 0) else 0
+        return failed
     rows = [(f"ours, {kind}" + (f" ef={report['ef']}" if kind == "hnsw" else ""), s)
             for kind, s in report.get("index", {}).items()]
     if "streaming" in report:
@@ -52,7 +53,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         by_length = report["index"]["hnsw"]["hr@20_by_length"]
         print("HR@20 by prefix length (hnsw): "
               + ", ".join(f"{b}: {v:.2f}" for b, v in by_length.items()))
-    return 1 if report.get("streaming", {}).get("replay", {}).get("unanswered", 0) else 0
+    return failed
 
 
 def incremental(args: argparse.Namespace, opts: Any) -> int:

@@ -247,20 +247,20 @@ def _refits(
     batch_size: int,
     negatives: int,
     weight_decay: float,
-    say: Callable[[str], None] | None = None,
-    what: str = "",
+    say: Callable[[str], None],
+    what: str,
 ) -> list[SessionTransformer]:
     """``count`` refits of ``start`` at the report's rate and passes (seeds ``seed``, ``seed`` + 1,
-    ...; None: the generator as it stands, one refit); ``start`` itself becomes the first."""
+    ...; None: the generator as it stands, one refit); ``start`` itself becomes the first. ``say``
+    gets a line after each, naming it by ``what``."""
     members = [start] + [copy.deepcopy(start) for _ in range(count - 1)]
     t0 = time.perf_counter()
     for i, member in enumerate(members):
         if seed is not None:
             torch.manual_seed(seed + i)
         _passes(member, examples, report.lr, report.passes, batch_size, negatives, weight_decay)
-        if say is not None:
-            say(f"refit {what} {i + 1}/{count} (lr {report.lr:g} x {report.passes}, "
-                f"{len(examples):,} sessions) done ({time.perf_counter() - t0:.0f}s)")
+        say(f"refit {what} {i + 1}/{count} (lr {report.lr:g} x {report.passes}, "
+            f"{len(examples):,} sessions) done ({time.perf_counter() - t0:.0f}s)")
     return members
 
 

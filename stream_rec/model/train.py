@@ -293,7 +293,7 @@ def _fit(
         if out_of_time:
             break  # a partial epoch is never checkpointed: a resume repeats it
         early = stops_early(tc, epoch, state.stale)
-        if not early and tc.patience and state.stale >= tc.patience and epoch < tc.epochs and progress:
+        if not early and _out_of_patience(tc, epoch, state.stale) and progress is not None:
             progress(f"no better validation HR@20 + MRR@20 for {state.stale} epochs; going on: "
                      "a lower learning rate gets its epochs first")
         if early and progress is not None:
@@ -318,12 +318,17 @@ def _fit(
     return model
 
 
+def _out_of_patience(tc: TrainConfig, epoch: int, stale: int) -> bool:
+    """``patience`` epochs without a better score, before the last epoch."""
+    return bool(tc.patience) and stale >= tc.patience and epoch < tc.epochs
+
+
 def stops_early(tc: TrainConfig, epoch: int, stale: int) -> bool:
     """Whether training stops after ``epoch``, ``stale`` epochs after its best: ``patience`` of
     them, but a decayed learning rate gets ``patience`` epochs of its own, and training never
     stops on the epoch before a decay (all of Diginetica with mixed scoring stopped at epoch 5
     of 5 at 1e-3, best epoch 3; continued, the decayed rate's first epoch gained +0.25 HR@20)."""
-    if not tc.patience or stale < tc.patience or epoch >= tc.epochs:
+    if not _out_of_patience(tc, epoch, stale):
         return False
     if tc.lr_decay_every <= 0:
         return True
