@@ -147,7 +147,7 @@ def refit(
     alike), in time order with them."""
     t0 = time.perf_counter()
     report = RefitReport(lr=lrs[0])
-    say = progress or (lambda _msg: None)  # long work says how far it got (Diginetica: ~30 min)
+    say = progress or (lambda _msg: None)  # long work says how far it got (Diginetica: ~1.5 h)
     max_len = model.config.max_len
     fresh = untouched_rows(train_f, model.config.n_items)
     candidates = list(dict.fromkeys(lrs))
@@ -167,7 +167,11 @@ def refit(
         cooccurrence_init(older_start, fresh, older)
         set_neighbours(older_start, item_rows(train_f, older))
         older_examples = training_examples(window(older), max_len)
+    pace = _Pace(say)  # seconds per session and pass, for the estimates of what follows
     if on_halves and (len(candidates) > 1 or max_passes > 1):
+        say(f"refit: {len(candidates)} rate(s) x up to {max_passes} passes over the older half "
+            f"({len(older_examples):,} sessions), each pass scored on the newer half")
+        t_trials = time.perf_counter()
         best = [-np.inf]
         for lr in candidates:
             trial = copy.deepcopy(older_start)
@@ -182,7 +186,11 @@ def refit(
 
             _passes(trial, older_examples, lr, max_passes, batch_size, negatives, weight_decay,
                     score)
+        trial_passes = len(candidates) * max_passes * len(older_examples)
+        pace.measured(time.perf_counter() - t_trials, trial_passes)
     if on_halves and soup > 1:  # does averaging pay on the halves?
+        pace.next(f"{soup} refits of the older half", soup * report.passes * len(older_examples))
+        t_soup = time.perf_counter()
         start = copy.deepcopy(older_start)
         members = _refits(
             start,
@@ -196,6 +204,7 @@ def refit(
             say,
             "of the older half",
         )
+        pace.measured(time.perf_counter() - t_soup, soup * report.passes * len(older_examples))
         one = evaluate(members[0], prefixes, targets)
         start.load_state_dict(average_weights([m.state_dict() for m in members]))
         avg = evaluate(start, prefixes, targets)
@@ -206,9 +215,12 @@ def refit(
     set_neighbours(model, item_rows(train_f, valid_f))
     final = window(valid_f)
     report.tail_sessions = len(final) - len(valid_f)
+    final_examples = training_examples(final, max_len)
+    pace.next(f"{report.soup} refit(s) of the whole slice",
+              report.soup * report.passes * len(final_examples))
     members = _refits(
         model,
-        training_examples(final, max_len),
+        final_examples,
         report,
         report.soup,
         seed if soup > 1 else None,  # one refit asked for: the generator as it stands
@@ -259,9 +271,29 @@ def _refits(
         if seed is not None:
             torch.manual_seed(seed + i)
         _passes(member, examples, report.lr, report.passes, batch_size, negatives, weight_decay)
+        spent = time.perf_counter() - t0
+        left = f"; ~{spent / (i + 1) * (count - i - 1) / 60:.1f} min left" if i + 1 < count else ""
         say(f"refit {what} {i + 1}/{count} (lr {report.lr:g} x {report.passes}, "
-            f"{len(examples):,} sessions) done ({time.perf_counter() - t0:.0f}s)")
+            f"{len(examples):,} sessions) done ({spent:.0f}s{left})")
     return members
+
+
+class _Pace:
+    """The refit's pace (seconds per session and pass, from its last timed step), to say
+    before each of the next steps about how long it takes: on one thread Diginetica's trials
+    take ~35 min and its soups ~1 hour more."""
+
+    def __init__(self, say: Callable[[str], None]):
+        self.say = say
+        self.per: float | None = None
+
+    def measured(self, seconds: float, session_passes: int) -> None:
+        if session_passes > 0:
+            self.per = seconds / session_passes
+
+    def next(self, what: str, session_passes: int) -> None:
+        if self.per is not None:
+            self.say(f"refit: next, {what}: ~{self.per * session_passes / 60:.1f} min")
 
 
 def average_weights(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

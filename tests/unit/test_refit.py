@@ -142,7 +142,8 @@ def test_a_refit_with_a_tail_learns_the_newest_training_sessions_first():
 
 
 def test_a_refit_says_how_far_it_got():
-    # Diginetica's refit runs for ~30 minutes: each trial pass and each member is a line.
+    # Diginetica's refit runs for ~1.5 hours on one thread: each trial pass and each member is a
+    # line, and each step after the trials is announced with an estimate of its length.
     lines: list[str] = []
     refit(model(), SOUP_TRAIN, SOUP_VALID, (1e-4, 1e-2), 4, 0, 0.0, max_passes=2, soup=3, seed=1,
           progress=lines.append)
@@ -151,3 +152,12 @@ def test_a_refit_says_how_far_it_got():
     assert sum(x.startswith("refit of the older half ") for x in lines) == 3
     assert any(x.startswith("refit of the whole slice 1/") for x in lines)
     assert lines[-1].startswith("refit: ")  # the summary comes last
+    # What comes next and about how long it takes, from the pace of the step before.
+    assert lines[0].startswith("refit: 2 rate(s) x up to 2 passes over the older half")
+    ahead = [x for x in lines if x.startswith("refit: next, ")]
+    members = 3 if "averaged" in lines[-1] else 1
+    assert [x.split(":")[1] for x in ahead] == [
+        " next, 3 refits of the older half", f" next, {members} refit(s) of the whole slice"]
+    assert all(x.endswith(" min") for x in ahead)
+    older = [x for x in lines if x.startswith("refit of the older half ")]
+    assert "min left)" in older[0] and "min left" not in older[-1]
