@@ -147,7 +147,7 @@ def refit(
     alike), in time order with them."""
     t0 = time.perf_counter()
     report = RefitReport(lr=lrs[0])
-    say = progress or (lambda _msg: None)  # progress lines: Diginetica takes ~2 h on one thread
+    say = progress or (lambda _msg: None)  # progress lines: Diginetica takes ~1.5 h on one thread
     max_len = model.config.max_len
     fresh = untouched_rows(train_f, model.config.n_items)
     candidates = list(dict.fromkeys(lrs))
@@ -281,7 +281,7 @@ def _refits(
 class _Pace:
     """The refit's pace (seconds per session and pass, from its last timed step), to say
     before each of the next steps about how long it takes: on one thread Diginetica's trials
-    take ~37 min and its soups ~75 min more."""
+    take ~37 min and its soups ~55 min more."""
 
     def __init__(self, say: Callable[[str], None]):
         self.say = say

@@ -142,7 +142,7 @@ def test_a_refit_with_a_tail_learns_the_newest_training_sessions_first():
 
 
 def test_a_refit_says_how_far_it_got():
-    # Diginetica's refit runs for ~2 hours on one thread: each trial pass and each member is a
+    # Diginetica's refit runs for ~1.5 hours on one thread: each trial pass and each member is a
     # line, and each step after the trials is announced with an estimate of its length.
     lines: list[str] = []
     refit(model(), SOUP_TRAIN, SOUP_VALID, (1e-4, 1e-2), 4, 0, 0.0, max_passes=2, soup=3, seed=1,
