@@ -190,7 +190,6 @@ def refit(
         pace.measured(time.perf_counter() - t_trials, trial_passes)
     if on_halves and soup > 1:  # does averaging pay on the halves?
         pace.next(f"{soup} refits of the older half", soup * report.passes * len(older_examples))
-        t_soup = time.perf_counter()
         start = copy.deepcopy(older_start)
         members = _refits(
             start,
@@ -201,10 +200,9 @@ def refit(
             batch_size,
             negatives,
             weight_decay,
-            say,
+            pace,
             "of the older half",
         )
-        pace.measured(time.perf_counter() - t_soup, soup * report.passes * len(older_examples))
         one = evaluate(members[0], prefixes, targets)
         start.load_state_dict(average_weights([m.state_dict() for m in members]))
         avg = evaluate(start, prefixes, targets)
@@ -227,7 +225,7 @@ def refit(
         batch_size,
         negatives,
         weight_decay,
-        say,
+        pace,
         "of the whole slice",
     )
     if len(members) > 1:
@@ -259,12 +257,12 @@ def _refits(
     batch_size: int,
     negatives: int,
     weight_decay: float,
-    say: Callable[[str], None],
+    pace: _Pace,
     what: str,
 ) -> list[SessionTransformer]:
     """``count`` refits of ``start`` at the report's rate and passes (seeds ``seed``, ``seed`` + 1,
-    ...; None: the generator as it stands, one refit); ``start`` itself becomes the first. ``say``
-    gets a line after each, naming it by ``what``."""
+    ...; None: the generator as it stands, one refit); ``start`` itself becomes the first. A line
+    after each (``pace.say``), naming it by ``what``; their pace is ``pace``'s from then on."""
     members = [start] + [copy.deepcopy(start) for _ in range(count - 1)]
     t0 = time.perf_counter()
     for i, member in enumerate(members):
@@ -273,8 +271,9 @@ def _refits(
         _passes(member, examples, report.lr, report.passes, batch_size, negatives, weight_decay)
         spent = time.perf_counter() - t0
         left = f"; ~{spent / (i + 1) * (count - i - 1) / 60:.1f} min left" if i + 1 < count else ""
-        say(f"refit {what} {i + 1}/{count} (lr {report.lr:g} x {report.passes}, "
-            f"{len(examples):,} sessions) done ({spent:.0f}s{left})")
+        pace.say(f"refit {what} {i + 1}/{count} (lr {report.lr:g} x {report.passes}, "
+                 f"{len(examples):,} sessions) done ({spent:.0f}s{left})")
+    pace.measured(time.perf_counter() - t0, count * report.passes * len(examples))
     return members
 
 
