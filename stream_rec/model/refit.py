@@ -41,10 +41,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .examples import Example, Rows, pad_examples, training_examples
+from .examples import Example, Rows, training_examples
 from .global_items import item_rows, set_neighbours
+from .refit_pool import pooled_refits
 from .sasrec import SessionTransformer
-from .steps import batch_loss
+from .steps import train_passes
 from .validation import evaluate, selection_score, valid_cases
 
 __all__ = ["RefitReport", "refit", "untouched_rows", "cooccurrence_init", "average_weights"]
@@ -99,32 +100,6 @@ def cooccurrence_init(model: SessionTransformer, rows: np.ndarray, sessions: Seq
     return int(done.sum())
 
 
-def _passes(
-    model: SessionTransformer,
-    examples: list[Example],
-    lr: float,
-    passes: int,
-    batch_size: int,
-    negatives: int,
-    weight_decay: float,
-    after_each: Callable[[int], None] | None = None,
-) -> None:
-    """``passes`` chronological passes over ``examples`` at ``lr`` (one optimiser);
-    ``after_each(n)`` after pass n, the model in eval mode."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    for n in range(1, passes + 1):
-        model.train()
-        for lo in range(0, len(examples), batch_size):
-            items, types, queries, targets = pad_examples(examples[lo : lo + batch_size])
-            loss = batch_loss(model, items, types, queries, targets, negatives)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        model.eval()
-        if after_each is not None:
-            after_each(n)
-
-
 def refit(
     model: SessionTransformer,
     train_f: Sequence[Rows],
@@ -138,13 +113,15 @@ def refit(
     soup: int = 1,
     seed: int = 0,
     tail: float = 0.0,
+    processes: int = 1,
 ) -> RefitReport:
     """Refit ``model`` in place on ``valid_f`` (see the module's doc): ``lrs`` are the candidate
     rates, 1..``max_passes`` the candidate pass counts; on a tie the earlier rate and the fewer
     passes are kept. ``soup`` > 1: average that many refits (seeds ``seed``, ``seed`` + 1, ...)
     when the halves say it pays. ``tail`` > 0: each refit first learns the newest training
     sessions, ``tail`` times as many as the sessions it refits on (the older half's trials
-    alike), in time order with them."""
+    alike), in time order with them. ``processes`` > 1: a soup's members run that many at a
+    time, one thread each (:mod:`.refit_pool`)."""
     t0 = time.perf_counter()
     report = RefitReport(lr=lrs[0])
     say = progress or (lambda _msg: None)  # progress lines: Diginetica takes ~1.5 h on one thread
@@ -184,12 +161,13 @@ def refit(
                 if selection_score(hr, mrr) > best[0]:
                     best[0], report.lr, report.passes = selection_score(hr, mrr), lr, n
 
-            _passes(trial, older_examples, lr, max_passes, batch_size, negatives, weight_decay,
+            train_passes(trial, older_examples, lr, max_passes, batch_size, negatives, weight_decay,
                     score)
         trial_passes = len(candidates) * max_passes * len(older_examples)
         pace.measured(time.perf_counter() - t_trials, trial_passes)
     if on_halves and soup > 1:  # does averaging pay on the halves?
-        pace.next(f"{soup} refits of the older half", soup * report.passes * len(older_examples))
+        pace.next(f"{soup} refits of the older half", soup * report.passes * len(older_examples),
+                  min(processes, soup))
         start = copy.deepcopy(older_start)
         members = _refits(
             start,
@@ -202,6 +180,7 @@ def refit(
             weight_decay,
             pace,
             "of the older half",
+            processes,
         )
         one = evaluate(members[0], prefixes, targets)
         start.load_state_dict(average_weights([m.state_dict() for m in members]))
@@ -215,7 +194,8 @@ def refit(
     report.tail_sessions = len(final) - len(valid_f)
     final_examples = training_examples(final, max_len)
     pace.next(f"{report.soup} refit(s) of the whole slice",
-              report.soup * report.passes * len(final_examples))
+              report.soup * report.passes * len(final_examples),
+              min(processes, report.soup) if soup > 1 else 1)
     members = _refits(
         model,
         final_examples,
@@ -227,6 +207,7 @@ def refit(
         weight_decay,
         pace,
         "of the whole slice",
+        processes,
     )
     if len(members) > 1:
         model.load_state_dict(average_weights([m.state_dict() for m in members]))
@@ -259,21 +240,41 @@ def _refits(
     weight_decay: float,
     pace: _Pace,
     what: str,
+    processes: int = 1,
 ) -> list[SessionTransformer]:
     """``count`` refits of ``start`` at the report's rate and passes (seeds ``seed``, ``seed`` + 1,
     ...; None: the generator as it stands, one refit); ``start`` itself becomes the first. A line
-    after each (``pace.say``), naming it by ``what``; their pace is ``pace``'s from then on."""
+    after each (``pace.say``), naming it by ``what``; their pace is ``pace``'s from then on.
+    ``processes`` > 1: seeded members run side by side (:mod:`.refit_pool`)."""
     members = [start] + [copy.deepcopy(start) for _ in range(count - 1)]
     t0 = time.perf_counter()
-    for i, member in enumerate(members):
-        if seed is not None:
-            torch.manual_seed(seed + i)
-        _passes(member, examples, report.lr, report.passes, batch_size, negatives, weight_decay)
+    side_by_side = min(processes, count) if seed is not None else 1
+
+    def done(k: int, member_seconds: float) -> None:
         spent = time.perf_counter() - t0
-        left = f"; ~{spent / (i + 1) * (count - i - 1) / 60:.1f} min left" if i + 1 < count else ""
-        pace.say(f"refit {what} {i + 1}/{count} (lr {report.lr:g} x {report.passes}, "
+        left = ""
+        if k < count:  # the members still to come, side_by_side at a time
+            per = member_seconds if side_by_side > 1 else spent / k
+            left = f"; ~{per * (count - k) / side_by_side / 60:.1f} min left"
+        pace.say(f"refit {what} {k}/{count} (lr {report.lr:g} x {report.passes}, "
                  f"{len(examples):,} sessions) done ({spent:.0f}s{left})")
-    pace.measured(time.perf_counter() - t0, count * report.passes * len(examples))
+
+    if side_by_side > 1 and seed is not None:
+        states = pooled_refits(start, examples, [seed + i for i in range(count)], report.lr,
+                               report.passes, batch_size, negatives, weight_decay, side_by_side,
+                               done)
+        for member, state in zip(members, states):
+            member.load_state_dict(state)
+    else:
+        for i, member in enumerate(members):
+            t_member = time.perf_counter()
+            if seed is not None:
+                torch.manual_seed(seed + i)
+            train_passes(member, examples, report.lr, report.passes, batch_size, negatives,
+                         weight_decay)
+            done(i + 1, time.perf_counter() - t_member)
+    # the pace of one process: the estimates divide by the processes of the step they announce
+    pace.measured((time.perf_counter() - t0) * side_by_side, count * report.passes * len(examples))
     return members
 
 
@@ -290,9 +291,11 @@ class _Pace:
         if session_passes > 0:
             self.per = seconds / session_passes
 
-    def next(self, what: str, session_passes: int) -> None:
+    def next(self, what: str, session_passes: int, side_by_side: int = 1) -> None:
+        """Announce ``what`` (``side_by_side`` processes share its session passes)."""
         if self.per is not None:
-            self.say(f"refit: next, {what}: ~{self.per * session_passes / 60:.1f} min")
+            minutes = self.per * session_passes / side_by_side / 60
+            self.say(f"refit: next, {what}: ~{minutes:.1f} min")
 
 
 def average_weights(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -234,7 +234,7 @@ def train_model(
                 rates = (decayed, *sorted(tc.refit_rates), tc.lr)  # a tie keeps the earlier
                 report = refit(model, train_f, valid_f, rates, tc.batch_size, tc.negatives,
                                tc.weight_decay, progress, soup=tc.refit_soup, seed=tc.seed,
-                               tail=tc.refit_tail)
+                               tail=tc.refit_tail, processes=max(1, tc.threads or 1))
                 metrics.refit_seconds, metrics.refit = report.seconds, asdict(report)
     finally:
         torch.set_num_threads(threads_before)

@@ -9,14 +9,9 @@ import numpy as np
 import torch
 
 from stream_rec.model.examples import training_examples
-from stream_rec.model.refit import (
-    _passes,
-    average_weights,
-    cooccurrence_init,
-    refit,
-    untouched_rows,
-)
+from stream_rec.model.refit import average_weights, cooccurrence_init, refit, untouched_rows
 from stream_rec.model.sasrec import SASRecConfig, SessionTransformer
+from stream_rec.model.steps import train_passes
 from stream_rec.model.validation import selection_score
 
 
@@ -104,7 +99,7 @@ def test_a_soup_is_decided_on_the_halves_and_is_the_members_average():
     examples = training_examples(SOUP_VALID, start.config.max_len)
     for i, member in enumerate(members):
         torch.manual_seed(3 + i)
-        _passes(member, examples, report.lr, report.passes, 4, 0, 0.0)
+        train_passes(member, examples, report.lr, report.passes, 4, 0, 0.0)
     want = average_weights([x.state_dict() for x in members])
     for name, value in m.state_dict().items():
         assert torch.allclose(value, want[name], atol=1e-6), name
@@ -133,7 +128,7 @@ def test_a_refit_with_a_tail_learns_the_newest_training_sessions_first():
     start = model()
     cooccurrence_init(start, untouched_rows(train_f, 12), SOUP_VALID[:4])
     torch.manual_seed(11)
-    _passes(start, training_examples(train_f[-2:] + SOUP_VALID[:4], 10), 1e-2, 1, 4, 0, 0.0)
+    train_passes(start, training_examples(train_f[-2:] + SOUP_VALID[:4], 10), 1e-2, 1, 4, 0, 0.0)
     for name, value in m.state_dict().items():
         assert torch.equal(value, start.state_dict()[name]), name
     # the halves' trials get their tail too, and a tail longer than training takes all of it
