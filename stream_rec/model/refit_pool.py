@@ -18,9 +18,11 @@ import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
+from ..errors import StreamRecError
 from .examples import Example
 from .sasrec import SessionTransformer
 from .steps import train_passes
@@ -63,6 +65,25 @@ def pooled_refits(
 ) -> list[dict[str, torch.Tensor]]:
     """One refit of ``start`` per seed in ``processes`` worker processes; their states in the
     order of ``seeds``. ``done(k, seconds)`` after the k-th to finish (the member's own time)."""
+    try:
+        return _pooled(start, examples, seeds, (lr, passes, batch_size, negatives, weight_decay),
+                       processes, done)
+    except BrokenProcessPool as e:  # a worker killed (out of memory, a signal) or crashed
+        raise StreamRecError(
+            "a refit worker process ended without its result (out of memory?); the trained "
+            "model is in the run's checkpoint: `stream-rec train --resume RUN --threads 1` "
+            "refits it in one process"
+        ) from e
+
+
+def _pooled(
+    start: SessionTransformer,
+    examples: list[Example],
+    seeds: Sequence[int],
+    how: tuple[float, int, int, int, float],
+    processes: int,
+    done: Callable[[int, float], None] | None,
+) -> list[dict[str, torch.Tensor]]:
     states: list[dict[str, torch.Tensor] | None] = [None] * len(seeds)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
@@ -72,7 +93,7 @@ def pooled_refits(
         initargs=(start, examples),
     ) as pool:
         futures = {
-            pool.submit(_member, seed, lr, passes, batch_size, negatives, weight_decay): i
+            pool.submit(_member, seed, *how): i
             for i, seed in enumerate(seeds)
         }
         for k, future in enumerate(as_completed(futures), start=1):

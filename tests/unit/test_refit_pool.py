@@ -4,12 +4,14 @@ thread computes with its seed, so ``--threads N`` changes the refit's speed, not
 from __future__ import annotations
 
 import copy
+import os
 from multiprocessing import resource_tracker
 
 import numpy as np
 import pytest
 import torch
 
+from stream_rec.errors import StreamRecError
 from stream_rec.model.examples import training_examples
 from stream_rec.model.refit import refit
 from stream_rec.model.refit_pool import pooled_refits
@@ -80,3 +82,15 @@ def test_a_soup_in_two_processes_is_the_soup_on_one_thread(one_thread):
     older = [x for x in lines if x.startswith("refit of the older half ")]
     assert [x.split()[5] for x in older] == ["1/3", "2/3", "3/3"]
     assert "min left)" in older[0] and "min left" not in older[-1]
+
+
+class _DiesOnArrival:
+    """Unpickled in a worker, it ends that process: a worker killed before it answers."""
+
+    def __reduce__(self):
+        return os._exit, (3,)
+
+
+def test_a_worker_that_dies_is_one_clear_error():
+    with pytest.raises(StreamRecError, match="refit worker process ended.*--threads 1"):
+        pooled_refits(model(), [_DiesOnArrival()], [1, 2], 1e-2, 1, 4, 0, 0.0, processes=2)
