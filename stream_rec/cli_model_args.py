@@ -61,7 +61,8 @@ def _add_train(sub: argparse._SubParsersAction[CliParser]) -> None:
     _add_data_args(p)
     p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: per data set)")
     p.add_argument("--dim", type=_positive_int, default=None, help="embedding size (default: per data set)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch threads; with N > 1 the refit's soup also "
+                   "runs N refits at a time, one process each (default: all cores)")
     p.add_argument("--lr", type=_non_negative_float, default=None, help="Adam learning rate (default: per data set)")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="sessions per step (default: per data set)")
     p.add_argument("--dropout", type=_fraction, default=None, help="dropout inside the blocks (default: per data set)")
