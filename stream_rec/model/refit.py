@@ -167,7 +167,7 @@ def refit(
         pace.measured(time.perf_counter() - t_trials, trial_passes)
     if on_halves and soup > 1:  # does averaging pay on the halves?
         pace.next(f"{soup} refits of the older half", soup * report.passes * len(older_examples),
-                  min(processes, soup))
+                  _side_by_side(processes, soup, seed))
         start = copy.deepcopy(older_start)
         members = _refits(
             start,
@@ -193,15 +193,16 @@ def refit(
     final = window(valid_f)
     report.tail_sessions = len(final) - len(valid_f)
     final_examples = training_examples(final, max_len)
+    final_seed = seed if soup > 1 else None  # one refit asked for: the generator as it stands
     pace.next(f"{report.soup} refit(s) of the whole slice",
               report.soup * report.passes * len(final_examples),
-              min(processes, report.soup) if soup > 1 else 1)
+              _side_by_side(processes, report.soup, final_seed))
     members = _refits(
         model,
         final_examples,
         report,
         report.soup,
-        seed if soup > 1 else None,  # one refit asked for: the generator as it stands
+        final_seed,
         batch_size,
         negatives,
         weight_decay,
@@ -248,7 +249,7 @@ def _refits(
     ``processes`` > 1: seeded members run side by side (:mod:`.refit_pool`)."""
     members = [start] + [copy.deepcopy(start) for _ in range(count - 1)]
     t0 = time.perf_counter()
-    side_by_side = min(processes, count) if seed is not None else 1
+    side_by_side = _side_by_side(processes, count, seed)
 
     def done(k: int, member_seconds: float) -> None:
         spent = time.perf_counter() - t0
@@ -276,6 +277,11 @@ def _refits(
     # the pace of one process: the estimates divide by the processes of the step they announce
     pace.measured((time.perf_counter() - t0) * side_by_side, count * report.passes * len(examples))
     return members
+
+
+def _side_by_side(processes: int, count: int, seed: int | None) -> int:
+    """How many of ``count`` refits run at a time: seeded ones share ``processes``."""
+    return min(processes, count) if seed is not None else 1
 
 
 class _Pace:
